@@ -1,0 +1,1 @@
+"""ardm: Autoregressive Diffusion Models in PyTorch."""

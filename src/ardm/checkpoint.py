@@ -1,0 +1,83 @@
+"""Checkpoints: weights-only torch files written atomically, with the resolved config and L_t.
+
+A training checkpoint (``ckpt.pt``) holds the model, its EMA copy, the optimiser, the step,
+the data sampler and RNG states; it loads with ``weights_only=True`` (no pickle code runs).
+``load_model`` rebuilds an :class:`~ardm.model.ARDM` from a checkpoint alone, with EMA weights.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ardm.config import Config, from_dict
+from ardm.errors import CheckpointError
+from ardm.model import ARDM, build_model
+
+FORMAT = "ardm-checkpoint-1"
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename: never a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict (tensors, numbers, strings, lists, dicts only) atomically."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; errors become :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ardm checkpoint")
+    return state
+
+
+def model_from_state(state: dict[str, Any], *, ema: bool = True) -> ARDM:
+    """Rebuild the model of a loaded checkpoint (EMA weights by default)."""
+    cfg = from_dict(Config, state["config"])
+    model = build_model(cfg)
+    weights = state["ema"] if ema and "ema" in state else state["model"]
+    try:
+        model.net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint weights do not match its config: {str(e).splitlines()[0]}"
+        ) from None
+    model.tracker.load_state_dict(state["tracker"])
+    model.order_seed = int(state.get("order_seed", 0))
+    return model.eval()
+
+
+def load_model(path: Path | str, *, device: str | torch.device = "cpu", ema: bool = True) -> ARDM:
+    """Load a model for evaluation, sampling or coding from a checkpoint file or run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ckpt.pt"
+    return model_from_state(load_checkpoint(path), ema=ema).to(device)

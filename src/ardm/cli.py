@@ -1,0 +1,336 @@
+"""``ardm <command>``: train, eval, sample, inpaint, complete, plan, demo.
+
+``main(argv) -> int`` is called directly by the tests. User errors (bad files, settings,
+checkpoints) print one line ``ardm: error: ...`` and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ardm.errors import ArdmError, DataError
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"budgets must be integers separated by commas, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("budgets must be positive integers")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ardm",
+        description="Autoregressive Diffusion Models: train, evaluate, sample, compress.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_model(q: argparse.ArgumentParser) -> None:
+        q.add_argument("model", help="run folder or checkpoint file (ckpt.pt)")
+        q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+    q = sub.add_parser("train", help="train a model from a preset")
+    q.add_argument(
+        "--preset", default="mnist-tiny", help="preset name or TOML file (see `ardm presets`)"
+    )
+    q.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. train.lr=3e-4",
+    )
+    q.add_argument("--out", help="run folder (default: runs/<preset>)")
+    q.add_argument(
+        "--fresh", action="store_true", help="start over even if the folder holds a checkpoint"
+    )
+    q.add_argument("--device", default="auto")
+    q.add_argument("--quiet", action="store_true")
+
+    q = sub.add_parser("eval", help="bits/dim: bound, exact fixed order, DP and naive budgets")
+    add_model(q)
+    q.add_argument("--split", default="test")
+    q.add_argument("--items", type=int, default=500, help="items for the stochastic bound")
+    q.add_argument("--passes", type=int, default=4)
+    q.add_argument("--exact-items", type=int, default=16, help="items for the exact rows")
+    q.add_argument("--budgets", type=_budgets, default=[10, 50, 100])
+    q.add_argument("--json", help="also write the rows as JSON here")
+
+    q = sub.add_parser("sample", help="generate samples (PNG grid for images, text for text)")
+    add_model(q)
+    q.add_argument("-n", type=int, default=16)
+    q.add_argument("--budget", type=int, help="network calls (default: one per variable)")
+    q.add_argument(
+        "--naive", action="store_true", help="evenly spaced steps instead of the DP policy"
+    )
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--temperature", type=float, default=1.0)
+    q.add_argument(
+        "-o", "--output", help="output file (.png / .txt; default: print text or samples.png)"
+    )
+
+    q = sub.add_parser("inpaint", help="complete the missing part of images")
+    add_model(q)
+    q.add_argument("--input", help="image file (default: items of the test split)")
+    q.add_argument("--index", type=int, default=0, help="first test item when no --input is given")
+    q.add_argument("-n", type=int, default=8, help="test items when no --input is given")
+    q.add_argument(
+        "--mask",
+        default="bottom",
+        choices=["bottom", "top", "left", "right", "center", "random"],
+        help="which part is missing",
+    )
+    q.add_argument("--budget", type=int)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-o", "--output", default="inpaint.png")
+
+    q = sub.add_parser("complete", help="fill in text: '_' marks a missing character")
+    add_model(q)
+    q.add_argument("text", help="text with '_' for unknown characters, e.g. 'the qu___ brown fox'")
+    q.add_argument("--hole", default="_", help="the character marking unknowns (default: _)")
+    q.add_argument("--budget", type=int)
+    q.add_argument("-n", type=int, default=4, help="completions")
+    q.add_argument("--seed", type=int, default=0)
+
+    q = sub.add_parser("plan", help="the DP policy and its expected cost per budget")
+    add_model(q)
+    q.add_argument("--budgets", type=_budgets, default=[1, 2, 5, 10, 20, 50, 100, 200, 500])
+    q.add_argument("--show-policy", action="store_true", help="print the step boundaries")
+    q.add_argument("--json", help="also write the plan as JSON here")
+
+    sub.add_parser("presets", help="list the shipped presets")
+
+    q = sub.add_parser("demo", help="train a tiny MNIST model, evaluate it, sample and inpaint")
+    q.add_argument("--out", default="runs/demo")
+    q.add_argument("--minutes", type=float, default=1.0, help="training time (default: 1)")
+    q.add_argument("--fresh", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except ArdmError as e:
+        print(f"ardm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ardm: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from ardm.config import load_config
+    from ardm.train import train
+
+    cfg = load_config(args.preset, args.overrides)
+    out = Path(args.out or f"runs/{Path(args.preset).stem}")
+    result = train(cfg, out, device=args.device, fresh=args.fresh, progress=not args.quiet)
+    print(
+        f"step {result.step}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result.last_eval.items())
+        + f"; checkpoint {out / 'ckpt.pt'}"
+    )
+    return 0
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ardm.checkpoint import load_model
+    from ardm.train import pick_device
+
+    return load_model(args.model, device=pick_device(args.device))
+
+
+def _items(model, split: str, limit: int | None) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    from ardm.config import Config, from_dict
+    from ardm.train import eval_items
+
+    return eval_items(from_dict(Config, model.config), split, limit)
+
+
+def _unit(model) -> str:  # type: ignore[no-untyped-def]
+    return "bpc" if model.kind == "text" else "bpd"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ardm.evaluation import evaluate, rows_to_dicts, rows_to_markdown
+
+    model = _load(args)
+    items = _items(model, args.split, args.items)
+    rows = evaluate(
+        model, items, passes=args.passes, exact_items=args.exact_items, budgets=args.budgets
+    )
+    print(
+        rows_to_markdown(
+            rows, unit=_unit(model), title=f"{model.config['data']['name']} {args.split} split"
+        )
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows_to_dicts(rows), indent=2))
+    return 0
+
+
+def _alphabet(model):  # type: ignore[no-untyped-def]
+    from ardm.data import TextAlphabet, dataset_spec
+
+    spec = dataset_spec(model.config["data"]["name"], seq_len=model.config["data"]["seq_len"])
+    assert spec.alphabet is not None
+    return TextAlphabet(spec.alphabet)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ardm.pictures import save_grid
+
+    model = _load(args)
+    g = torch.Generator().manual_seed(args.seed)
+    x = model.sample(
+        args.n, budget=args.budget, naive=args.naive, temperature=args.temperature, generator=g
+    )
+    calls = args.budget or model.D
+    if model.kind == "text":
+        alphabet = _alphabet(model)
+        text = "\n".join(alphabet.decode(row) for row in x.cpu())
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+            print(f"wrote {args.n} samples ({calls} network calls each) to {args.output}")
+        else:
+            print(text)
+    else:
+        out = save_grid(x, args.output or "samples.png")
+        print(f"wrote {args.n} samples ({calls} network calls each) to {out}")
+    return 0
+
+
+def _image_mask(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """``known`` mask (C, H, W) that hides one part of an image."""
+    C, H, W = shape
+    known = torch.ones(C, H, W, dtype=torch.bool)
+    if kind == "bottom":
+        known[:, H // 2 :] = False
+    elif kind == "top":
+        known[:, : H // 2] = False
+    elif kind == "left":
+        known[:, :, : W // 2] = False
+    elif kind == "right":
+        known[:, :, W // 2 :] = False
+    elif kind == "center":
+        known[:, H // 4 : 3 * H // 4, W // 4 : 3 * W // 4] = False
+    else:  # a random half, the same for every item
+        g = torch.Generator().manual_seed(seed)
+        known.view(-1)[torch.randperm(known.numel(), generator=g)[: known.numel() // 2]] = False
+    return known
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from ardm.pictures import read_image, save_grid
+
+    model = _load(args)
+    if model.kind != "image":
+        raise DataError("inpaint needs an image model; use `ardm complete` for text")
+    if args.input:
+        x = read_image(args.input, channels=model.shape[0])[None]
+        if tuple(x.shape[1:]) != model.shape:
+            raise DataError(
+                f"{args.input} is {tuple(x.shape[1:])} (C, H, W) but the model takes {model.shape}"
+            )
+    else:
+        x = _items(model, "test", args.index + args.n)[args.index :]
+    x = x.long()
+    known = _image_mask(args.mask, model.shape, args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    out = model.complete(x.to(model.device), known, budget=args.budget, generator=g).cpu()
+    shown = torch.where(known, x, torch.full_like(x, 128))
+    save_grid(torch.cat([x, shown, out]), args.output, nrow=x.shape[0])
+    print(f"wrote {args.output}: rows = original, with the {args.mask} part hidden, completed")
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    model = _load(args)
+    if model.kind != "text":
+        raise DataError("complete needs a text model; use `ardm inpaint` for images")
+    alphabet = _alphabet(model)
+    L = model.shape[0]
+    text = args.text
+    if len(text) > L:
+        raise DataError(f"text has {len(text)} characters; the model takes at most {L}")
+    text = text + args.hole * (L - len(text))
+    known = torch.tensor([c != args.hole for c in text])
+    ids = alphabet.encode(
+        "".join(c if c != args.hole else alphabet.symbols[0] for c in text)
+    ).long()
+    g = torch.Generator().manual_seed(args.seed)
+    x = ids[None].expand(args.n, L)
+    out = model.complete(x.to(model.device), known, budget=args.budget, generator=g).cpu()
+    for row in out:
+        print(alphabet.decode(row))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    model = _load(args)
+    unit = _unit(model)
+    rows = []
+    print(
+        f"D = {model.D}; sum of L_t = {model.tracker.L().sum():.4f} {unit} (one call per variable)\n"
+    )
+    print(f"| budget | DP {unit} (expected) | naive {unit} (expected) | DP steps |")
+    print("| ---: | ---: | ---: | ---: |")
+    for b in args.budgets:
+        if b > model.D:
+            continue
+        dp = model.policy_for_budget(b)
+        naive = model.policy_for_budget(b, naive=True)
+        row = {
+            "budget": b,
+            "dp_bpd": model.expected_bpd(dp),
+            "naive_bpd": model.expected_bpd(naive),
+            "policy": dp.tolist(),
+        }
+        rows.append(row)
+        print(f"| {b} | {row['dp_bpd']:.4f} | {row['naive_bpd']:.4f} | {len(dp)} |")
+        if args.show_policy:
+            print(f"  policy: {dp.tolist()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from ardm.config import preset_names
+
+    for name in preset_names():
+        print(name)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ardm.demo import run_demo
+
+    run_demo(Path(args.out), minutes=args.minutes, fresh=args.fresh)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "sample": cmd_sample,
+    "inpaint": cmd_inpaint,
+    "complete": cmd_complete,
+    "plan": cmd_plan,
+    "presets": cmd_presets,
+    "demo": cmd_demo,
+}

@@ -1,0 +1,141 @@
+"""The entropy coder: rANS from ``constriction``, one call per policy step.
+
+This is the only module that imports ``constriction``. ANS is a stack: the encoder pushes
+the policy steps in *reverse* order, and within a step :meth:`Encoder.push_step` pushes the
+symbols so that :meth:`Decoder.pop_step` returns them in forward order. The decoder walks
+the policy forwards with exactly the same probability rows.
+
+Probabilities. Every row handed to the coder is smoothed in float64 (paper Sec. 4, App.
+``get_safe_probs``), ``p = (1 - eps*K) * softmax + eps`` with ``eps = min(2e-5, 1/(128 K))``,
+so no symbol has zero mass and a badly predicted value costs at most ``-log2(eps)`` bits.
+The price is at most ``-log2(1 - eps*K)`` bits per symbol: 0.0074 for ``K = 256``, 0.0011
+for ``K = 27`` and never more than ``-log2(1 - 1/128) = 0.0113``. ``constriction`` then
+quantises each row to integer frequencies (24-bit precision, ``perfect=False``, set once in
+:data:`_CATEGORICAL`); the result depends only on the float64 values, so identical rows on
+both sides give identical frequencies.
+
+Payload bytes. ``constriction`` gives the compressed stack as ``uint32`` words; the payload
+is those words in little-endian order with the trailing zero bytes of the last word removed
+(that word is never zero, so at most 3 bytes go and the last payload byte is never zero).
+:class:`Decoder` pads back to whole words and refuses a payload that ends in a zero byte.
+"""
+
+from __future__ import annotations
+
+import math
+
+import constriction
+import numpy as np
+
+from ardm.errors import FormatError
+
+PRECISION_BITS = 24
+"""Fixed-point precision of ``constriction``'s default categorical model."""
+
+MAX_K = 1 << 20
+"""Largest alphabet the coder accepts (well below ``2**PRECISION_BITS``)."""
+
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+"""The one categorical model family used for every symbol (lazy, ``perfect=False``)."""
+
+
+def smoothing_eps(K: int) -> float:
+    """The probability floor ``eps`` for ``K`` classes: ``min(2e-5, 1/(128 K))``, so ``eps*K < 1/128``."""
+    return min(2e-5, 1.0 / (128 * K))
+
+
+def smoothing_cost_bits(K: int) -> float:
+    """Worst-case extra bits per symbol caused by the smoothing: ``-log2(1 - eps*K)``."""
+    return -math.log2(1.0 - smoothing_eps(K) * K)
+
+
+def smooth(probs: np.ndarray) -> np.ndarray:
+    """``(1 - eps*K) * probs + eps`` in place on a float64 array ``(..., K)``; returns it."""
+    K = probs.shape[-1]
+    eps = smoothing_eps(K)
+    probs *= 1.0 - eps * K
+    probs += eps
+    return probs
+
+
+def _check_rows(probs: np.ndarray, n: int) -> np.ndarray:
+    if probs.ndim != 2 or probs.shape[0] != n:
+        raise ValueError(f"expected probabilities of shape ({n}, K), got {probs.shape}")
+    if not 2 <= probs.shape[1] <= MAX_K:
+        raise ValueError(f"K must lie in [2, {MAX_K}], got {probs.shape[1]}")
+    return np.ascontiguousarray(probs, dtype=np.float64)
+
+
+class Encoder:
+    """A stack of coded symbols for one item; push the policy steps in reverse order."""
+
+    def __init__(self) -> None:
+        self._coder = constriction.stream.stack.AnsCoder()
+
+    def push_step(self, symbols: np.ndarray, probs: np.ndarray) -> None:
+        """Push one step: ``symbols (n,)`` with rows ``probs (n, K)`` (float64, smoothed).
+
+        A later :meth:`Decoder.pop_step` with the same rows returns ``symbols`` in order.
+        """
+        symbols = np.ascontiguousarray(symbols, dtype=np.int32)  # (n,)
+        if symbols.ndim != 1:
+            raise ValueError(f"expected symbols of shape (n,), got {symbols.shape}")
+        n = symbols.shape[0]
+        if n == 0:
+            return
+        probs = _check_rows(probs, n)  # (n, K)
+        if symbols.min() < 0 or symbols.max() >= probs.shape[1]:
+            raise ValueError(f"symbols must lie in [0, {probs.shape[1]})")
+        self._coder.encode_reverse(symbols, _CATEGORICAL, probs)
+
+    @property
+    def num_bits(self) -> int:
+        """Current size of the stack in bits (not rounded up to bytes)."""
+        return int(self._coder.num_valid_bits())
+
+    def get_bytes(self) -> bytes:
+        """The payload: little-endian words, trailing zero bytes of the last word removed."""
+        words = self._coder.get_compressed().astype("<u4", copy=False)  # (W,)
+        return words.tobytes().rstrip(b"\x00")
+
+
+class Decoder:
+    """Pops the symbols of one item's payload, policy step by policy step (forward order)."""
+
+    def __init__(self, payload: bytes) -> None:
+        if payload and payload[-1] == 0:
+            raise FormatError(
+                "corrupt payload: it ends in a zero byte, which the coder never writes"
+            )
+        padded = payload + b"\x00" * (-len(payload) % 4)
+        words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)  # (W,) native order
+        try:
+            self._coder = constriction.stream.stack.AnsCoder(words)
+        except (ValueError, RuntimeError) as e:
+            raise FormatError(f"corrupt payload: {_one_line(e)}") from None
+
+    def pop_step(self, probs: np.ndarray) -> np.ndarray:
+        """Pop ``n`` symbols with rows ``probs (n, K)``: ``(n,)`` int64, in the pushed order."""
+        n = probs.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        probs = _check_rows(probs, n)
+        try:
+            symbols = self._coder.decode(_CATEGORICAL, probs)  # (n,) int32
+        except (ValueError, KeyError, RuntimeError, AssertionError) as e:
+            raise FormatError(f"corrupt payload: {_one_line(e)}") from None
+        return np.asarray(symbols, dtype=np.int64)
+
+    def finished(self) -> bool:
+        """True iff every bit of the payload was consumed and the coder is back at its start."""
+        return bool(self._coder.is_empty())
+
+    @property
+    def bits_left(self) -> int:
+        """Bits still on the stack (0 when :meth:`finished`)."""
+        return int(self._coder.num_valid_bits())
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__

@@ -1,0 +1,495 @@
+"""Lossless compression with an ARDM: the network's step distributions drive the ANS coder.
+
+Encoding (paper Sec. 4; ANS is a stack, so the policy is walked in reverse): for each step
+``[l, r)`` the network is called once on the data with ``known = sigma < l`` (unknown values
+zeroed, exactly what the decoder will hold), and the values of the variables with
+``l <= sigma < r``, ordered by ``sigma``, are pushed with their smoothed probabilities.
+Decoding walks the policy forwards, calls the network on the partially decoded data and pops
+each step's values in the same order.
+
+Determinism. The decoder must see bit-identical probabilities. On CPU a batched call is *not*
+bitwise invariant to the batch size or the thread count (oneDNN convolutions and small-``M``
+matrix products pick different kernels; see ``docs/format.md``, "What decodes where"). So by
+default (``per_item=True``) every item is evaluated alone (batch 1) with one intra-op thread,
+and the items of a batch are spread over a pool of worker threads instead: each file decodes
+on its own, with any thread count, on the same software and CPU family.
+
+Two levels:
+
+* :func:`encode` / :func:`decode` against any ``log_prob_fn(x, known, t) -> (N, *shape, K)``
+  (log-probabilities), a fixed order ``sigma`` and a ``policy``: raw payloads, no header.
+* :func:`compress` / :func:`decompress` against a model (an :class:`ardm.model.ARDM`): files
+  with the header of :mod:`ardm.coding.container`, a data checksum and tiling for data
+  larger or smaller than the model's shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ardm.coding.ans import Decoder, Encoder, smooth
+from ardm.coding.container import (
+    FINGERPRINT_BYTES,
+    MAX_D,
+    MAX_NDIM,
+    Header,
+    data_crc32,
+    join_tiles,
+    pack,
+    split_tiles,
+    tile_grid,
+    unpack,
+)
+from ardm.core.orders import order_from_seed
+from ardm.errors import DataError, FormatError
+
+LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``log_prob_fn(x, known, t) -> log_probs``: ``x (N, *shape)`` int64 (zero where unknown),
+``known (N, *shape)`` bool, ``t (N,)`` int64 number of known variables -> ``(N, *shape, K)``."""
+
+
+class CodingModel(Protocol):
+    """What :func:`compress` / :func:`decompress` need from a model (:class:`ardm.model.ARDM`)."""
+
+    K: int
+    shape: tuple[int, ...]
+    D: int
+    kind: str
+    order_seed: int
+
+    def log_probs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def policy_for_budget(self, budget: int) -> np.ndarray: ...
+
+    def fingerprint(self) -> bytes: ...
+
+
+# ---------------------------------------------------------------------------- probabilities
+def coding_probs(log_probs: torch.Tensor) -> np.ndarray:
+    """Log-probabilities ``(..., K)`` -> smoothed float64 probabilities ``(..., K)`` for the coder.
+
+    The one conversion used by both encoder and decoder: float64, ``exp``, then
+    ``(1 - eps*K) p + eps`` (:func:`ardm.coding.ans.smooth`).
+    """
+    probs = log_probs.detach().to(device="cpu", dtype=torch.float64).exp()  # (..., K)
+    return smooth(probs.numpy())
+
+
+def policy_nll_bits(log_probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``-log2 p(x)`` of the coded values under unsmoothed log-probs ``(N, M, K)``, ``x (N, M)``."""
+    lp = log_probs.detach().double().gather(-1, x[..., None].long())[..., 0]  # (N, M)
+    return -lp.sum(dim=-1) / math.log(2.0)  # (N,)
+
+
+# ---------------------------------------------------------------------------- steps
+def step_bounds(policy: np.ndarray, D: int) -> list[tuple[int, int]]:
+    """The non-empty steps ``[(l, r), ...]`` of a policy (left boundaries, ``D`` implicit)."""
+    p = np.asarray(policy, dtype=np.int64).reshape(-1)  # (B,)
+    if p.size == 0 or p[0] != 0 or p[-1] >= D or np.any(np.diff(p) < 0):
+        raise ValueError(
+            f"a policy must be non-decreasing step boundaries starting at 0 and below D={D}"
+        )
+    right = np.append(p[1:], D)  # (B,)
+    return [(int(lo), int(hi)) for lo, hi in zip(p, right, strict=True) if hi > lo]
+
+
+def _order(sigma: torch.Tensor, D: int) -> torch.Tensor:
+    """The variables in generation order: ``order[s]`` is the variable with ``sigma == s``."""
+    sigma = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
+    if sigma.numel() != D or not torch.equal(torch.sort(sigma).values, torch.arange(D)):
+        raise ValueError(f"sigma must be a permutation of 0..{D - 1}")
+    return torch.argsort(sigma)  # (D,)
+
+
+@contextmanager
+def _one_intra_op_thread() -> Iterator[int]:
+    """Run with ``torch.set_num_threads(1)``; yields the previous thread count, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
+def _step_probs(
+    log_prob_fn: LogProbFn,
+    x: torch.Tensor,
+    known: torch.Tensor,
+    positions: torch.Tensor,
+    shape: tuple[int, ...],
+    K: int | None,
+) -> np.ndarray:
+    """One network call for ``n`` items: smoothed rows ``(n, m, K)`` of the variables ``positions``."""
+    n = x.shape[0]
+    t = known.sum(dim=1)  # (n,) number of known variables
+    inputs = torch.where(known, x, 0).view(n, *shape)  # (n, *shape) unknown values zeroed
+    log_probs = log_prob_fn(inputs, known.view(n, *shape), t)  # (n, *shape, K)
+    if K is not None and log_probs.shape[-1] != K:
+        raise ValueError(f"the network gives {log_probs.shape[-1]} classes, expected K={K}")
+    log_probs = log_probs.reshape(n, -1, log_probs.shape[-1])  # (n, D, K)
+    return coding_probs(log_probs[:, positions.to(log_probs.device)])  # (n, m, K)
+
+
+def _encode_group(
+    log_prob_fn: LogProbFn,
+    x: torch.Tensor,
+    pad: torch.Tensor,
+    sigma: torch.Tensor,
+    order: torch.Tensor,
+    bounds: list[tuple[int, int]],
+    shape: tuple[int, ...],
+) -> list[bytes]:
+    """Encode ``n`` items ``x (n, D)`` with one network call per step for the group."""
+    device = x.device
+    encoders = [Encoder() for _ in range(x.shape[0])]
+    with torch.no_grad():
+        for left, right in reversed(bounds):  # ANS is a stack: last step first
+            positions = order[left:right]  # (m,) variables of this step, by sigma
+            coded = ~pad[:, positions].cpu().numpy()  # (n, m) padding is never coded
+            if not coded.any():
+                continue
+            known = (sigma < left).to(device)[None, :] | pad  # (n, D)
+            probs = _step_probs(log_prob_fn, x, known, positions, shape, None)  # (n, m, K)
+            symbols = x[:, positions.to(device)].cpu().numpy()  # (n, m)
+            for i, enc in enumerate(encoders):
+                if coded[i].all():
+                    enc.push_step(symbols[i], probs[i])
+                else:
+                    enc.push_step(symbols[i][coded[i]], probs[i][coded[i]])
+    return [enc.get_bytes() for enc in encoders]
+
+
+def _decode_group(
+    log_prob_fn: LogProbFn,
+    payloads: list[bytes],
+    pad: torch.Tensor,
+    sigma: torch.Tensor,
+    order: torch.Tensor,
+    bounds: list[tuple[int, int]],
+    shape: tuple[int, ...],
+    K: int,
+) -> torch.Tensor:
+    """Decode ``n`` payloads into ``(n, D)`` with one network call per step for the group."""
+    device = pad.device
+    decoders = [Decoder(p) for p in payloads]
+    x = torch.zeros(pad.shape, dtype=torch.long, device=device)  # (n, D)
+    with torch.no_grad():
+        for left, right in bounds:
+            positions = order[left:right]  # (m,)
+            coded = ~pad[:, positions].cpu().numpy()  # (n, m)
+            if not coded.any():
+                continue
+            known = (sigma < left).to(device)[None, :] | pad  # (n, D)
+            probs = _step_probs(log_prob_fn, x, known, positions, shape, K)  # (n, m, K)
+            for i, dec in enumerate(decoders):
+                if coded[i].all():
+                    values, where = dec.pop_step(probs[i]), positions  # (m,), (m,)
+                else:
+                    values = dec.pop_step(probs[i][coded[i]])  # (c,)
+                    where = positions[torch.from_numpy(coded[i])]  # (c,)
+                x[i, where.to(device)] = torch.from_numpy(values).to(device)
+    for i, dec in enumerate(decoders):
+        if not dec.finished():
+            raise FormatError(
+                f"corrupt payload {i}: {dec.bits_left} bits are left after decoding every "
+                f"value (truncated, extended or encoded with another model or policy)"
+            )
+    return x
+
+
+def _check_pad(pad: torch.Tensor | None, n: int, D: int, device: torch.device) -> torch.Tensor:
+    if pad is None:
+        return torch.zeros(n, D, dtype=torch.bool, device=device)
+    pad = torch.as_tensor(pad, device=device).reshape(n, D)
+    if pad.dtype != torch.bool:
+        raise ValueError("pad must be a bool mask")
+    return pad
+
+
+def _run_items(
+    work: Callable[[int], Any], n: int, *, workers: int | None, device: torch.device
+) -> list[Any]:
+    """Run ``work(i)`` for every item with one intra-op thread, spread over worker threads.
+
+    ``workers=None`` means the torch thread count (capped at ``n``); on a GPU one worker. The
+    schedule never changes a result: every item is evaluated alone, single-threaded.
+    """
+    with _one_intra_op_thread() as threads:
+        if workers is None:
+            workers = 1 if device.type != "cpu" else threads
+        workers = max(1, min(workers, n))
+        if workers == 1:
+            return [work(i) for i in range(n)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(work, range(n)))
+
+
+def encode(
+    log_prob_fn: LogProbFn,
+    x: torch.Tensor,
+    *,
+    sigma: torch.Tensor,
+    policy: np.ndarray,
+    pad: torch.Tensor | None = None,
+    per_item: bool = True,
+    workers: int | None = None,
+) -> list[bytes]:
+    """Encode each item of ``x (N, *shape)`` (int64 in ``[0, K)``) into its own payload.
+
+    ``sigma (D,)`` is the order shared by all items and ``policy`` the step boundaries. ``pad
+    (N, *shape)`` bool marks variables that are not coded: they are known from the start
+    with value 0 (tiles at the border of an image). With ``per_item`` (default) each item is
+    evaluated alone with one intra-op thread, so every payload decodes on its own; with
+    ``per_item=False`` there is one network call per step for the whole batch (faster, but
+    only decodable with the same batch and thread count). ``workers`` threads share the items
+    (default: the torch thread count; it never changes the payloads). Network tensors live
+    on ``x.device``.
+    """
+    N = x.shape[0]
+    shape = tuple(x.shape[1:])
+    D = math.prod(shape)
+    xf = x.reshape(N, D).long()  # (N, D)
+    padf = _check_pad(pad, N, D, x.device)  # (N, D)
+    xf = torch.where(padf, 0, xf)
+    order = _order(sigma, D)
+    sig = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
+    bounds = step_bounds(policy, D)
+    if not per_item:
+        return _encode_group(log_prob_fn, xf, padf, sig, order, bounds, shape)
+
+    def work(i: int) -> bytes:
+        return _encode_group(
+            log_prob_fn, xf[i : i + 1], padf[i : i + 1], sig, order, bounds, shape
+        )[0]
+
+    return _run_items(work, N, workers=workers, device=x.device)
+
+
+def decode(
+    log_prob_fn: LogProbFn,
+    payloads: list[bytes],
+    *,
+    shape: tuple[int, ...],
+    K: int,
+    sigma: torch.Tensor,
+    policy: np.ndarray,
+    pad: torch.Tensor | None = None,
+    per_item: bool = True,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Decode payloads of :func:`encode` (same ``sigma``, ``policy``, ``pad``, ``per_item``).
+
+    Returns ``(N, *shape)`` int64 on ``device``. Raises :class:`FormatError` if a payload is
+    malformed or not consumed exactly (a data checksum, as in :func:`decompress`, is the
+    complete check).
+    """
+    N = len(payloads)
+    shape = tuple(shape)
+    D = math.prod(shape)
+    dev = torch.device(device)
+    padf = _check_pad(pad, N, D, dev)  # (N, D)
+    order = _order(sigma, D)
+    sig = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
+    bounds = step_bounds(policy, D)
+    if not per_item:
+        x = _decode_group(log_prob_fn, payloads, padf, sig, order, bounds, shape, K)
+        return x.view(N, *shape)
+
+    def work(i: int) -> torch.Tensor:
+        return _decode_group(
+            log_prob_fn, payloads[i : i + 1], padf[i : i + 1], sig, order, bounds, shape, K
+        )
+
+    rows = _run_items(work, N, workers=workers, device=dev)
+    if N == 0:
+        return torch.zeros((0, *shape), dtype=torch.long, device=dev)
+    return torch.cat(rows).view(N, *shape)
+
+
+# ---------------------------------------------------------------------------- tiles
+def cut_tiles(x: torch.Tensor, tile: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut ``x`` (any shape with ``len(tile)`` axes) into tiles ``(T, *tile)`` in C order.
+
+    Tiles at the far border are padded with zeros; the second result ``(T, *tile)`` bool
+    marks that padding.
+    """
+    grid = tile_grid(tuple(x.shape), tile)
+    full = tuple(g * m for g, m in zip(grid, tile, strict=True))
+    canvas = torch.zeros(full, dtype=x.dtype, device=x.device)
+    pad = torch.ones(full, dtype=torch.bool, device=x.device)
+    inside = tuple(slice(0, n) for n in x.shape)
+    canvas[inside] = x
+    pad[inside] = False
+    split = [d for g, m in zip(grid, tile, strict=True) for d in (g, m)]  # (g0, m0, g1, m1, ...)
+    perm = [*range(0, 2 * len(tile), 2), *range(1, 2 * len(tile), 2)]
+
+    def tiles(a: torch.Tensor) -> torch.Tensor:
+        return a.reshape(split).permute(perm).reshape(-1, *tile)  # (T, *tile)
+
+    return tiles(canvas), tiles(pad)
+
+
+def paste_tiles(tiles: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`cut_tiles`: tiles ``(T, *tile)`` -> data of ``shape``."""
+    tile = tuple(tiles.shape[1:])
+    grid = tile_grid(shape, tile)
+    n = len(tile)
+    a = tiles.reshape(*grid, *tile)  # (g0, g1, ..., m0, m1, ...)
+    perm = [i for axis in range(n) for i in (axis, n + axis)]
+    full = a.permute(perm).reshape([g * m for g, m in zip(grid, tile, strict=True)])
+    return full[tuple(slice(0, s) for s in shape)]
+
+
+# ---------------------------------------------------------------------------- files
+def _model_device(model: CodingModel) -> torch.device:
+    device = getattr(model, "device", None)
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _check_eval(model: CodingModel) -> None:
+    if getattr(model, "training", False):
+        raise ValueError("the model is in training mode: call model.eval() before coding")
+
+
+def _check_tileable(shape: tuple[int, ...], tile: tuple[int, ...]) -> None:
+    if len(shape) > MAX_NDIM or any(n < 1 for n in shape) or math.prod(shape) > MAX_D:
+        raise DataError(f"data of shape {shape} is empty or larger than {MAX_D} values")
+    if math.prod(tile_grid(shape, tile)) * math.prod(tile) > 2 * MAX_D:
+        raise DataError(f"data of shape {shape} needs too many tiles of the model's shape {tile}")
+
+
+def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
+    """Compress one item ``x`` (``bytes``) or a batch ``(N, ...)`` (a list of files).
+
+    An item has the model's shape, or any shape with as many axes (an image larger or
+    smaller than the model's tile, a text of another length): it is then cut into tiles of
+    the model's shape and its true shape is stored. ``budget`` network calls per tile
+    (clamped to ``D``), order ``model.order_seed``.
+    """
+    _check_eval(model)
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise DataError(f"expected integer data, got {x.dtype}")
+    ndim = len(model.shape)
+    if x.dim() == ndim:
+        items, single = [x], True
+    elif x.dim() == ndim + 1:
+        items, single = list(x), False
+    else:
+        raise DataError(
+            f"expected one item with {ndim} axes (model shape {model.shape}) or a batch of "
+            f"them, got shape {tuple(x.shape)}"
+        )
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1, got {budget}")
+    budget = min(int(budget), model.D)
+    device = _model_device(model)
+    fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
+    sigma = order_from_seed(model.D, model.order_seed)
+    policy = model.policy_for_budget(budget)
+
+    tiles: list[torch.Tensor] = []
+    pads: list[torch.Tensor] = []
+    counts: list[int] = []
+    headers: list[Header] = []
+    for item in items:
+        values = item.long().cpu()
+        if values.numel() and (values.min() < 0 or values.max() >= model.K):
+            raise DataError(f"data values must lie in [0, {model.K})")
+        native = tuple(values.shape) == tuple(model.shape)
+        if not native:
+            _check_tileable(tuple(values.shape), tuple(model.shape))
+        t, p = (
+            (values[None], torch.zeros((1, *model.shape), dtype=torch.bool))
+            if native
+            else cut_tiles(values, tuple(model.shape))
+        )
+        tiles.append(t)
+        pads.append(p)
+        counts.append(t.shape[0])
+        headers.append(
+            Header(
+                kind=model.kind,
+                budget=budget,
+                seed=int(model.order_seed),
+                fingerprint=fingerprint,
+                crc32=data_crc32(values.numpy(), model.K),
+                K=None if native else model.K,
+                shape=None if native else tuple(values.shape),
+            )
+        )
+    payloads = encode(
+        model.log_probs,
+        torch.cat(tiles).to(device),
+        sigma=sigma,
+        policy=policy,
+        pad=torch.cat(pads).to(device),
+    )
+    files = []
+    start = 0
+    for header, count in zip(headers, counts, strict=True):
+        files.append(pack(header, join_tiles(payloads[start : start + count])))
+        start += count
+    return files[0] if single else files
+
+
+def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
+    """Decompress one file of :func:`compress` with the model that made it.
+
+    Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
+    data kind, and data that does not match its stored checksum: wrong data is never returned.
+    """
+    _check_eval(model)
+    header, body = unpack(blob)
+    ours = model.fingerprint()[:FINGERPRINT_BYTES]
+    if header.fingerprint != ours:
+        raise FormatError(
+            f"this file was compressed with another model (fingerprint "
+            f"{header.fingerprint.hex()}, this model is {ours.hex()})"
+        )
+    if header.kind != model.kind:
+        raise FormatError(f"this file holds {header.kind} data but the model is for {model.kind}")
+    if header.budget > model.D:
+        raise FormatError(f"corrupt header: budget {header.budget} exceeds D={model.D}")
+    tile = tuple(model.shape)
+    if header.shape is None:
+        shape, count = tile, 1
+    else:
+        if header.K != model.K:
+            raise FormatError(f"this file holds K={header.K} data but the model has K={model.K}")
+        shape = header.shape
+        count = math.prod(tile_grid(shape, tile))
+        if count * model.D > 2 * MAX_D:
+            raise FormatError(f"corrupt header: shape {shape} needs {count} tiles of {tile}")
+    payloads = split_tiles(body, count)
+    device = _model_device(model)
+    if header.shape is None:
+        pad = torch.zeros((1, *tile), dtype=torch.bool)
+    else:
+        _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
+    tiles = decode(
+        model.log_probs,
+        payloads,
+        shape=tile,
+        K=model.K,
+        sigma=order_from_seed(model.D, header.seed),
+        policy=model.policy_for_budget(header.budget),
+        pad=pad.to(device),
+        device=device,
+    ).cpu()  # (T, *tile)
+    x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
+    if data_crc32(x.numpy(), model.K) != header.crc32:
+        raise FormatError(
+            "decoded data does not match its checksum: the file is corrupt or was encoded on "
+            "a configuration whose network outputs differ"
+        )
+    return x

@@ -1,0 +1,258 @@
+"""The ``.ardm`` file format: a small header followed by the entropy-coded payload.
+
+Layout (version 1, every field documented byte by byte in ``docs/format.md``)::
+
+    magic      2 bytes   0xAD 0x4D ("\\xadM")
+    version    1 byte    1
+    flags      1 byte    bits 0-1 kind (0 image, 1 text, 2 audio), bit 2 SHAPE, bits 3-7 zero
+    budget     varint    number of network calls per tile, 1..D
+    seed       varint    order seed: sigma = order_from_seed(D, seed)
+    [SHAPE]    varint K, 1 byte ndim (1..4), ndim varints: the true data shape (tiled)
+    model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config)
+    crc32      4 bytes   CRC-32 of the data values, little-endian
+    payload    the rest  one ANS payload, or (SHAPE) one per tile, each but the last
+                         preceded by its length as a varint
+
+A single item of the model's native shape with budget and seed below 128 has a 14-byte
+header. Parsing is defensive: anything unexpected raises :class:`ardm.errors.FormatError`
+with a one-line message, before any large allocation.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ardm.errors import FormatError
+
+MAGIC = b"\xadM"
+VERSION = 1
+KINDS = ("image", "text", "audio")
+FINGERPRINT_BYTES = 4
+MAX_D = 1 << 24
+"""Largest number of variables a file may declare (refused before anything is allocated)."""
+MAX_NDIM = 4
+MAX_K = 1 << 20
+MAX_SEED = (1 << 63) - 1
+_MAX_VARINT_BYTES = 10
+
+_KIND_MASK = 0b0000_0011
+_FLAG_SHAPE = 0b0000_0100
+_KNOWN_FLAGS = _KIND_MASK | _FLAG_SHAPE
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file says about itself. ``shape``/``K`` are ``None`` for the model's native shape."""
+
+    kind: str
+    budget: int
+    seed: int
+    fingerprint: bytes  # FINGERPRINT_BYTES bytes
+    crc32: int
+    K: int | None = None
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must lie in [0, 2**63), got {self.seed}")
+        if len(self.fingerprint) != FINGERPRINT_BYTES:
+            raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
+        if not 0 <= self.crc32 < 1 << 32:
+            raise ValueError(f"crc32 must be a 32-bit unsigned value, got {self.crc32}")
+        if (self.shape is None) != (self.K is None):
+            raise ValueError("give both K and shape (non-native geometry) or neither")
+        if self.shape is not None:
+            _check_geometry(int(self.K or 0), self.shape, exc=ValueError)
+
+
+# ---------------------------------------------------------------------------- varints
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant group first, high bit = more."""
+    if value < 0:
+        raise ValueError(f"varints are unsigned, got {value}")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def read_varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
+    """Read one canonical varint at ``pos``: ``(value, next_pos)``; ``what`` names it in errors."""
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos + i >= len(buf):
+            raise FormatError(f"truncated file: it ends inside the {what} field")
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise FormatError(f"corrupt header: the {what} field is not minimally encoded")
+            return value, pos + i + 1
+    raise FormatError(f"corrupt header: the {what} field is longer than {_MAX_VARINT_BYTES} bytes")
+
+
+# ---------------------------------------------------------------------------- data checksum
+def data_crc32(x: np.ndarray, K: int) -> int:
+    """CRC-32 (zlib/IEEE 802.3) of the values of ``x`` in C order, each as a little-endian
+    unsigned integer of 1 byte (``K <= 256``), 2 bytes (``K <= 65536``) or 4 bytes."""
+    width = "<u1" if K <= 1 << 8 else "<u2" if K <= 1 << 16 else "<u4"
+    values = np.ascontiguousarray(x).astype(width)  # (...,)
+    return zlib.crc32(values.tobytes()) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------- geometry
+def _check_geometry(K: int, shape: tuple[int, ...], *, exc: type[Exception]) -> None:
+    if not 2 <= K <= MAX_K:
+        raise exc(f"K={K} is outside [2, {MAX_K}]")
+    if not 1 <= len(shape) <= MAX_NDIM:
+        raise exc(f"shape {shape} must have 1 to {MAX_NDIM} axes")
+    if any(n < 1 for n in shape):
+        raise exc(f"shape {shape} has an empty axis")
+    if math.prod(shape) > MAX_D:
+        raise exc(f"shape {shape} has more than {MAX_D} values")
+
+
+def tile_grid(shape: tuple[int, ...], tile: tuple[int, ...]) -> tuple[int, ...]:
+    """Number of tiles along each axis when ``shape`` is cut into ``tile``-shaped pieces."""
+    if len(shape) != len(tile):
+        raise FormatError(
+            f"data of shape {shape} cannot be cut into tiles of the model's shape {tile}"
+        )
+    return tuple(-(-n // m) for n, m in zip(shape, tile, strict=True))
+
+
+def join_tiles(payloads: list[bytes]) -> bytes:
+    """Concatenate tile payloads, each but the last preceded by its length (varint)."""
+    out = bytearray()
+    for i, p in enumerate(payloads):
+        if i < len(payloads) - 1:
+            out += write_varint(len(p))
+        out += p
+    return bytes(out)
+
+
+def split_tiles(body: bytes, count: int) -> list[bytes]:
+    """Inverse of :func:`join_tiles` for ``count`` tiles; every tile payload is non-empty
+    (a tile holds at least one coded value, and the coder never writes an empty payload)."""
+    if count > len(body):
+        raise FormatError(f"truncated file: {len(body)} payload bytes cannot hold {count} tiles")
+    out: list[bytes] = []
+    pos = 0
+    for i in range(count - 1):
+        n, pos = read_varint(body, pos, f"length of tile {i}")
+        if n == 0 or pos + n > len(body):
+            raise FormatError(f"truncated file: tile {i} needs {n} bytes, {len(body) - pos} left")
+        out.append(body[pos : pos + n])
+        pos += n
+    if pos >= len(body):
+        raise FormatError(f"truncated file: no payload left for tile {count - 1}")
+    out.append(body[pos:])
+    return out
+
+
+# ---------------------------------------------------------------------------- header
+def pack(header: Header, payload: bytes) -> bytes:
+    """The bytes of a file: header fields, then the payload."""
+    flags = KINDS.index(header.kind)
+    geometry = b""
+    if header.shape is not None:
+        flags |= _FLAG_SHAPE
+        geometry = write_varint(int(header.K or 0)) + bytes([len(header.shape)])
+        geometry += b"".join(write_varint(n) for n in header.shape)
+    return b"".join(
+        [
+            MAGIC,
+            bytes([VERSION, flags]),
+            write_varint(header.budget),
+            write_varint(header.seed),
+            geometry,
+            header.fingerprint,
+            header.crc32.to_bytes(4, "little"),
+            payload,
+        ]
+    )
+
+
+def unpack(blob: bytes) -> tuple[Header, bytes]:
+    """Parse a file: ``(header, payload)``. Raises :class:`FormatError` on anything malformed."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise TypeError(f"expected bytes, got {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) == 0:
+        raise FormatError("empty file: not an ardm compressed file")
+    if blob[: len(MAGIC)] != MAGIC:
+        if len(blob) < len(MAGIC) and MAGIC.startswith(blob):
+            raise FormatError("truncated file: it ends inside the magic bytes")
+        raise FormatError(
+            f"not an ardm compressed file (starts with {blob[:2].hex()}, expected {MAGIC.hex()})"
+        )
+    pos = len(MAGIC)
+    if pos >= len(blob):
+        raise FormatError("truncated file: it ends before the format version")
+    version = blob[pos]
+    if version != VERSION:
+        raise FormatError(
+            f"unsupported format version {version} (this ardm reads version {VERSION})"
+        )
+    pos += 1
+    if pos >= len(blob):
+        raise FormatError("truncated file: it ends before the flags byte")
+    flags = blob[pos]
+    pos += 1
+    if flags & ~_KNOWN_FLAGS:
+        raise FormatError(f"corrupt header: unknown flag bits 0x{flags & ~_KNOWN_FLAGS:02x}")
+    kind_index = flags & _KIND_MASK
+    if kind_index >= len(KINDS):
+        raise FormatError(f"corrupt header: unknown data kind {kind_index}")
+    budget, pos = read_varint(blob, pos, "budget")
+    if not 1 <= budget <= MAX_D:
+        raise FormatError(f"corrupt header: budget {budget} is outside [1, {MAX_D}]")
+    seed, pos = read_varint(blob, pos, "order seed")
+    if seed > MAX_SEED:
+        raise FormatError(f"corrupt header: order seed {seed} is not below 2**63")
+    K: int | None = None
+    shape: tuple[int, ...] | None = None
+    if flags & _FLAG_SHAPE:
+        K, pos = read_varint(blob, pos, "K")
+        if pos >= len(blob):
+            raise FormatError("truncated file: it ends before the number of axes")
+        ndim = blob[pos]
+        pos += 1
+        if not 1 <= ndim <= MAX_NDIM:
+            raise FormatError(f"corrupt header: {ndim} axes (at most {MAX_NDIM})")
+        dims = []
+        for axis in range(ndim):
+            n, pos = read_varint(blob, pos, f"size of axis {axis}")
+            if n > MAX_D:
+                raise FormatError(f"corrupt header: axis {axis} has {n} values (at most {MAX_D})")
+            dims.append(n)
+        shape = tuple(dims)
+        _check_geometry(K, shape, exc=FormatError)
+    end = pos + FINGERPRINT_BYTES + 4
+    if end > len(blob):
+        raise FormatError("truncated file: it ends inside the model fingerprint or checksum")
+    fingerprint = blob[pos : pos + FINGERPRINT_BYTES]
+    crc = int.from_bytes(blob[pos + FINGERPRINT_BYTES : end], "little")
+    header = Header(
+        kind=KINDS[kind_index],
+        budget=budget,
+        seed=seed,
+        fingerprint=fingerprint,
+        crc32=crc,
+        K=K,
+        shape=shape,
+    )
+    return header, blob[end:]

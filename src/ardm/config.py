@@ -1,0 +1,208 @@
+"""Configuration: frozen dataclasses are the single source of truth, presets are TOML files.
+
+A preset (``src/ardm/presets/<dataset>-<size>.toml``) sets some fields; everything else keeps
+its default. Command-line overrides ``--set train.lr=3e-4`` are parsed with the field's type,
+and unknown keys are errors. Derived values (``D``, ``K``) come from the dataset spec and are
+never written back into the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ardm.errors import ConfigError
+from ardm.nets.transformer import TransformerConfig
+from ardm.nets.unet import UNetConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"
+    seq_len: int = 256  # text only
+    augment: bool = False  # images: random flips and 90 degree rotations
+    data_dir: str = ""  # empty: ARDM_DATA_DIR or ../shared/data
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    net: str = "unet"  # "unet" | "transformer"
+    ce_weight: float = 1e-3  # weight of the unweighted cross-entropy term
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    minutes: float = 0.0  # stop after this much wall time (0: no limit)
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    antithetic: bool = False  # stratified t across the batch
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 500
+    eval_items: int = 256  # test items for the periodic bound
+    ckpt_every: int = 200
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the network (CUDA only)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    folder = resources.files("ardm") / "presets"
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_config(preset: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Build a config from a preset name or TOML path plus ``section.key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if preset:
+        tree = _read_preset(preset)
+    cfg = from_dict(Config, tree)
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def _read_preset(preset: str) -> dict[str, Any]:
+    path = Path(preset)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {preset}")
+        text = path.read_text()
+    else:
+        res = resources.files("ardm") / "presets" / f"{preset}.toml"
+        if not res.is_file():
+            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(preset_names())}")
+        text = res.read_text()
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML in {preset}: {e}") from None
+
+
+def from_dict(cls: type[Any], tree: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking names and types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {prefix}{key}; known: {', '.join(sorted(names))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting {prefix}{key} must be a table")
+            kwargs[key] = from_dict(typing.cast(type, hint), value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return _construct(cls, kwargs)
+
+
+def _construct(cls: type[Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a config's own validation
+        raise ConfigError(str(e)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict (tuples as lists), suitable for JSON and checkpoints."""
+    return typing.cast(dict[str, Any], _plain(dataclasses.asdict(cfg)))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def apply_override(cfg: Config, item: str) -> Config:
+    """Apply one ``section.key=value`` override (value parsed as TOML, else as a string)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    dotted, raw = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return typing.cast(Config, _replace_path(cfg, parts, value, ""))
+
+
+def _replace_path(obj: Any, parts: list[str], value: Any, prefix: str) -> Any:
+    names = {f.name for f in dataclasses.fields(obj)}
+    key = parts[0]
+    if key not in names:
+        raise ConfigError(f"unknown setting {prefix}{key}; known: {', '.join(sorted(names))}")
+    hint = typing.get_type_hints(type(obj))[key]
+    if len(parts) > 1:
+        child = getattr(obj, key)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(f"setting {prefix}{key} has no sub-settings")
+        new_child = _replace_path(child, parts[1:], value, f"{prefix}{key}.")
+        return _construct(type(obj), {**_fields(obj), key: new_child})
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"setting {prefix}{key} is a table; set one of its fields")
+    return _construct(type(obj), {**_fields(obj), key: _coerce(value, hint, f"{prefix}{key}")})
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"setting {name} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], name) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"setting {name} must have {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, name) for v, a in zip(value, args, strict=True))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting {name} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting {name} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"setting {name} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"setting {name} must be a string, got {value!r}")
+    raise ConfigError(f"setting {name} has an unsupported type {hint}")

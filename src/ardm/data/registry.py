@@ -1,0 +1,260 @@
+"""Dataset names -> specs and loaders, and where the data directory is.
+
+The data are never downloaded: every loader reads files from a data directory, by default
+``$ARDM_DATA_DIR`` or ``<repo>/../shared/data``. A loaded split is cached in memory per
+(name, split, directory); the returned tensor is shared between callers, so treat it as
+read-only.
+
+========================  =====  ===================  ===  ===============================
+name                      kind   shape                K    files under the data directory
+========================  =====  ===================  ===  ===============================
+``mnist``                 image  (1, 28, 28)          256  ``mnist/*-images-idx3-ubyte.gz``
+``fashion-mnist``         image  (1, 28, 28)          256  ``fashion-mnist/`` (same layout)
+``cifar10-subset``        image  (3, 32, 32)          256  ``cifar10-subset/{train,test}.npz``
+``cifar10``               image  (3, 32, 32)          256  ``cifar-10-batches-py/`` (yours)
+``kodak32``               image  (3, 32, 32)          256  ``kodak/kodimNN.png``
+``english``               text   (seq_len,)           27   ``english/{train,valid,test}.txt``
+``shakespeare``           text   (seq_len,)           65   ``tinyshakespeare/input.txt``
+``text8``                 text   (seq_len,)           27   ``text8/text8`` or ``text8`` (yours)
+========================  =====  ===================  ===  ===============================
+
+Image datasets have the splits ``train`` and ``test`` only. Text splits are ``train``,
+``valid`` and ``test`` (for ``shakespeare``, ``test`` is the same text as ``valid``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ardm.data import images, text
+from ardm.errors import DataError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about a dataset, without reading it."""
+
+    name: str
+    kind: Literal["image", "text"]
+    shape: tuple[int, ...]  # (C, H, W) for images, (seq_len,) for text
+    K: int  # classes per variable
+    alphabet: str | None  # text only: symbol of id i is alphabet[i]
+    title: str  # honest human-readable name for reports
+    splits: tuple[str, ...]
+
+    @property
+    def D(self) -> int:
+        """Number of variables of one data point."""
+        return math.prod(self.shape)
+
+
+_IMAGE_SPLITS = ("train", "test")
+_TEXT_SPLITS = ("train", "valid", "test")
+_DEFAULT_SEQ_LEN = 256
+
+
+def _image(name: str, shape: tuple[int, int, int], title: str) -> DataSpec:
+    return DataSpec(name, "image", shape, 256, None, title, _IMAGE_SPLITS)
+
+
+def _text(name: str, alphabet: str, title: str) -> DataSpec:
+    return DataSpec(name, "text", (_DEFAULT_SEQ_LEN,), len(alphabet), alphabet, title, _TEXT_SPLITS)
+
+
+DATASETS: Mapping[str, DataSpec] = MappingProxyType(
+    {
+        "mnist": _image("mnist", (1, 28, 28), "MNIST"),
+        "fashion-mnist": _image("fashion-mnist", (1, 28, 28), "Fashion-MNIST"),
+        "cifar10-subset": _image(
+            "cifar10-subset", (3, 32, 32), "CIFAR-10 subset (4000 train / 500 test)"
+        ),
+        "cifar10": _image("cifar10", (3, 32, 32), "CIFAR-10"),
+        "kodak32": _image("kodak32", (3, 32, 32), "Kodak 32x32 tiles (10 train / 2 test photos)"),
+        "english": _text("english", text.TEXT8_ALPHABET, "text8-style English"),
+        "shakespeare": _text(
+            "shakespeare", text.SHAKESPEARE_ALPHABET, "tiny-shakespeare (characters)"
+        ),
+        "text8": _text("text8", text.TEXT8_ALPHABET, "text8"),
+    }
+)
+"""Every dataset by name; text specs here have the default ``seq_len`` of 256."""
+
+
+def default_data_dir() -> Path:
+    """``$ARDM_DATA_DIR`` if set, else ``<repo root>/../shared/data`` if that exists (the repo
+    root found from this file), else ``./../shared/data`` relative to the working directory."""
+    env = os.environ.get("ARDM_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    beside_repo = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    if beside_repo.is_dir():
+        return beside_repo
+    return Path.cwd() / ".." / "shared" / "data"
+
+
+def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
+    """The absolute data directory (``None`` or ``""``: :func:`default_data_dir`); must exist."""
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    root = root.resolve()
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist (set ARDM_DATA_DIR or --data-dir)")
+    return root
+
+
+def dataset_spec(name: str, *, seq_len: int = _DEFAULT_SEQ_LEN) -> DataSpec:
+    """The spec of dataset ``name`` (text: crops of ``seq_len``). Reads no data."""
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if spec.kind == "image":
+        return spec
+    if seq_len < 1:
+        raise DataError(f"seq_len must be >= 1; got {seq_len}")
+    return dataclasses.replace(spec, shape=(seq_len,))
+
+
+def _file(path: Path, name: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{name}: missing file {path}")
+    return path
+
+
+def _load_idx(folder: str) -> Callable[[Path, str], torch.Tensor]:
+    def load(root: Path, split: str) -> torch.Tensor:
+        prefix = "train" if split == "train" else "t10k"
+        path = _file(root / folder / f"{prefix}-images-idx3-ubyte.gz", folder)
+        return torch.from_numpy(images.read_idx_images(path).copy())  # (N, 1, 28, 28)
+
+    return load
+
+
+def _load_cifar10_subset(root: Path, split: str) -> torch.Tensor:
+    path = _file(root / "cifar10-subset" / f"{split}.npz", "cifar10-subset")
+    return torch.from_numpy(images.read_cifar_npz(path))  # (N, 3, 32, 32)
+
+
+def _load_cifar10(root: Path, split: str) -> torch.Tensor:
+    candidates = [root / "cifar-10-batches-py", root / "cifar10" / "cifar-10-batches-py"]
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is None:
+        raise DataError(
+            f"cifar10: full CIFAR-10 python batches not found at {candidates[0]} or "
+            f"{candidates[1]}; the shared data has only 'cifar10-subset'"
+        )
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    batches = [images.read_cifar_batch(_file(folder / n, "cifar10")) for n in names]
+    return torch.from_numpy(np.concatenate(batches))  # (N, 3, 32, 32)
+
+
+def _load_kodak32(root: Path, split: str) -> torch.Tensor:
+    paths = [_file(root / "kodak" / f"{p}.png", "kodak32") for p in images.KODAK32_PHOTOS[split]]
+    return torch.from_numpy(images.read_tiles(paths, 32))  # (N, 3, 32, 32)
+
+
+def _load_english(root: Path, split: str) -> torch.Tensor:
+    return text.read_english(_file(root / "english" / f"{split}.txt", "english"))  # (n,)
+
+
+def _load_shakespeare(root: Path, split: str) -> torch.Tensor:
+    path = _file(root / "tinyshakespeare" / "input.txt", "shakespeare")
+    return text.read_shakespeare(path, split)  # (n,)
+
+
+def _load_text8(root: Path, split: str) -> torch.Tensor:
+    candidates = [root / "text8" / "text8", root / "text8"]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise DataError(
+            f"text8: the text8 file was not found at {candidates[0]} or {candidates[1]}; "
+            "the shared data has 'english' (text8-style English) instead"
+        )
+    return text.read_text8(path, split)  # (n,)
+
+
+_LOADERS: Mapping[str, Callable[[Path, str], torch.Tensor]] = MappingProxyType(
+    {
+        "mnist": _load_idx("mnist"),
+        "fashion-mnist": _load_idx("fashion-mnist"),
+        "cifar10-subset": _load_cifar10_subset,
+        "cifar10": _load_cifar10,
+        "kodak32": _load_kodak32,
+        "english": _load_english,
+        "shakespeare": _load_shakespeare,
+        "text8": _load_text8,
+    }
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(name: str, split: str, root: Path) -> torch.Tensor:
+    return _LOADERS[name](root, split)
+
+
+def clear_cache() -> None:
+    """Forget every split loaded so far (the next :func:`load_split` reads the files again)."""
+    _load_cached.cache_clear()
+
+
+def load_split(
+    name: str,
+    split: str,
+    *,
+    data_dir: Path | str | None = None,
+    seq_len: int = _DEFAULT_SEQ_LEN,
+) -> torch.Tensor:
+    """One split of a dataset, cached in memory (shared: do not modify it in place).
+
+    Images: ``uint8`` ``(N, C, H, W)``. Text: the whole split as one 1-D ``uint8`` stream of
+    token ids (at least ``seq_len`` long).
+    """
+    spec = dataset_spec(name, seq_len=seq_len)
+    if split not in spec.splits:
+        raise DataError(f"{name} has no split {split!r}; available: {', '.join(spec.splits)}")
+    data = _load_cached(name, split, resolve_data_dir(data_dir))
+    if spec.kind == "image" and tuple(data.shape[1:]) != spec.shape:
+        raise DataError(
+            f"{name} {split}: images of shape {tuple(data.shape[1:])}, not {spec.shape}"
+        )
+    if spec.kind == "text" and data.numel() < seq_len:
+        raise DataError(f"{name} {split}: {data.numel()} tokens, fewer than seq_len={seq_len}")
+    return data
+
+
+def verify_checksums(data_dir: Path | str | None = None) -> list[str]:
+    """Check every file listed in ``SHA256SUMS`` of the data directory.
+
+    Returns one line per problem (``"missing: <file>"`` or ``"checksum mismatch: <file>"``);
+    an empty list means every listed file is intact.
+    """
+    root = resolve_data_dir(data_dir)
+    sums = _file(root / "SHA256SUMS", "verify_checksums")
+    problems = []
+    for line_no, line in enumerate(sums.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise DataError(f"{sums}: line {line_no} is not '<sha256>  <file>'")
+        path = root / rel.strip()
+        if not path.is_file():
+            problems.append(f"missing: {rel.strip()}")
+            continue
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != digest.lower():
+            problems.append(f"checksum mismatch: {rel.strip()}")
+    return problems

@@ -1,0 +1,85 @@
+"""Pictures in and out: PNG grids of samples, GIF animations, PNG inputs as tensors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ardm.errors import DataError
+
+
+def grid(
+    images: torch.Tensor, *, nrow: int | None = None, pad: int = 2, scale: int = 1
+) -> np.ndarray:
+    """Tile ``(N, C, H, W)`` uint8-valued images into one ``(H', W', C)`` uint8 array."""
+    x = images.detach().cpu().clamp(0, 255).to(torch.uint8)
+    N, C, H, W = x.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(N)))
+    ncol_rows = math.ceil(N / nrow)
+    out = np.full((ncol_rows * (H + pad) + pad, nrow * (W + pad) + pad, C), 255, dtype=np.uint8)
+    arr = x.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+    for i in range(N):
+        r, c = divmod(i, nrow)
+        out[
+            pad + r * (H + pad) : pad + r * (H + pad) + H,
+            pad + c * (W + pad) : pad + c * (W + pad) + W,
+        ] = arr[i]
+    if scale > 1:
+        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
+    return out
+
+
+def _to_pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def save_grid(
+    images: torch.Tensor, path: Path | str, *, nrow: int | None = None, scale: int = 2
+) -> Path:
+    """Save a PNG grid of ``(N, C, H, W)`` images (values 0..255)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _to_pil(grid(images, nrow=nrow, scale=scale)).save(path)
+    return path
+
+
+def save_gif(
+    frames: list[torch.Tensor],
+    path: Path | str,
+    *,
+    nrow: int | None = None,
+    scale: int = 3,
+    ms: int = 60,
+) -> Path:
+    """Save an animated GIF, one frame per ``(N, C, H, W)`` tensor."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pics = [_to_pil(grid(f, nrow=nrow, scale=scale)).convert("RGB") for f in frames]
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=ms, loop=0)
+    return path
+
+
+def read_image(path: Path | str, *, channels: int) -> torch.Tensor:
+    """Read an 8-bit PNG (or any Pillow image) as ``(C, H, W)`` uint8 with ``channels`` channels."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "RGB", "RGBA", "P", "LA", "1"):
+                raise DataError(
+                    f"{path}: unsupported image mode {im.mode} (need 8-bit gray or RGB)"
+                )
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (C, H, W)
