@@ -105,8 +105,8 @@ def test_loss_is_finite_and_trains(text_model: ARDM) -> None:
         out.loss.backward()
         opt.step()
         model.tracker.update(out.t, out.terms.L_t)
-        first = first if first is not None else float(out.loss)
-    assert float(out.loss) < 0.5 * first
+        first = first if first is not None else float(out.loss.detach())
+    assert float(out.loss.detach()) < 0.5 * first
     assert bool(model.tracker.seen.all())
     L = model.tracker.sorted_L()
     assert np.all(np.diff(L) <= 0)

@@ -21,15 +21,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _randomize(module: nn.Module, seed: int, scale: float = 1.0) -> None:
+def randomize(module: nn.Module, seed: int, scale: float = 1.0) -> nn.Module:
+    """Overwrite every parameter with ``N(0, scale^2 / fan_in)`` noise from ``seed``."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
             fan_in = p[0].numel() if p.dim() > 1 else 1
             p.copy_(torch.randn(p.shape, generator=g) * (scale / math.sqrt(fan_in)))
+    return module
 
 
-class TinyConvNet(nn.Module):
+class TinyNet(nn.Module):
+    """What the coding tests need from a net: ``K``, ``shape``, ``D`` and the call."""
+
+    K: int
+    shape: tuple[int, ...]
+    D: int
+
+
+class TinyConvNet(TinyNet):
     """``(N, C, *spatial)`` with 1 or 2 spatial axes -> log-probs ``(N, C, *spatial, K)``."""
 
     def __init__(self, K: int, shape: tuple[int, ...], *, width: int = 8, seed: int = 0) -> None:
@@ -44,7 +54,7 @@ class TinyConvNet(nn.Module):
         self.time = nn.Linear(1, width)
         self.conv_mid = conv(width, width, 3, padding=1)
         self.conv_out = conv(width, C * K, 1)
-        _randomize(self, seed, scale=2.0)
+        randomize(self, seed, scale=2.0)
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         N, C = x.shape[:2]
@@ -57,7 +67,7 @@ class TinyConvNet(nn.Module):
         return torch.log_softmax(out.movedim(2, -1), dim=-1)  # (N, C, *sp, K)
 
 
-class TinyAttnNet(nn.Module):
+class TinyAttnNet(TinyNet):
     """Sequences ``(N, L)`` -> log-probs ``(N, L, K)``; unknown tokens become token ``K``."""
 
     def __init__(self, K: int, L: int, *, dim: int = 16, seed: int = 0) -> None:
@@ -67,7 +77,7 @@ class TinyAttnNet(nn.Module):
         self.pos = nn.Parameter(torch.zeros(L, dim))
         self.qkv = nn.Linear(dim, 3 * dim)
         self.head = nn.Linear(dim, K)
-        _randomize(self, seed)
+        randomize(self, seed)
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = self.tok(torch.where(known, x, self.K)) + self.pos  # (N, L, d)
@@ -76,24 +86,26 @@ class TinyAttnNet(nn.Module):
         return torch.log_softmax(self.head(h) * 2.0, dim=-1)  # (N, L, K)
 
 
-class IntegerNet(nn.Module):
+class IntegerNet(TinyNet):
     """Machine-independent log-probs: integer logits, float64 ``log_softmax``.
 
-    ``logit[k] = bias[variable, k] - sum over known neighbours (+-1 along every axis but the
-    first) of |k - value| * pull``.
+    ``logit[k] = bias[variable, k] - sum over known neighbours (+-1 along the sequence, or
+    along every axis but the channel axis) of |k - value| * pull``.
     """
 
     def __init__(self, K: int, shape: tuple[int, ...], *, seed: int = 0, pull: int = 1) -> None:
         super().__init__()
         self.K, self.shape, self.D = K, tuple(shape), math.prod(shape)
         g = torch.Generator().manual_seed(seed)
+        self.bias: torch.Tensor
         self.register_buffer("bias", torch.randint(-3, 4, (*shape, K), generator=g))
         self.pull = pull
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ks = torch.arange(self.K)  # (K,)
         logits = self.bias.expand(x.shape[0], *self.bias.shape).clone()  # (N, *shape, K)
-        for axis in range(2, x.dim()):
+        first = 1 if x.dim() == 2 else 2  # sequences: along the sequence; else not channels
+        for axis in range(first, x.dim()):
             for step in (1, -1):
                 v = torch.roll(x, step, dims=axis)  # (N, *shape) neighbour values
                 m = torch.roll(known, step, dims=axis)  # (N, *shape)
@@ -109,10 +121,10 @@ class StandInModel:
 
     training = False
 
-    def __init__(self, net: nn.Module, *, kind: str = "image", order_seed: int = 3) -> None:
+    def __init__(self, net: TinyNet, *, kind: str = "image", order_seed: int = 3) -> None:
         self.net = net.eval()
-        self.K: int = int(net.K)  # type: ignore[arg-type]
-        self.shape: tuple[int, ...] = tuple(net.shape)  # type: ignore[arg-type]
+        self.K = net.K
+        self.shape = net.shape
         self.D = math.prod(self.shape)
         self.kind = kind
         self.order_seed = order_seed

@@ -139,6 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.preset, args.overrides)
     out = Path(args.out or f"runs/{Path(args.preset).stem}")
     result = train(cfg, out, device=args.device, fresh=args.fresh, progress=not args.quiet)
+    if result.rank != 0:
+        return 0
     print(
         f"step {result.step}: "
         + ", ".join(f"{k} {v:.4f}" for k, v in result.last_eval.items())

@@ -98,7 +98,8 @@ class ARDM(nn.Module):
         remaining = self.D - start
         if not budget >= 1:
             raise ValueError(f"budget must be at least 1, got {budget}")
-        budget = min(budget, remaining)
+        if budget >= remaining:  # one variable per step: the exact sequential model
+            return np.arange(start, self.D)
         if naive:
             return naive_policy(remaining, budget) + start
         L = self.tracker.sorted_L()[start:]
@@ -135,7 +136,7 @@ class ARDM(nn.Module):
         sigma = sigma.to(device).reshape(-1, self.D).expand(N, self.D)  # (N, D)
         if policy is None:
             policy = np.arange(self.D)
-        bounds = step_bounds(policy, self.D)
+        bounds = _steps(policy, self.D)
         jobs = [(n, left, right) for n in range(N) for (left, right) in bounds]
         nll = torch.zeros(N, dtype=torch.float64, device=device)
         for i in range(0, len(jobs), batch_size):
@@ -188,13 +189,9 @@ class ARDM(nn.Module):
         if bool((counts != g).any()):
             raise ValueError("every item must have the same number of given variables")
         sigma = orders_given_first(mask, generator=generator)  # (n, D)
-        if policy is None:
-            policy = (
-                self.policy_for_budget(budget or (self.D - g), start=g, naive=naive)
-                if g < self.D
-                else np.zeros(0, dtype=np.int64)
-            )
-        for left, right in step_bounds(policy, self.D) if g < self.D else []:
+        if policy is None and g < self.D:
+            policy = self.policy_for_budget(budget or (self.D - g), start=g, naive=naive)
+        for left, right in _steps(policy, self.D) if g < self.D else []:
             known = (sigma < left).view(n, *self.shape)
             t = torch.full((n,), left, dtype=torch.long, device=device)
             log_probs = self.log_probs(x.view(n, *self.shape), known, t).view(n, self.D, self.K)
@@ -230,6 +227,17 @@ class ARDM(nn.Module):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.digest()
+
+
+def _steps(policy: np.ndarray | None, D: int) -> list[tuple[int, int]]:
+    """Steps ``[l, r)`` of a policy whose first boundary may be ``g > 0`` (``g`` variables given)."""
+    if policy is None:
+        raise ValueError("a policy or a budget is needed")
+    start = int(policy[0])
+    return [
+        (left + start, right + start)
+        for left, right in step_bounds(np.asarray(policy) - start, D - start)
+    ]
 
 
 def _sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -39,6 +39,7 @@ class TrainingDiverged(ArdmError):
 class TrainResult:
     step: int
     out_dir: Path
+    rank: int = 0
     last_eval: dict[str, float] = field(default_factory=dict)
     examples_per_s: float = 0.0
 
@@ -105,8 +106,9 @@ def train(
     train_data = load_split(cfg.data.name, "train", data_dir=data_dir, seq_len=cfg.data.seq_len)
     test_items = eval_items(cfg, "test", tc.eval_items)
 
-    torch.manual_seed(tc.seed + rank)
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(dev)
+    torch.manual_seed(tc.seed + rank)
     core_net = model.net
     ema_net = copy.deepcopy(core_net).requires_grad_(False)
     ema_model = ARDM(ema_net, kind=model.kind, ce_weight=model.ce_weight)
@@ -183,7 +185,7 @@ def train(
         bpd = ema_model.bound_bpd(test_items.to(dev), passes=1, generator=g)
         return {"test_bound_bpd": float(bpd.mean())}
 
-    result = TrainResult(step=step, out_dir=out_dir)
+    result = TrainResult(step=step, out_dir=out_dir, rank=rank)
     bar = tqdm(
         total=tc.steps,
         initial=step,
@@ -205,10 +207,11 @@ def train(
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(core_net.parameters(), tc.grad_clip)
-        if not (math.isfinite(float(out.loss)) and math.isfinite(float(grad_norm))):
+        loss_value = float(out.loss.detach())
+        if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
             bar.close()
             raise TrainingDiverged(
-                f"loss became {float(out.loss)} (grad norm {float(grad_norm)}) at step {step + 1}; "
+                f"loss became {loss_value} (grad norm {float(grad_norm)}) at step {step + 1}; "
                 f"stopped, the last good checkpoint ({out_dir}/ckpt.pt, step {last_saved}) is kept"
             )
         opt.step()
@@ -227,8 +230,8 @@ def train(
             window_start, window_examples = now, 0
             record = {
                 "step": step,
-                "loss": float(out.loss),
-                "train_bound_bpd": float(out.terms.bpd.mean()),
+                "loss": loss_value,
+                "train_bound_bpd": float(out.terms.bpd.detach().mean()),
                 "lr": opt.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "examples_per_s": result.examples_per_s,

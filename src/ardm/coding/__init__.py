@@ -1,0 +1,15 @@
+"""Lossless compression with ARDMs (paper Sec. 4): entropy coder, file format, codec.
+
+* :mod:`ardm.coding.ans`: the rANS coder (the only module that imports ``constriction``);
+* :mod:`ardm.coding.container`: the ``.ardm`` file format (see ``docs/format.md``);
+* :mod:`ardm.coding.codec`: a model's step distributions driving the coder.
+
+Typical use::
+
+    blob = compress(model, x, budget=100)  # x: (*shape) int -> bytes
+    x = decompress(model, blob)  # raises ardm.errors.FormatError, never returns wrong data
+"""
+
+from ardm.coding.codec import compress, decode, decompress, encode
+
+__all__ = ["compress", "decode", "decompress", "encode"]

@@ -48,6 +48,7 @@ from ardm.coding.container import (
     unpack,
 )
 from ardm.core.orders import order_from_seed
+from ardm.core.policy import step_bounds
 from ardm.errors import DataError, FormatError
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -78,7 +79,7 @@ def coding_probs(log_probs: torch.Tensor) -> np.ndarray:
     The one conversion used by both encoder and decoder: float64, ``exp``, then
     ``(1 - eps*K) p + eps`` (:func:`ardm.coding.ans.smooth`).
     """
-    probs = log_probs.detach().to(device="cpu", dtype=torch.float64).exp()  # (..., K)
+    probs = log_probs.detach().to(device="cpu", dtype=torch.float64, copy=True).exp_()  # (..., K)
     return smooth(probs.numpy())
 
 
@@ -89,17 +90,6 @@ def policy_nll_bits(log_probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- steps
-def step_bounds(policy: np.ndarray, D: int) -> list[tuple[int, int]]:
-    """The non-empty steps ``[(l, r), ...]`` of a policy (left boundaries, ``D`` implicit)."""
-    p = np.asarray(policy, dtype=np.int64).reshape(-1)  # (B,)
-    if p.size == 0 or p[0] != 0 or p[-1] >= D or np.any(np.diff(p) < 0):
-        raise ValueError(
-            f"a policy must be non-decreasing step boundaries starting at 0 and below D={D}"
-        )
-    right = np.append(p[1:], D)  # (B,)
-    return [(int(lo), int(hi)) for lo, hi in zip(p, right, strict=True) if hi > lo]
-
-
 def _order(sigma: torch.Tensor, D: int) -> torch.Tensor:
     """The variables in generation order: ``order[s]`` is the variable with ``sigma == s``."""
     sigma = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
@@ -196,11 +186,11 @@ def _decode_group(
                     values = dec.pop_step(probs[i][coded[i]])  # (c,)
                     where = positions[torch.from_numpy(coded[i])]  # (c,)
                 x[i, where.to(device)] = torch.from_numpy(values).to(device)
-    for i, dec in enumerate(decoders):
+    for dec in decoders:
         if not dec.finished():
             raise FormatError(
-                f"corrupt payload {i}: {dec.bits_left} bits are left after decoding every "
-                f"value (truncated, extended or encoded with another model or policy)"
+                f"corrupt payload: {dec.bits_left} bits are left after decoding every value "
+                f"(truncated, extended, or encoded with another model, order or policy)"
             )
     return x
 
@@ -391,6 +381,8 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         )
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
+    if not items:
+        return []
     budget = min(int(budget), model.D)
     device = _model_device(model)
     fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
@@ -406,13 +398,11 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         if values.numel() and (values.min() < 0 or values.max() >= model.K):
             raise DataError(f"data values must lie in [0, {model.K})")
         native = tuple(values.shape) == tuple(model.shape)
-        if not native:
+        if native:
+            t, p = values[None], torch.zeros((1, *model.shape), dtype=torch.bool)  # (1, *shape)
+        else:
             _check_tileable(tuple(values.shape), tuple(model.shape))
-        t, p = (
-            (values[None], torch.zeros((1, *model.shape), dtype=torch.bool))
-            if native
-            else cut_tiles(values, tuple(model.shape))
-        )
+            t, p = cut_tiles(values, tuple(model.shape))  # (T, *shape) each
         tiles.append(t)
         pads.append(p)
         counts.append(t.shape[0])

@@ -145,20 +145,16 @@ def join_tiles(payloads: list[bytes]) -> bytes:
 
 
 def split_tiles(body: bytes, count: int) -> list[bytes]:
-    """Inverse of :func:`join_tiles` for ``count`` tiles; every tile payload is non-empty
-    (a tile holds at least one coded value, and the coder never writes an empty payload)."""
-    if count > len(body):
-        raise FormatError(f"truncated file: {len(body)} payload bytes cannot hold {count} tiles")
+    """Inverse of :func:`join_tiles` for ``count`` tiles (a tile payload may be empty: the
+    coder writes nothing for a tile whose coded values are all 0)."""
     out: list[bytes] = []
     pos = 0
     for i in range(count - 1):
         n, pos = read_varint(body, pos, f"length of tile {i}")
-        if n == 0 or pos + n > len(body):
+        if pos + n > len(body):
             raise FormatError(f"truncated file: tile {i} needs {n} bytes, {len(body) - pos} left")
         out.append(body[pos : pos + n])
         pos += n
-    if pos >= len(body):
-        raise FormatError(f"truncated file: no payload left for tile {count - 1}")
     out.append(body[pos:])
     return out
 
