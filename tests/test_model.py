@@ -119,3 +119,24 @@ def test_policy_for_budget_dp_not_worse_than_naive(text_model: ARDM) -> None:
         naive = text_model.policy_for_budget(b, naive=True)
         assert dp[0] == 0 and len(dp) <= b
         assert text_model.expected_bpd(dp) <= text_model.expected_bpd(naive) + 1e-12
+
+
+class _FixedNet(torch.nn.Module):
+    """A 'network' whose prediction is the same categorical everywhere."""
+
+    def __init__(self, probs: torch.Tensor, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(probs.log())
+        self.K, self.shape = len(probs), shape
+
+    def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*x.shape, self.K)
+
+
+@pytest.mark.parametrize("budget", [1, 5, 40])
+def test_samples_follow_the_predicted_distribution(budget: int) -> None:
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    model = ARDM(_FixedNet(probs, (40,)), kind="text")
+    x = model.sample(200, budget=budget, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(x.flatten(), minlength=3).double() / x.numel()
+    torch.testing.assert_close(freq, probs.double(), atol=0.02, rtol=0)

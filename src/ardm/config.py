@@ -59,6 +59,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_items: int = 256  # test items for the periodic bound
     ckpt_every: int = 200
+    calibrate_passes: int = 2  # at the end: fresh L_t for every t from the EMA model (0: off)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the network (CUDA only)
 

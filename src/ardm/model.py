@@ -89,6 +89,33 @@ class ARDM(nn.Module):
             total += self.loss(x, generator=generator).terms.bpd.double().cpu()
         return total / passes
 
+    @torch.no_grad()
+    def estimate_L(
+        self,
+        items: torch.Tensor,
+        *,
+        passes: int = 1,
+        batch_size: int = 256,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """Fresh ``L_t`` (bits per dim) for every step: each pass evaluates every ``t`` once.
+
+        Items are drawn at random from ``items`` ``(N, *shape)`` with a fresh order each time;
+        the training-time running average can be stale for steps rarely drawn late in
+        training, this gives all steps an estimate from the current weights.
+        """
+        device = self.device
+        total = torch.zeros(self.D, dtype=torch.float64)
+        for _ in range(passes):
+            for t in torch.arange(self.D).split(batch_size):
+                idx = torch.randint(0, items.shape[0], (len(t),), generator=generator)
+                x = items[idx].to(device).long()  # (b, *shape)
+                sigma = random_orders(len(t), self.D, generator=generator, device=device)
+                known = known_mask(sigma, t.to(device)).view(len(t), *self.shape)
+                S = masked_log_likelihood(self.log_probs(x, known, t.to(device)), x, ~known)
+                total[t] += ardm_bound(S, t.to(device), self.D).L_t.double().cpu()
+        return (total / passes).numpy()
+
     # ------------------------------------------------------------------ policies
     def policy_for_budget(self, budget: int, *, start: int = 0, naive: bool = False) -> np.ndarray:
         """Step boundaries for ``budget`` network calls over steps ``start..D-1``.
@@ -242,8 +269,9 @@ def _steps(policy: np.ndarray | None, D: int) -> list[tuple[int, int]]:
 
 def _sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Gumbel-max sample of the last axis: ``(..., K) -> (...)``."""
-    u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+    u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64)
+    u = u.clamp(1e-300, 1.0 - 1e-16)  # keep both logarithms finite
+    gumbel = -torch.log(-torch.log(u)).float()  # (..., K) standard Gumbel noise
     return (log_probs + gumbel.to(log_probs.device)).argmax(dim=-1)
 
 

@@ -28,7 +28,15 @@ from ardm.errors import ArdmError, CheckpointError
 from ardm.model import ARDM, build_model
 
 # Settings that may change between a run and its resumption (they do not change the model).
-RESUMABLE_CHANGES = {"steps", "minutes", "log_every", "eval_every", "eval_items", "ckpt_every"}
+RESUMABLE_CHANGES = {
+    "steps",
+    "minutes",
+    "log_every",
+    "eval_every",
+    "eval_items",
+    "ckpt_every",
+    "calibrate_passes",
+}
 
 
 class TrainingDiverged(ArdmError):
@@ -248,6 +256,17 @@ def train(
             checkpoint()
             last_saved = step
     bar.close()
+    if tc.calibrate_passes > 0 and step > 0:
+        ema_net.eval()
+        items = (
+            train_data
+            if spec.kind == "image"
+            else text_chunks(train_data[: 1 << 20], spec.shape[0])
+        )
+        g = torch.Generator().manual_seed(tc.seed + 17)
+        fresh = ema_model.estimate_L(items, passes=tc.calibrate_passes, generator=g)
+        model.tracker.set_all(fresh)
+        last_saved = -1  # the calibrated L_t must reach the checkpoint
     if last_saved != step or not ckpt_path.exists():
         checkpoint()
     result.step = step

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ardm.coding.ans import MAX_K
 from ardm.errors import FormatError
 
 MAGIC = b"\xadM"
@@ -35,7 +36,6 @@ FINGERPRINT_BYTES = 4
 MAX_D = 1 << 24
 """Largest number of variables a file may declare (refused before anything is allocated)."""
 MAX_NDIM = 4
-MAX_K = 1 << 20
 MAX_SEED = (1 << 63) - 1
 _MAX_VARINT_BYTES = 10
 

@@ -40,6 +40,14 @@ class LossTracker:
                 self.values[step] = value
                 self.seen[step] = True
 
+    def set_all(self, L: np.ndarray) -> None:
+        """Replace every slot by fresh estimates ``L`` ``(D,)`` (e.g. from held-out passes)."""
+        values = torch.as_tensor(np.asarray(L, dtype=np.float64))
+        if values.shape != (self.D,):
+            raise ValueError(f"expected {self.D} loss components, got {tuple(values.shape)}")
+        self.values = values.clone()
+        self.seen = torch.ones(self.D, dtype=torch.bool)
+
     def L(self) -> np.ndarray:
         """``L_t`` for every step (unseen steps: ``log2(K)/D``), bits per dim, ``(D,)``."""
         default = math.log2(self.K) / self.D

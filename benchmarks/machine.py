@@ -1,0 +1,52 @@
+"""What every benchmark prints and stores: the command, the machine and the versions."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import os
+
+        info["load_avg_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def write_results(name: str, payload: dict[str, Any], table: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` and print the table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, **payload}, indent=2))
+    header = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{header}\n\n{table}\n")
+    print(header)
+    print(table)
