@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,48 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     # the two ranks drew different batches but kept identical trackers (gathered updates)
     assert state["samplers"][0] != state["samplers"][1]
     assert int(state["tracker"]["seen"].sum()) > 4  # 2 ranks x 4 items x 4 steps, gathered
+
+
+def test_kill_9_then_same_command_resumes(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "ardm", "train", "--preset", "mnist-tiny", "--out", str(tmp_path)]
+    cmd += ["--device", "cpu", "--quiet"]
+    for s in [*TINY, "train.steps=400", "train.ckpt_every=3", "train.calibrate_passes=0"]:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "ckpt.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and load_checkpoint(ckpt)["step"] >= 6):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 6 <= killed_at < 400
+    final = [*cmd[:-2], "--set", "train.steps=" + str(killed_at + 3)]
+    done = subprocess.run(final, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(ckpt)["step"] == killed_at + 3
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ardm.model import ARDM
+    from ardm.train import TrainingDiverged
+
+    real_loss = ARDM.loss
+    calls = {"n": 0}
+
+    def loss(self, x, **kwargs):  # type: ignore[no-untyped-def]
+        out = real_loss(self, x, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 4:
+            return type(out)(loss=out.loss * float("nan"), terms=out.terms, t=out.t)
+        return out
+
+    monkeypatch.setattr(ARDM, "loss", loss)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(_cfg("train.steps=10", "train.ckpt_every=2"), tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "ckpt.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
