@@ -61,7 +61,7 @@ def test_train_eval_sample_plan(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["eval", "/nonexistent/run"], "checkpoint not found"),
+        (["eval", "/nonexistent/run"], "no run folder, checkpoint or weights file"),
         (["train", "--preset", "nope"], "unknown preset"),
         (["train", "--set", "train.bogus=1"], "unknown setting"),
         (["train", "--set", 'data.name="imagenet"'], "unknown dataset"),

@@ -76,8 +76,24 @@ def model_from_state(state: dict[str, Any], *, ema: bool = True) -> ARDM:
 
 
 def load_model(path: Path | str, *, device: str | torch.device = "cpu", ema: bool = True) -> ARDM:
-    """Load a model for evaluation, sampling or coding from a checkpoint file or run folder."""
+    """Load a model for evaluation, sampling or coding.
+
+    ``path`` is a run folder, a checkpoint file, a shipped-weights ``.safetensors`` file, or
+    the name of a model shipped with ardm (``mnist``, ``english``, ...).
+    """
+    from ardm import pretrained
+
     path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        return pretrained.load_weights(path).to(device)
+    if not path.exists():
+        if len(path.parts) == 1 and str(path) in pretrained.shipped_names():
+            return pretrained.load(str(path), device=device)
+        shipped = ", ".join(pretrained.shipped_names()) or "none yet"
+        raise CheckpointError(
+            f"no run folder, checkpoint or weights file {path}, and no shipped model of that "
+            f"name (shipped: {shipped})"
+        )
     if path.is_dir():
         path = path / "ckpt.pt"
     return model_from_state(load_checkpoint(path), ema=ema).to(device)

@@ -1,0 +1,111 @@
+"""Trained models that ship with ``ardm``: small safetensors files loaded by name.
+
+A shipped model is one ``.safetensors`` file: the EMA weights (fp16 by default), the sorted
+per-step losses ``L_t`` (float64), and metadata (the resolved config as JSON, the order
+seed, a SHA-256 of all tensors). ``load("mnist")`` checks the SHA-256 before building the
+model, so a damaged or edited file is refused instead of silently coding wrong data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ardm.checkpoint import atomic_write_bytes
+from ardm.config import Config, from_dict
+from ardm.errors import CheckpointError
+from ardm.model import ARDM, build_model
+
+FORMAT = "ardm-weights-1"
+L_KEY = "__L_t__"
+
+
+def shipped_names() -> list[str]:
+    """Names of the models shipped inside the package (``src/ardm/weights/*.safetensors``)."""
+    folder = resources.files("ardm") / "weights"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name.removesuffix(".safetensors")
+        for p in folder.iterdir()
+        if p.name.endswith(".safetensors")
+    )
+
+
+def shipped_path(name: str) -> Path:
+    path = Path(str(resources.files("ardm") / "weights" / f"{name}.safetensors"))
+    if not path.is_file():
+        known = ", ".join(shipped_names()) or "none"
+        raise CheckpointError(f"no shipped model named {name!r}; shipped: {known}")
+    return path
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_weights(model: ARDM, path: Path | str, *, dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``model`` (its current weights, ``L_t`` and config) as a shipped-model file."""
+    tensors = {
+        k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.net.state_dict().items()
+    }
+    tensors[L_KEY] = torch.from_numpy(model.tracker.L().copy())
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.config, sort_keys=True),
+        "order_seed": str(model.order_seed),
+        "sha256": _digest(tensors),
+    }
+    path = Path(path)
+    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+    return path
+
+
+def load_weights(path: Path | str) -> ARDM:
+    """Load a shipped-model file (checksum verified); weights are cast to float32."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        from safetensors import safe_open  # metadata only
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ardm weights file")
+    if _digest(tensors) != metadata.get("sha256"):
+        raise CheckpointError(f"{path} fails its SHA-256 check: the file is damaged or was edited")
+    model = build_model(from_dict(Config, json.loads(metadata["config"])))
+    L = tensors.pop(L_KEY)
+    try:
+        model.net.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+        )
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: weights do not match their config: {str(e).splitlines()[0]}"
+        ) from None
+    model.tracker.set_all(L.numpy())
+    model.order_seed = int(metadata["order_seed"])
+    return model.eval()
+
+
+def load(name: str, *, device: str | torch.device = "cpu") -> ARDM:
+    """A shipped model by name, e.g. ``ardm.load("mnist")``."""
+    return load_weights(shipped_path(name)).to(device)

@@ -1,0 +1,65 @@
+"""Shipped-weights files: export, load by path, checksum refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ardm.checkpoint import load_model
+from ardm.config import load_config
+from ardm.errors import CheckpointError
+from ardm.model import build_model
+from ardm.pretrained import export_weights, load_weights
+from tests.test_train import TINY
+
+
+def _model():  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model(load_config("mnist-tiny", TINY)).eval()
+    model.tracker.update(torch.arange(10), torch.linspace(1.0, 0.1, 10))
+    model.order_seed = 3
+    return model
+
+
+def test_export_then_load_gives_the_same_model(tmp_path: Path) -> None:
+    model = _model()
+    path = export_weights(model, tmp_path / "m.safetensors", dtype=torch.float32)
+    loaded = load_model(path)
+    assert loaded.order_seed == 3 and loaded.fingerprint() == model.fingerprint()
+    x = torch.randint(0, 256, (2, 1, 28, 28))
+    known = torch.rand(2, 1, 28, 28) < 0.3
+    t = known.flatten(1).sum(1)
+    assert torch.equal(loaded.log_probs(x, known, t), model.log_probs(x, known, t))
+
+
+def test_fp16_export_is_small_and_close(tmp_path: Path) -> None:
+    model = _model()
+    half = export_weights(model, tmp_path / "h.safetensors")
+    full = export_weights(model, tmp_path / "f.safetensors", dtype=torch.float32)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    a, b = load_weights(half), load_weights(full)
+    x = torch.randint(0, 256, (1, 1, 28, 28))
+    known = torch.zeros(1, 1, 28, 28, dtype=torch.bool)
+    t = torch.zeros(1, dtype=torch.long)
+    torch.testing.assert_close(
+        a.log_probs(x, known, t), b.log_probs(x, known, t), atol=0.05, rtol=0
+    )
+
+
+def test_damaged_weights_are_refused(tmp_path: Path) -> None:
+    path = export_weights(_model(), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # flip a bit inside the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_weights(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_weights(path)
+
+
+def test_unknown_shipped_name() -> None:
+    with pytest.raises(CheckpointError, match="no shipped model of that name"):
+        load_model("no-such-model")
