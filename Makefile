@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet -e ".[dev,plots]"
+	$(BIN)/pip install --quiet -e ".[dev,plots,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -43,7 +43,9 @@ def main() -> None:
     payload: dict[str, object] = {}
     tables = []
     for name in args.presets.split(","):
-        cfg = load_config(name, [f"train.minutes={args.minutes}", "train.steps=1000000", "train.eval_every=0"])
+        cfg = load_config(
+            name, [f"train.minutes={args.minutes}", "train.steps=1000000", "train.eval_every=0"]
+        )
         out = Path(args.out) / name
         start = time.perf_counter()
         result = train(cfg, out, device="cpu", fresh=True, progress=False)

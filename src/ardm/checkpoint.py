@@ -28,6 +28,9 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -53,14 +56,24 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ardm checkpoint")
     return state
 
 
+def first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def model_from_state(state: dict[str, Any], *, ema: bool = True) -> ARDM:
     """Rebuild the model of a loaded checkpoint (EMA weights by default)."""
+    missing = [k for k in ("config", "model", "tracker") if k not in state]
+    if missing:
+        raise CheckpointError(f"incomplete ardm checkpoint: no {', '.join(missing)}")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError("the checkpoint's config is not a table")
     cfg = from_dict(Config, state["config"])
     model = build_model(cfg)
     weights = state["ema"] if ema and "ema" in state else state["model"]
@@ -68,7 +81,7 @@ def model_from_state(state: dict[str, Any], *, ema: bool = True) -> ARDM:
         model.net.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(
-            f"checkpoint weights do not match its config: {str(e).splitlines()[0]}"
+            f"checkpoint weights do not match its config: {first_line(e)}"
         ) from None
     model.tracker.load_state_dict(state["tracker"])
     model.order_seed = int(state.get("order_seed", 0))

@@ -1,4 +1,4 @@
-"""``ardm <command>``: train, eval, sample, inpaint, complete, plan, demo.
+"""``ardm <command>``: train, eval, sample, inpaint, complete, plan, compress, decompress, demo.
 
 ``main(argv) -> int`` is called directly by the tests. User errors (bad files, settings,
 checkpoints) print one line ``ardm: error: ...`` and exit with status 2, never a traceback.
@@ -27,6 +27,16 @@ def _budgets(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("budgets must be positive integers")
     return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,12 +120,54 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--show-policy", action="store_true", help="print the step boundaries")
     q.add_argument("--json", help="also write the plan as JSON here")
 
+    for name in ("compress", "decompress"):
+        q = sub.add_parser(
+            name,
+            help="compress images or text losslessly into .ardm files"
+            if name == "compress"
+            else "decompress .ardm files into PNG images or UTF-8 text",
+        )
+        q.add_argument("inputs", nargs="+", metavar="IN", help="input files ('-': standard input)")
+        q.add_argument(
+            "-o",
+            "--output",
+            metavar="OUT",
+            help="output file; a directory for several inputs; '-': standard output "
+            + ("(default: IN.ardm beside each input)" if name == "compress" else "")
+            + ("(default: IN without .ardm, beside it)" if name == "decompress" else ""),
+        )
+        q.add_argument("--model", required=True, help="run folder or checkpoint file (ckpt.pt)")
+        if name == "compress":
+            q.add_argument(
+                "--budget",
+                type=_positive_int,
+                default=100,
+                help="network calls per item (per tile of the model's shape); more calls "
+                "usually give smaller files (default: 100; at most D)",
+            )
+            q.add_argument(
+                "--verify", action="store_true", help="decode every file and compare before writing"
+            )
+        q.add_argument("--force", action="store_true", help="overwrite existing outputs")
+        q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub.add_parser("presets", help="list the shipped presets")
 
     q = sub.add_parser("demo", help="train a tiny MNIST model, evaluate it, sample and inpaint")
     q.add_argument("--out", default="runs/demo")
     q.add_argument("--minutes", type=float, default=1.0, help="training time (default: 1)")
     q.add_argument("--fresh", action="store_true")
+    q.add_argument(
+        "--train",
+        action="store_true",
+        help="train a tiny MNIST model first instead of using the shipped models",
+    )
+
+    q = sub.add_parser("export", help="write a run's EMA weights as a shipped-weights file")
+    q.add_argument("model", help="run folder or checkpoint")
+    q.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    q.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
     return p
 
 
@@ -311,6 +363,141 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batches(items: list[torch.Tensor], size: int) -> list[list[int]]:
+    """Indices of ``items`` in batches of at most ``size`` items of one shape."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(items):
+        groups.setdefault(tuple(x.shape), []).append(i)
+    return [g[s : s + size] for g in groups.values() for s in range(0, len(g), size)]
+
+
+def _coding_run(args: argparse.Namespace, *, compressing: bool):  # type: ignore[no-untyped-def]
+    """Model, file codec, input bytes, their data (compressing) and the output paths of
+    ``ardm compress/decompress``: every input is read and checked before anything is coded."""
+    from ardm.coding import files
+
+    files.check_stdio(args.inputs, args.output)
+    model = _load(args)
+    item_codec = files.ItemCodec.for_model(model)
+    raws = [files.read_input(p) for p in args.inputs]
+    names = [files.display_name(p) for p in args.inputs]
+    items = (
+        [item_codec.read(r, name=n) for r, n in zip(raws, names, strict=True)]
+        if compressing
+        else []
+    )
+
+    def name(path: str, in_directory: bool) -> str:
+        if compressing:
+            return files.compressed_name(path, in_directory=in_directory)
+        return files.decompressed_name(path, item_codec)
+
+    outs = files.output_paths(args.inputs, args.output, name, force=args.force)
+    binary = compressing or item_codec.kind == "image"
+    if binary and outs == [files.STDIO] and sys.stdout.isatty():
+        raise DataError("refusing to write binary data to a terminal; use -o FILE or a pipe")
+    return model, item_codec, raws, names, items, outs
+
+
+def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", disable=True if quiet else None, leave=False)
+
+
+def _summary(
+    verb: str,
+    n: int,
+    in_bytes: int,
+    out_bytes: int,
+    bits: float,
+    unit: str,
+    seconds: float,
+    to_stdout: bool,
+    extra: str = "",
+) -> None:
+    """The one-line summary (on stderr when the data go to stdout)."""
+    print(
+        f"{verb} {n} file{'s' if n != 1 else ''}: {in_bytes:,} -> {out_bytes:,} bytes, "
+        f"{bits:.4f} {unit} (all header bytes included){extra}, {seconds:.2f} s",
+        file=sys.stderr if to_stdout else sys.stdout,
+    )
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    import time
+
+    from ardm.coding import files
+    from ardm.coding.codec import compress
+    from ardm.errors import FormatError
+
+    start = time.perf_counter()
+    model, item_codec, raws, names, items, outs = _coding_run(args, compressing=True)
+    size = 4 * torch.get_num_threads()
+    written = 0
+    with _progress(len(items), args.quiet) as bar:
+        for batch in _batches(items, size):
+            blobs = compress(model, torch.stack([items[i] for i in batch]), budget=args.budget)
+            assert isinstance(blobs, list)
+            if args.verify:
+                decoded = files.decompress_files(model, blobs, [names[i] for i in batch])
+                for i, y in zip(batch, decoded, strict=True):
+                    if not torch.equal(y, items[i].long()):
+                        raise FormatError(f"{names[i]}: --verify failed: decoded data differ")
+            for i, blob in zip(batch, blobs, strict=True):
+                files.write_output(outs[i], blob, force=args.force)
+                written += len(blob)
+            bar.update(len(batch))
+    values = sum(x.numel() for x in items)
+    _summary(
+        "compressed",
+        len(items),
+        sum(len(r) for r in raws),
+        written,
+        8 * written / values,
+        item_codec.unit,
+        time.perf_counter() - start,
+        files.STDIO in outs,
+        f", budget {min(args.budget, model.D)}" + (", verified" if args.verify else ""),
+    )
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    import time
+
+    from ardm.coding import files
+
+    start = time.perf_counter()
+    model, item_codec, raws, names, _, outs = _coding_run(args, compressing=False)
+    size = 4 * torch.get_num_threads()
+    written = values = 0
+    with _progress(len(raws), args.quiet) as bar:
+        for s in range(0, len(raws), size):
+            batch = list(range(s, min(s + size, len(raws))))
+            decoded = files.decompress_files(
+                model, [raws[i] for i in batch], [names[i] for i in batch]
+            )
+            for i, x in zip(batch, decoded, strict=True):
+                data = item_codec.write(x)
+                files.write_output(outs[i], data, force=args.force)
+                written += len(data)
+                values += x.numel()
+            bar.update(len(batch))
+    read = sum(len(r) for r in raws)
+    _summary(
+        "decompressed",
+        len(raws),
+        read,
+        written,
+        8 * read / max(values, 1),
+        item_codec.unit,
+        time.perf_counter() - start,
+        files.STDIO in outs,
+    )
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from ardm.config import preset_names
 
@@ -322,7 +509,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ardm.demo import run_demo
 
-    run_demo(Path(args.out), minutes=args.minutes, fresh=args.fresh)
+    run_demo(Path(args.out), minutes=args.minutes, fresh=args.fresh, train_first=args.train)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ardm.checkpoint import load_model
+    from ardm.pretrained import export_weights
+
+    model = load_model(args.model)
+    path = export_weights(model, args.output, dtype=torch.float32 if args.fp32 else torch.float16)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0
 
 
@@ -333,6 +530,9 @@ COMMANDS = {
     "inpaint": cmd_inpaint,
     "complete": cmd_complete,
     "plan": cmd_plan,
+    "compress": cmd_compress,
+    "decompress": cmd_decompress,
     "presets": cmd_presets,
     "demo": cmd_demo,
+    "export": cmd_export,
 }

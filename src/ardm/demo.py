@@ -1,8 +1,10 @@
-"""``ardm demo``: the main job end to end on MNIST, on CPU, in a few minutes.
+"""``ardm demo``: the main job end to end on CPU, in a few minutes.
 
-Train a tiny model for about a minute, report test bits/dim (stochastic bound, exact for a
-fixed order, DP and naive budgets), save sample grids under several budgets, inpaint the
-bottom half of test digits, animate one generation, and write ``report.md``.
+With the models shipped in the package (the default): compress and decompress real test
+images and text with each model, sizes next to classical codecs on the same files; samples
+under several budgets; inpainting half of each image; an animation of one generation in its
+random order; everything collected in ``report.md``. With ``--train`` (or when no model is
+shipped): train a tiny MNIST model for about a minute first and do the same with it.
 """
 
 from __future__ import annotations
@@ -10,79 +12,252 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ardm.checkpoint import load_model
-from ardm.config import load_config
-from ardm.evaluation import evaluate, rows_to_dicts, rows_to_markdown
+from ardm.coding import classical
+from ardm.coding.codec import compress, decompress
+from ardm.config import Config, from_dict, load_config
+from ardm.data import TextAlphabet, dataset_spec
+from ardm.evaluation import evaluate, rows_to_markdown
+from ardm.model import ARDM
 from ardm.pictures import save_gif, save_grid
+from ardm.pretrained import shipped_names
 from ardm.train import eval_items, train
 
 
-def run_demo(out: Path, *, minutes: float = 1.0, fresh: bool = False) -> Path:
+def _items(model: ARDM, n: int) -> torch.Tensor:
+    return eval_items(from_dict(Config, model.config), "test", n)
+
+
+def _title(model: ARDM) -> str:
+    data = model.config["data"]
+    return dataset_spec(data["name"], seq_len=data["seq_len"]).title
+
+
+def compression_rows(
+    model: ARDM, name: str, *, items: int, budgets: tuple[int, ...]
+) -> list[dict[str, Any]]:
+    """Per-file sizes of the model codec (decoded and checked) next to classical codecs."""
+    rows: list[dict[str, Any]] = []
+    if model.kind == "image":
+        x = _items(model, items)
+        dims = model.D
+        for budget in budgets:
+            start = time.perf_counter()
+            blobs = compress(model, x, budget=budget)
+            assert isinstance(blobs, list)
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            back = torch.stack([decompress(model, b) for b in blobs])
+            decode_s = time.perf_counter() - start
+            if not torch.equal(back.long(), x.long()):
+                raise RuntimeError(f"{name}: decoded images differ from the originals")
+            bits = 8 * sum(len(b) for b in blobs) / (len(blobs) * dims)
+            rows.append(
+                {
+                    "codec": f"ardm {name}, {budget} calls",
+                    "bpd": bits,
+                    "enc_s": encode_s / len(blobs),
+                    "dec_s": decode_s / len(blobs),
+                }
+            )
+        arrays = [a.numpy().astype("uint8") for a in x]
+        for codec_name, (_, (enc, dec)) in classical.image_codecs()[0].items():
+            start = time.perf_counter()
+            files = [enc(a) for a in arrays]
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            ok = all(classical.same(a, dec(f)) for a, f in zip(arrays, files, strict=True))
+            decode_s = time.perf_counter() - start
+            if ok:
+                bits = 8 * sum(len(f) for f in files) / (len(files) * dims)
+                rows.append(
+                    {
+                        "codec": codec_name,
+                        "bpd": bits,
+                        "enc_s": encode_s / len(files),
+                        "dec_s": decode_s / len(files),
+                    }
+                )
+    else:
+        data = model.config["data"]
+        spec = dataset_spec(data["name"], seq_len=data["seq_len"])
+        assert spec.alphabet is not None
+        text = TextAlphabet(spec.alphabet).decode(_items(model, items).reshape(-1))
+        raw = text.encode()
+        x = TextAlphabet(spec.alphabet).encode(text).long()
+        for budget in budgets:
+            start = time.perf_counter()
+            blob = compress(model, x, budget=budget)
+            assert isinstance(blob, bytes)
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            back = decompress(model, blob)
+            decode_s = time.perf_counter() - start
+            if not torch.equal(back.long(), x):
+                raise RuntimeError(f"{name}: decoded text differs from the original")
+            rows.append(
+                {
+                    "codec": f"ardm {name}, {budget} calls per {spec.shape[0]} chars",
+                    "bpd": 8 * len(blob) / len(raw),
+                    "enc_s": encode_s,
+                    "dec_s": decode_s,
+                }
+            )
+        for codec_name, (_, (enc, dec)) in classical.text_codecs(raw)[0].items():
+            start = time.perf_counter()
+            blob = enc(raw)
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            ok = dec(blob) == raw
+            decode_s = time.perf_counter() - start
+            if ok:
+                rows.append(
+                    {
+                        "codec": codec_name,
+                        "bpd": 8 * len(blob) / len(raw),
+                        "enc_s": encode_s,
+                        "dec_s": decode_s,
+                    }
+                )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], unit: str) -> str:
+    lines = [
+        f"| codec | {unit} (per file, headers included) | encode s/file | decode s/file |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    best = min(r["bpd"] for r in rows)
+    for r in rows:
+        mark = " **(best)**" if r["bpd"] == best else ""
+        lines.append(
+            f"| {r['codec']}{mark} | {r['bpd']:.3f} | {r['enc_s']:.4f} | {r['dec_s']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def pictures(
+    model: ARDM, name: str, out: Path, budgets: tuple[int, ...], *, gif: bool
+) -> list[str]:
+    """Sample grids, inpainting and (optionally) a GIF; returns Markdown lines."""
+    lines = []
+    if model.kind == "image":
+        for budget in budgets:
+            x = model.sample(16, budget=budget, generator=torch.Generator().manual_seed(0))
+            path = save_grid(x, out / f"{name}_samples_{budget}.png", nrow=8)
+            lines.append(f"- {budget} network calls: ![]({path.name})")
+        x = _items(model, 8)
+        known = torch.ones(model.shape, dtype=torch.bool)
+        known[:, model.shape[1] // 2 :] = False
+        filled = model.complete(x, known, budget=100, generator=torch.Generator().manual_seed(0))
+        hidden = torch.where(known, x, torch.full_like(x, 128))
+        path = save_grid(torch.cat([x, hidden, filled]), out / f"{name}_inpaint.png", nrow=8)
+        lines.append(
+            f"- inpainting (rows: test images, bottom half hidden, completed with 100 calls): ![]({path.name})"
+        )
+        if gif:
+            frames: list[torch.Tensor] = []
+            model.sample(
+                4,
+                budget=100,
+                generator=torch.Generator().manual_seed(1),
+                on_step=lambda xs, s: frames.append(xs.clone()),
+            )
+            path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
+            lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
+    else:
+        data = model.config["data"]
+        alphabet = TextAlphabet(dataset_spec(data["name"], seq_len=data["seq_len"]).alphabet or "")
+        for budget in budgets:
+            x = model.sample(
+                2, budget=min(budget, model.D), generator=torch.Generator().manual_seed(0)
+            )
+            for row in x:
+                lines.append(f"- {min(budget, model.D)} calls: `{alphabet.decode(row)}`")
+        prompt = "the president said that "
+        x = alphabet.encode(prompt + " " * (model.D - len(prompt))).long()[None]
+        known = torch.zeros(model.D, dtype=torch.bool)
+        known[: len(prompt)] = True
+        out_text = model.complete(x, known, budget=32, generator=torch.Generator().manual_seed(0))
+        lines.append(f"- completion of `{prompt}` (32 calls): `{alphabet.decode(out_text[0])}`")
+    return lines
+
+
+def run_shipped_demo(out: Path, names: list[str]) -> Path:
     started = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out.mkdir(parents=True, exist_ok=True)
+    report = ["# ardm demo: shipped models on CPU", ""]
+    results: dict[str, Any] = {}
+    for i, name in enumerate(names, 1):
+        model = load_model(name)
+        unit = "bpc" if model.kind == "text" else "bpd"
+        print(
+            f"[{i}/{len(names)}] {name}: {_title(model)}, {sum(p.numel() for p in model.parameters()):,} parameters"
+        )
+        items = 2 if model.kind == "text" else (4 if model.D > 1000 else 8)
+        budgets = (20, 50) if model.D > 1000 else (20, 100)
+        rows = compression_rows(model, name, items=items, budgets=budgets)
+        what = (
+            f"first {items} test items, each its own file"
+            if model.kind == "image"
+            else f"first {items * model.D} test characters, one file"
+        )
+        table = _table(rows, unit)
+        print(f"compression ({what}), every file decoded and checked:\n{table}")
+        pics = pictures(
+            model,
+            name,
+            out,
+            (20, 100),
+            gif=name == "mnist",
+        )
+        report += [
+            f"## {name}: {_title(model)}",
+            "",
+            f"Lossless compression, {what}:",
+            "",
+            table,
+            *pics,
+            "",
+        ]
+        results[name] = rows
+    (out / "compression.json").write_text(json.dumps(results, indent=2))
+    path = out / "report.md"
+    path.write_text("\n".join(report))
+    print(f"done in {time.perf_counter() - started:.0f} s; report with pictures: {path}")
+    return path
+
+
+def run_training_demo(out: Path, *, minutes: float, fresh: bool) -> Path:
     cfg = load_config(
         "mnist-tiny", [f"train.minutes={minutes}", "train.steps=100000", "train.eval_every=0"]
     )
-    print(
-        f"[1/5] training a tiny U-Net on MNIST for {minutes:g} min (resumes if {out}/model exists)"
-    )
+    print(f"training a tiny U-Net on MNIST for {minutes:g} min (resumes if {out}/model exists)")
     result = train(cfg, out / "model", device="cpu", fresh=fresh)
     model = load_model(out / "model")
-    print(f"      {result.step} steps, {result.examples_per_s:.0f} examples/s")
-
-    print("[2/5] evaluating on the MNIST test split")
-    items = eval_items(cfg, "test", 1000)
-    rows = evaluate(model, items, passes=1, exact_items=4, budgets=(10, 50, 100))
+    print(f"{result.step} steps, {result.examples_per_s:.0f} examples/s")
+    rows = evaluate(model, _items(model, 1000), passes=1, exact_items=4, budgets=(10, 50, 100))
     table = rows_to_markdown(rows, unit="bpd", title="MNIST test split, EMA weights")
     print(table)
-    (out / "eval.json").write_text(json.dumps(rows_to_dicts(rows), indent=2))
-
-    print(f"[3/5] sampling digits with 20, 100 and {model.D} network calls")
-    pictures = []
-    for budget, n in ((20, 16), (100, 16), (model.D, 4)):
-        g = torch.Generator().manual_seed(0)
-        x = model.sample(n, budget=budget, generator=g)
-        pictures.append((budget, save_grid(x, out / f"samples_budget{budget}.png", nrow=8)))
-
-    print("[4/5] inpainting the bottom half of 8 test digits (budget 50)")
-    x = items[:8]
-    known = torch.ones(model.shape, dtype=torch.bool)
-    known[:, model.shape[1] // 2 :] = False
-    filled = model.complete(x, known, budget=50, generator=torch.Generator().manual_seed(0))
-    hidden = torch.where(known, x, torch.full_like(x, 128))
-    inpaint = save_grid(torch.cat([x, hidden, filled]), out / "inpaint.png", nrow=8)
-
-    print("[5/5] animating one generation in its random order (budget 50)")
-    frames: list[torch.Tensor] = []
-    model.sample(
-        4,
-        budget=50,
-        generator=torch.Generator().manual_seed(1),
-        on_step=lambda xs, step: frames.append(xs.clone()),
+    pics = pictures(model, "mnist", out, (20, 100, model.D), gif=True)
+    path = out / "report.md"
+    path.write_text(
+        "\n".join(["# ardm demo: a tiny MNIST model trained on CPU", "", table, *pics, ""])
     )
-    gif = save_gif(frames + [frames[-1]] * 10, out / "generation.gif", nrow=4)
+    print(f"report with pictures: {path}")
+    return path
 
-    report = out / "report.md"
-    lines = [
-        "# ardm demo: OA-ARDM on MNIST (CPU)",
-        "",
-        f"Trained {result.step} steps ({minutes:g} min on CPU, {result.examples_per_s:.0f} examples/s).",
-        "",
-        table,
-        "## Samples",
-        "",
-        *[f"- {b} network calls: ![]({p.name})" for b, p in pictures],
-        "",
-        "## Inpainting (rows: original, bottom half hidden, completed with 50 calls)",
-        "",
-        f"![]({inpaint.name})",
-        "",
-        f"## One generation, step by step\n\n![]({gif.name})",
-        "",
+
+def run_demo(
+    out: Path, *, minutes: float = 1.0, fresh: bool = False, train_first: bool = False
+) -> Path:
+    names = [
+        n for n in ("mnist", "fashion-mnist", "cifar10-subset", "english") if n in shipped_names()
     ]
-    report.write_text("\n".join(lines))
-    print(f"done in {time.perf_counter() - started:.0f} s; report: {report}")
-    return report
+    if train_first or not names:
+        return run_training_demo(out, minutes=minutes, fresh=fresh)
+    return run_shipped_demo(out, names)

@@ -63,13 +63,25 @@ def save_gif(
     return path
 
 
+MAX_IMAGE_PIXELS = 1 << 26
+"""Largest image (width x height) that :func:`read_image` decodes: 67 M pixels, 8192 x 8192.
+
+Checked from the PNG/JPEG header (``Image.open`` reads only that) before any pixel data is
+decoded, so a small file claiming huge dimensions is refused without allocating memory."""
+
+
 def read_image(path: Path | str, *, channels: int) -> torch.Tensor:
-    """Read an 8-bit PNG (or any Pillow image) as ``(C, H, W)`` uint8 with ``channels`` channels."""
+    """Read an 8-bit PNG (or any Pillow image) as ``(C, H, W)`` uint8 with ``channels`` channels.
+
+    Raises :class:`DataError` for a missing, unreadable or corrupt file, an image of more
+    than :data:`MAX_IMAGE_PIXELS` pixels (before decoding it) and a mode that is not 8-bit.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
+            check_image_size(im, path)
             if im.mode not in ("L", "RGB", "RGBA", "P", "LA", "1"):
                 raise DataError(
                     f"{path}: unsupported image mode {im.mode} (need 8-bit gray or RGB)"
@@ -78,8 +90,20 @@ def read_image(path: Path | str, *, channels: int) -> torch.Tensor:
             arr = np.asarray(im, dtype=np.uint8)
     except DataError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own limit, hit inside Image.open
+        raise DataError(f"{path}: image too large, refused before decoding ({e})") from None
     except Exception as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     if arr.ndim == 2:
         arr = arr[..., None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+def check_image_size(im: Image.Image, path: Path | str) -> None:
+    """Refuse an opened (not yet decoded) image of more than :data:`MAX_IMAGE_PIXELS` pixels."""
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{path}: image of {width}x{height} pixels is too large "
+            f"(at most {MAX_IMAGE_PIXELS} pixels); refused before decoding"
+        )

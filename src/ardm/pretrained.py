@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ardm.checkpoint import atomic_write_bytes
+from ardm.checkpoint import atomic_write_bytes, first_line
 from ardm.config import Config, from_dict
 from ardm.errors import CheckpointError
 from ardm.model import ARDM, build_model
@@ -86,7 +86,7 @@ def load_weights(path: Path | str) -> ARDM:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, ValueError, OSError) as e:
-        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot read weights {path}: {first_line(e)}") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ardm weights file")
     if _digest(tensors) != metadata.get("sha256"):
@@ -99,7 +99,7 @@ def load_weights(path: Path | str) -> ARDM:
         )
     except RuntimeError as e:
         raise CheckpointError(
-            f"{path}: weights do not match their config: {str(e).splitlines()[0]}"
+            f"{path}: weights do not match their config: {first_line(e)}"
         ) from None
     model.tracker.set_all(L.numpy())
     model.order_seed = int(metadata["order_seed"])

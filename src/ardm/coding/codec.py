@@ -457,6 +457,11 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         if header.K != model.K:
             raise FormatError(f"this file holds K={header.K} data but the model has K={model.K}")
         shape = header.shape
+        if len(shape) != len(tile):
+            raise FormatError(
+                f"this file holds data of shape {shape} but the model's items have "
+                f"{len(tile)} axes {tile}"
+            )
         count = math.prod(tile_grid(shape, tile))
         if count * model.D > 2 * MAX_D:
             raise FormatError(f"corrupt header: shape {shape} needs {count} tiles of {tile}")

@@ -236,7 +236,10 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
                 raise FormatError(f"corrupt header: axis {axis} has {n} values (at most {MAX_D})")
             dims.append(n)
         shape = tuple(dims)
-        _check_geometry(K, shape, exc=FormatError)
+        try:
+            _check_geometry(K, shape, exc=ValueError)
+        except ValueError as e:  # name the culprit: the header, not the caller's data
+            raise FormatError(f"corrupt header: {e}") from None
     end = pos + FINGERPRINT_BYTES + 4
     if end > len(blob):
         raise FormatError("truncated file: it ends inside the model fingerprint or checksum")

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from ardm.errors import DataError
+from ardm.pictures import check_image_size
 
 U8Array = npt.NDArray[np.uint8]
 _NUMPY_MAJOR = int(np.__version__.split(".")[0])
@@ -110,16 +111,23 @@ def read_cifar_batch(path: Path) -> U8Array:
 
 
 def read_png(path: Path) -> U8Array:
-    """An 8-bit RGB image as ``(H, W, 3)`` uint8."""
+    """An 8-bit RGB image as ``(H, W, 3)`` uint8 (at most ``MAX_IMAGE_PIXELS`` pixels)."""
     try:
         with Image.open(path) as im:
+            check_image_size(im, path)
             if im.mode != "RGB":
                 raise DataError(f"{path}: expected an 8-bit RGB image, got mode {im.mode}")
             return np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
     except OSError as e:  # missing file, or UnidentifiedImageError (an OSError)
         if isinstance(e, UnidentifiedImageError):
             raise DataError(f"{path} is not a readable image") from None
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    except Image.DecompressionBombError as e:  # Pillow's own limit, hit inside Image.open
+        raise DataError(f"{path}: image too large, refused before decoding ({e})") from None
+    except Exception as e:  # a broken file: Pillow raises SyntaxError, ValueError, ...
+        raise DataError(f"corrupt image {path}: {e}") from None
 
 
 def tile_image(image: U8Array, size: int) -> U8Array:

@@ -1,0 +1,191 @@
+"""Classical lossless codecs a user would pick instead of ardm, for side-by-side sizes.
+
+Images: PNG and WebP lossless (Pillow), JPEG-XL lossless at effort 10 and JPEG-LS
+(``imagecodecs``), zstd -19 on raw bytes. Text: xz -9e, bzip2 -9 (stdlib), zstd -19, brotli
+q11, PPMd. The non-stdlib ones come with ``pip install 'ardm[bench]'``; a codec that is not
+installed is reported as missing, never faked. Each codec is ``(encode, decode)``: an item
+(``(C, H, W)`` uint8 array, or bytes) -> file bytes -> the item.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+Codec = tuple[Callable[[Any], bytes], Callable[[bytes], Any]]
+"""``(encode, decode)``: an item (``uint8`` array or ``bytes``) -> file bytes -> the item."""
+
+
+def _pillow_codec(fmt: str, **options: Any) -> Codec:
+    def encode(arr: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(_hwc(arr)).save(buf, format=fmt, **options)
+        return buf.getvalue()
+
+    def decode(blob: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(blob)) as im:
+            return _chw(np.array(im))
+
+    return encode, decode
+
+
+def _hwc(arr: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` -> ``(H, W)`` (gray) or ``(H, W, 3)``, contiguous."""
+    return np.ascontiguousarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+
+
+def _chw(arr: np.ndarray) -> np.ndarray:
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def image_codecs() -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
+    """Classical lossless image codecs available here: ``{name: (setting, codec)}``, and notes
+    on the missing ones."""
+    codecs: dict[str, tuple[str, Codec]] = {
+        "PNG": (
+            "Pillow, optimize=True, compress_level=9",
+            _pillow_codec("PNG", optimize=True, compress_level=9),
+        ),
+        "WebP lossless": (
+            "Pillow, lossless, quality=100, method=6, exact",
+            _pillow_codec("WEBP", lossless=True, quality=100, method=6, exact=True),
+        ),
+    }
+    missing: dict[str, str] = {}
+    try:
+        import imagecodecs as ic
+
+        if ic.JPEGXL.available:
+            codecs["JPEG-XL lossless"] = (
+                "imagecodecs, effort=10, naked codestream",
+                (
+                    lambda a: bytes(ic.jpegxl_encode(_hwc(a), lossless=True, effort=10)),
+                    lambda b: _chw(ic.jpegxl_decode(b)),
+                ),
+            )
+        else:
+            missing["JPEG-XL lossless"] = "imagecodecs built without libjxl"
+        if ic.JPEGLS.available:
+            codecs["JPEG-LS"] = (
+                "imagecodecs (CharLS), near-lossless level 0 = lossless",
+                (
+                    lambda a: bytes(ic.jpegls_encode(_hwc(a), level=0)),
+                    lambda b: _chw(ic.jpegls_decode(b)),
+                ),
+            )
+        else:
+            missing["JPEG-LS"] = "imagecodecs built without CharLS"
+    except ImportError:
+        missing["JPEG-XL lossless"] = missing["JPEG-LS"] = "imagecodecs not installed"
+    zstd = _zstd(19)
+    if zstd is not None:
+        enc, dec = zstd
+        codecs["zstd raw"] = ("zstd -19 on the raw C×H×W bytes", (lambda a: enc(a.tobytes()), dec))
+    else:
+        missing["zstd raw"] = "zstandard not installed"
+    return codecs, missing
+
+
+def _zstd(level: int) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] | None:
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    c = zstandard.ZstdCompressor(level=level)
+    d = zstandard.ZstdDecompressor()
+    return c.compress, d.decompress
+
+
+def text_codecs(whole: bytes) -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
+    """Classical text compressors (bytes -> bytes); PPMd's order is chosen on ``whole``."""
+    codecs: dict[str, tuple[str, Codec]] = {
+        "xz": (
+            "-9e (lzma preset 9 + extreme, .xz container)",
+            (lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+        ),
+        "bzip2": ("-9", (lambda b: bz2.compress(b, 9), bz2.decompress)),
+    }
+    missing: dict[str, str] = {}
+    zstd = _zstd(19)
+    if zstd is not None:
+        codecs["zstd"] = ("-19", zstd)
+    else:
+        missing["zstd"] = "zstandard not installed"
+    try:
+        import brotli
+
+        codecs["brotli"] = (
+            "quality 11, lgwin 24",
+            (lambda b: brotli.compress(b, quality=11, lgwin=24), brotli.decompress),
+        )
+    except ImportError:
+        missing["brotli"] = "brotli not installed"
+    try:
+        import pyppmd
+
+        sizes = {
+            order: len(pyppmd.compress(whole, max_order=order, variant="I"))
+            for order in (4, 5, 6, 8, 10)
+        }
+        best = min(sizes, key=lambda o: sizes[o])
+        codecs["PPMd"] = (
+            f"variant I, order {best} (best of {sorted(sizes)} on the whole test text), 16 MiB",
+            (
+                lambda b: pyppmd.compress(b, max_order=best, variant="I"),
+                lambda b: pyppmd.decompress(b, max_order=best, variant="I"),
+            ),
+        )
+        missing["PPMd variant H"] = "not run: it needs the length stored outside the stream"
+    except ImportError:
+        missing["PPMd"] = "pyppmd not installed"
+    return codecs, missing
+
+
+def codec_versions() -> dict[str, str]:
+    from PIL import features
+
+    out = {
+        "pillow": Image.__version__,
+        "zlib (Pillow PNG)": str(features.version("zlib")),
+        "libwebp (Pillow)": str(features.version("webp")),
+        "xz/lzma, bzip2": f"Python {sys.version.split()[0]} stdlib",
+    }
+    for module, extra in [
+        ("imagecodecs", ("libjxl", "charls")),
+        ("zstandard", ()),
+        ("brotli", ()),
+        ("pyppmd", ()),
+    ]:
+        try:
+            mod = __import__(module)
+        except ImportError:
+            out[module] = "not installed"
+            continue
+        out[module] = str(getattr(mod, "__version__", "?"))
+        if module == "imagecodecs":
+            versions = mod.version(dict)
+            for lib in extra:
+                out[lib] = str(versions.get(lib, "missing"))
+        if module == "zstandard":
+            out["libzstd"] = str(mod.ZSTD_VERSION)
+    return out
+
+
+def same(a: Any, b: Any) -> bool:
+    """Decoded ``b`` equals item ``a``: bytes, a raw byte dump of an array, or an image. A gray
+    image that comes back as RGB (WebP has no gray mode) must have every channel equal."""
+    if isinstance(a, bytes | bytearray):
+        return bytes(a) == bytes(b)
+    if isinstance(b, bytes | bytearray):  # raw-bytes codecs: the benchmark knows the shape
+        return np.asarray(a).tobytes() == bytes(b)
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape[0] == 1 and b.shape == (3, *a.shape[1:]):
+        return bool((b == a).all())
+    return bool(np.array_equal(a, b))
