@@ -183,7 +183,7 @@ def test_header_refuses_malformed_files() -> None:
     cases = {
         "empty": b"",
         "magic": b"PK\x03\x04" + good[4:],
-        "version": good[:2] + b"\x02" + good[3:],
+        "version": good[:2] + bytes([container.VERSION + 1]) + good[3:],
         "flags": good[:3] + bytes([good[3] | 0x80]) + good[4:],
         "kind": good[:3] + bytes([good[3] | 0x03]) + good[4:],
         "budget0": good[:4] + b"\x00" + good[5:],
@@ -200,7 +200,10 @@ def test_header_refuses_malformed_files() -> None:
         with pytest.raises(FormatError) as e:
             container.unpack(blob)
         messages[name] = one_line(e)
-    assert "version 2 (this ardm reads version 1)" in messages["version"]
+    assert (
+        f"version {container.VERSION + 1} (this ardm reads version {container.VERSION})"
+        in messages["version"]
+    )
     assert "not an ardm" in messages["magic"]
     for n in range(len(good) - 1):  # every truncation inside the header
         with pytest.raises(FormatError, match=r"truncated|not an ardm|empty"):

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ardm.cli import main
-from ardm.coding import files
+from ardm.coding import container, files
 from ardm.data import TextAlphabet
 from ardm.errors import DataError
 from tests.test_train import TINY
@@ -87,7 +87,7 @@ def test_png_round_trip_beside_the_input(image_run: Path, tmp_path: Path, h: int
     model = ["--model", str(image_run)]
     assert main(["compress", str(tmp_path / "x.png"), *model, "--budget", "6", "--quiet"]) == 0
     blob = (tmp_path / "x.png.ardm").read_bytes()
-    assert blob[:3] == b"\xadM\x01"
+    assert blob[:3] == b"\xadM" + bytes([container.VERSION])
     assert bool(blob[3] & 0b100) == ((h, w) != (28, 28))  # SHAPE flag: tiled, true size stored
     (tmp_path / "x.png").rename(tmp_path / "original.png")
     assert main(["decompress", str(tmp_path / "x.png.ardm"), *model, "--quiet"]) == 0

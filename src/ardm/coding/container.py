@@ -9,7 +9,7 @@ Layout (version 1, every field documented byte by byte in ``docs/format.md``)::
     seed       varint    order seed: sigma = order_from_seed(D, seed)
     [SHAPE]    varint K, 1 byte ndim (1..4), ndim varints: the true data shape (tiled)
     model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config)
-    crc32      4 bytes   CRC-32 of the data values, little-endian
+    crc32      4 bytes   CRC-32 of the data shape and values, little-endian
     payload    the rest  one ANS payload, or (SHAPE) one per tile, each but the last
                          preceded by its length as a varint
 
@@ -30,7 +30,7 @@ from ardm.coding.ans import MAX_K
 from ardm.errors import FormatError
 
 MAGIC = b"\xadM"
-VERSION = 1
+VERSION = 2
 KINDS = ("image", "text", "audio")
 FINGERPRINT_BYTES = 4
 MAX_D = 1 << 24
@@ -106,11 +106,14 @@ def read_varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- data checksum
 def data_crc32(x: np.ndarray, K: int) -> int:
-    """CRC-32 (zlib/IEEE 802.3) of the values of ``x`` in C order, each as a little-endian
-    unsigned integer of 1 byte (``K <= 256``), 2 bytes (``K <= 65536``) or 4 bytes."""
+    """CRC-32 (zlib/IEEE 802.3) of the shape and values of ``x``: the number of axes and each
+    axis size as little-endian uint32, then the values in C order, each as a little-endian
+    unsigned integer of 1 byte (``K <= 256``), 2 bytes (``K <= 65536``) or 4 bytes. Covering
+    the shape (format version 2) means an edited shape field cannot pass as other data."""
     width = "<u1" if K <= 1 << 8 else "<u2" if K <= 1 << 16 else "<u4"
     values = np.ascontiguousarray(x).astype(width)  # (...,)
-    return zlib.crc32(values.tobytes()) & 0xFFFFFFFF
+    shape = np.array([values.ndim, *values.shape], dtype="<u4")
+    return zlib.crc32(values.tobytes(), zlib.crc32(shape.tobytes())) & 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------------------- geometry
