@@ -27,7 +27,7 @@ from ardm.core.orders import (
     random_orders,
     sample_t,
 )
-from ardm.core.policy import naive_policy, optimal_policy, step_bounds
+from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,6 @@ class ARDM(nn.Module):
 
     def expected_bpd(self, policy: np.ndarray) -> float:
         """Expected bpd of a policy from the tracked (sorted) ``L_t``."""
-        from ardm.core.policy import policy_cost
-
         return float(policy_cost(self.tracker.sorted_L(), policy))
 
     # ------------------------------------------------------------------ likelihood
