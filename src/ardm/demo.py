@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,93 +39,92 @@ def _title(model: ARDM) -> str:
     return dataset_spec(data["name"], seq_len=data["seq_len"]).title
 
 
+def _measure(
+    label: str,
+    items: list[Any],
+    encode_all: Callable[[list[Any]], list[bytes]],
+    decode: Callable[[bytes], Any],
+    same: Callable[[Any, Any], bool],
+    dims: int,
+) -> dict[str, Any] | None:
+    """Encode every item into its own file, decode each back; ``None`` if one differs."""
+    start = time.perf_counter()
+    files = encode_all(items)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ok = all(same(a, decode(f)) for a, f in zip(items, files, strict=True))
+    decode_s = time.perf_counter() - start
+    if not ok:
+        return None
+    n = len(files)
+    bits = 8 * sum(len(f) for f in files) / (n * dims)
+    return {"codec": label, "bpd": bits, "enc_s": encode_s / n, "dec_s": decode_s / n}
+
+
 def compression_rows(
     model: ARDM, name: str, *, items: int, budgets: tuple[int, ...]
 ) -> list[dict[str, Any]]:
     """Per-file sizes of the model codec (decoded and checked) next to classical codecs."""
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any] | None] = []
+
+    def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.equal(a.long(), b.long())
+
     if model.kind == "image":
-        x = _items(model, items)
-        dims = model.D
+        x = list(_items(model, items))
         for budget in budgets:
-            start = time.perf_counter()
-            blobs = compress(model, x, budget=budget)
-            assert isinstance(blobs, list)
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            back = torch.stack([decompress(model, b) for b in blobs])
-            decode_s = time.perf_counter() - start
-            if not torch.equal(back.long(), x.long()):
-                raise RuntimeError(f"{name}: decoded images differ from the originals")
-            bits = 8 * sum(len(b) for b in blobs) / (len(blobs) * dims)
+
+            def encode_all(xs: list[Any], budget: int = budget) -> list[bytes]:
+                return list(compress(model, torch.stack(xs), budget=budget))
+
+            label = f"ardm {name}, {budget} calls"
             rows.append(
-                {
-                    "codec": f"ardm {name}, {budget} calls",
-                    "bpd": bits,
-                    "enc_s": encode_s / len(blobs),
-                    "dec_s": decode_s / len(blobs),
-                }
+                _measure(label, x, encode_all, partial(decompress, model), same_tensor, model.D)
             )
         arrays = [a.numpy().astype("uint8") for a in x]
         for codec_name, (_, (enc, dec)) in classical.image_codecs()[0].items():
-            start = time.perf_counter()
-            files = [enc(a) for a in arrays]
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            ok = all(classical.same(a, dec(f)) for a, f in zip(arrays, files, strict=True))
-            decode_s = time.perf_counter() - start
-            if ok:
-                bits = 8 * sum(len(f) for f in files) / (len(files) * dims)
-                rows.append(
-                    {
-                        "codec": codec_name,
-                        "bpd": bits,
-                        "enc_s": encode_s / len(files),
-                        "dec_s": decode_s / len(files),
-                    }
+            rows.append(
+                _measure(
+                    codec_name,
+                    arrays,
+                    lambda xs, enc=enc: [enc(a) for a in xs],
+                    dec,
+                    classical.same,
+                    model.D,
                 )
+            )
     else:
         data = model.config["data"]
         spec = dataset_spec(data["name"], seq_len=data["seq_len"])
-        assert spec.alphabet is not None
-        text = TextAlphabet(spec.alphabet).decode(_items(model, items).reshape(-1))
+        alphabet = TextAlphabet(spec.alphabet or "")
+        text = alphabet.decode(_items(model, items).reshape(-1))
         raw = text.encode()
-        x = TextAlphabet(spec.alphabet).encode(text).long()
+        x = alphabet.encode(text).long()
         for budget in budgets:
-            start = time.perf_counter()
-            blob = compress(model, x, budget=budget)
-            assert isinstance(blob, bytes)
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            back = decompress(model, blob)
-            decode_s = time.perf_counter() - start
-            if not torch.equal(back.long(), x):
-                raise RuntimeError(f"{name}: decoded text differs from the original")
+
+            def encode_one(xs: list[Any], budget: int = budget) -> list[bytes]:
+                blob = compress(model, xs[0], budget=budget)
+                assert isinstance(blob, bytes)
+                return [blob]
+
+            label = f"ardm {name}, {budget} calls per {spec.shape[0]} chars"
             rows.append(
-                {
-                    "codec": f"ardm {name}, {budget} calls per {spec.shape[0]} chars",
-                    "bpd": 8 * len(blob) / len(raw),
-                    "enc_s": encode_s,
-                    "dec_s": decode_s,
-                }
+                _measure(label, [x], encode_one, partial(decompress, model), same_tensor, len(raw))
             )
         for codec_name, (_, (enc, dec)) in classical.text_codecs(raw)[0].items():
-            start = time.perf_counter()
-            blob = enc(raw)
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            ok = dec(blob) == raw
-            decode_s = time.perf_counter() - start
-            if ok:
-                rows.append(
-                    {
-                        "codec": codec_name,
-                        "bpd": 8 * len(blob) / len(raw),
-                        "enc_s": encode_s,
-                        "dec_s": decode_s,
-                    }
+            rows.append(
+                _measure(
+                    codec_name,
+                    [raw],
+                    lambda xs, enc=enc: [enc(xs[0])],
+                    dec,
+                    classical.same,
+                    len(raw),
                 )
-    return rows
+            )
+    if any(r is None for r in rows[: len(budgets)]):
+        raise RuntimeError(f"{name}: a file decoded to data that differs from the original")
+    return [r for r in rows if r is not None]
 
 
 def _table(rows: list[dict[str, Any]], unit: str) -> str:
