@@ -208,22 +208,16 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_model(args.model, device=pick_device(args.device))
 
 
-def _items(model, split: str, limit: int | None) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    from ardm.config import Config, from_dict
-    from ardm.train import eval_items
-
-    return eval_items(from_dict(Config, model.config), split, limit)
-
-
 def _unit(model) -> str:  # type: ignore[no-untyped-def]
     return "bpc" if model.kind == "text" else "bpd"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ardm.evaluation import evaluate, rows_to_dicts, rows_to_markdown
+    from ardm.train import model_items
 
     model = _load(args)
-    items = _items(model, args.split, args.items)
+    items = model_items(model, args.split, args.items)
     rows = evaluate(
         model, items, passes=args.passes, exact_items=args.exact_items, budgets=args.budgets
     )
@@ -237,16 +231,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alphabet(model):  # type: ignore[no-untyped-def]
-    from ardm.data import TextAlphabet, dataset_spec
-
-    spec = dataset_spec(model.config["data"]["name"], seq_len=model.config["data"]["seq_len"])
-    assert spec.alphabet is not None
-    return TextAlphabet(spec.alphabet)
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     from ardm.pictures import save_grid
+    from ardm.train import model_alphabet
 
     model = _load(args)
     g = torch.Generator().manual_seed(args.seed)
@@ -255,7 +242,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     calls = args.budget or model.D
     if model.kind == "text":
-        alphabet = _alphabet(model)
+        alphabet = model_alphabet(model)
         text = "\n".join(alphabet.decode(row) for row in x.cpu())
         if args.output:
             Path(args.output).write_text(text + "\n")
@@ -290,6 +277,7 @@ def _image_mask(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from ardm.pictures import read_image, save_grid
+    from ardm.train import model_items
 
     model = _load(args)
     if model.kind != "image":
@@ -301,7 +289,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
                 f"{args.input} is {tuple(x.shape[1:])} (C, H, W) but the model takes {model.shape}"
             )
     else:
-        x = _items(model, "test", args.index + args.n)[args.index :]
+        x = model_items(model, "test", args.index + args.n)[args.index :]
     x = x.long()
     known = _image_mask(args.mask, model.shape, args.seed)
     g = torch.Generator().manual_seed(args.seed)
@@ -313,10 +301,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
+    from ardm.train import model_alphabet
+
     model = _load(args)
     if model.kind != "text":
         raise DataError("complete needs a text model; use `ardm inpaint` for images")
-    alphabet = _alphabet(model)
+    alphabet = model_alphabet(model)
     L = model.shape[0]
     text = args.text
     if len(text) > L:

@@ -21,22 +21,12 @@ import torch
 from ardm.checkpoint import load_model
 from ardm.coding import classical
 from ardm.coding.codec import compress, decompress
-from ardm.config import Config, from_dict, load_config
-from ardm.data import TextAlphabet, dataset_spec
+from ardm.config import load_config
 from ardm.evaluation import evaluate, rows_to_markdown
 from ardm.model import ARDM
 from ardm.pictures import save_gif, save_grid
 from ardm.pretrained import shipped_names
-from ardm.train import eval_items, train
-
-
-def _items(model: ARDM, n: int) -> torch.Tensor:
-    return eval_items(from_dict(Config, model.config), "test", n)
-
-
-def _title(model: ARDM) -> str:
-    data = model.config["data"]
-    return dataset_spec(data["name"], seq_len=data["seq_len"]).title
+from ardm.train import model_alphabet, model_items, model_spec, train
 
 
 def _measure(
@@ -71,7 +61,7 @@ def compression_rows(
         return torch.equal(a.long(), b.long())
 
     if model.kind == "image":
-        x = list(_items(model, items))
+        x = list(model_items(model, "test", items))
         for budget in budgets:
 
             def encode_all(xs: list[Any], budget: int = budget) -> list[bytes]:
@@ -94,10 +84,9 @@ def compression_rows(
                 )
             )
     else:
-        data = model.config["data"]
-        spec = dataset_spec(data["name"], seq_len=data["seq_len"])
-        alphabet = TextAlphabet(spec.alphabet or "")
-        text = alphabet.decode(_items(model, items).reshape(-1))
+        spec = model_spec(model)
+        alphabet = model_alphabet(model)
+        text = alphabet.decode(model_items(model, "test", items).reshape(-1))
         raw = text.encode()
         x = alphabet.encode(text).long()
         for budget in budgets:
@@ -151,7 +140,7 @@ def pictures(
             x = model.sample(16, budget=budget, generator=torch.Generator().manual_seed(0))
             path = save_grid(x, out / f"{name}_samples_{budget}.png", nrow=8)
             lines.append(f"- {budget} network calls: ![]({path.name})")
-        x = _items(model, 8)
+        x = model_items(model, "test", 8)
         known = torch.ones(model.shape, dtype=torch.bool)
         known[:, model.shape[1] // 2 :] = False
         filled = model.complete(x, known, budget=100, generator=torch.Generator().manual_seed(0))
@@ -171,8 +160,7 @@ def pictures(
             path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
             lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
     else:
-        data = model.config["data"]
-        alphabet = TextAlphabet(dataset_spec(data["name"], seq_len=data["seq_len"]).alphabet or "")
+        alphabet = model_alphabet(model)
         for budget in budgets:
             x = model.sample(
                 2, budget=min(budget, model.D), generator=torch.Generator().manual_seed(0)
@@ -197,7 +185,7 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
         model = load_model(name)
         unit = "bpc" if model.kind == "text" else "bpd"
         print(
-            f"[{i}/{len(names)}] {name}: {_title(model)}, {sum(p.numel() for p in model.parameters()):,} parameters"
+            f"[{i}/{len(names)}] {name}: {model_spec(model).title}, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
         items = 2 if model.kind == "text" else (4 if model.D > 1000 else 8)
         budgets = (20, 50) if model.D > 1000 else (20, 100)
@@ -217,7 +205,7 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
             gif=name == "mnist",
         )
         report += [
-            f"## {name}: {_title(model)}",
+            f"## {name}: {model_spec(model).title}",
             "",
             f"Lossless compression, {what}:",
             "",
@@ -241,7 +229,9 @@ def run_training_demo(out: Path, *, minutes: float, fresh: bool) -> Path:
     result = train(cfg, out / "model", device="cpu", fresh=fresh)
     model = load_model(out / "model")
     print(f"{result.step} steps, {result.examples_per_s:.0f} examples/s")
-    rows = evaluate(model, _items(model, 1000), passes=1, exact_items=4, budgets=(10, 50, 100))
+    rows = evaluate(
+        model, model_items(model, "test", 1000), passes=1, exact_items=4, budgets=(10, 50, 100)
+    )
     table = rows_to_markdown(rows, unit="bpd", title="MNIST test split, EMA weights")
     print(table)
     pics = pictures(model, "mnist", out, (20, 100, model.D), gif=True)
