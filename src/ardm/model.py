@@ -8,6 +8,7 @@ them (:func:`ardm.core.policy.step_bounds`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -60,6 +61,36 @@ class ARDM(nn.Module):
         logits = self.net(x, known, t)  # (B, *shape, K)
         return torch.log_softmax(logits.float(), dim=-1)
 
+    def masked_ll(
+        self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, select: torch.Tensor
+    ) -> torch.Tensor:
+        """Summed log-likelihood ``(B,)`` (nats) of ``x`` at ``select`` given ``x`` at ``known``.
+
+        Every likelihood in this class goes through here, so a subclass with another output
+        distribution (e.g. a discretised logistic mixture) overrides this and :meth:`draw`.
+        """
+        return masked_log_likelihood(self.log_probs(x, known, t), x, select)
+
+    def draw(
+        self,
+        x: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One sample ``(B, *shape)`` of every variable from its distribution given the known ones."""
+        log_probs = self.log_probs(x, known, t)  # (B, *shape, K)
+        return _sample_categorical(log_probs / temperature, generator)
+
+    def with_net(self, net: nn.Module) -> ARDM:
+        """The same model around another network (e.g. the EMA copy); shares the tracker."""
+        other = copy.copy(self)
+        other._modules = dict(self._modules)  # a shallow copy would share the net slot
+        other.net = net
+        return other
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -73,8 +104,7 @@ class ARDM(nn.Module):
         t = sample_t(B, self.D, antithetic=antithetic, generator=generator).to(x.device)  # (B,)
         sigma = random_orders(B, self.D, generator=generator, device=x.device)  # (B, D)
         known = known_mask(sigma, t).view(B, *self.shape)  # (B, *shape)
-        log_probs = self.log_probs(x, known, t)  # (B, *shape, K)
-        S = masked_log_likelihood(log_probs, x, ~known)  # (B,)
+        S = self.masked_ll(x, known, t, ~known)  # (B,)
         terms = ardm_bound(S, t, self.D)
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=t)
@@ -112,7 +142,7 @@ class ARDM(nn.Module):
                 x = items[idx].to(device).long()  # (b, *shape)
                 sigma = random_orders(len(t), self.D, generator=generator, device=device)
                 known = known_mask(sigma, t.to(device)).view(len(t), *self.shape)
-                S = masked_log_likelihood(self.log_probs(x, known, t.to(device)), x, ~known)
+                S = self.masked_ll(x, known, t.to(device), ~known)
                 total[t] += ardm_bound(S, t.to(device), self.D).L_t.double().cpu()
         return (total / passes).numpy()
 
@@ -173,7 +203,7 @@ class ARDM(nn.Module):
             known = (s < left[:, None]).view(-1, *self.shape)  # (J, *shape)
             step = ((s >= left[:, None]) & (s < right[:, None])).view(-1, *self.shape)
             xs = x[items]  # (J, *shape)
-            S = masked_log_likelihood(self.log_probs(xs, known, left), xs, step)  # (J,)
+            S = self.masked_ll(xs, known, left, step)  # (J,)
             nll.index_add_(0, items, -S.double())
         return (nll / (self.D * LN2)).cpu()
 
@@ -219,8 +249,9 @@ class ARDM(nn.Module):
         for left, right in _steps(policy, self.D) if g < self.D else []:
             known = (sigma < left).view(n, *self.shape)
             t = torch.full((n,), left, dtype=torch.long, device=device)
-            log_probs = self.log_probs(x.view(n, *self.shape), known, t).view(n, self.D, self.K)
-            draw = _sample_categorical(log_probs / temperature, generator)  # (n, D)
+            draw = self.draw(
+                x.view(n, *self.shape), known, t, temperature=temperature, generator=generator
+            ).view(n, self.D)
             step = (sigma >= left) & (sigma < right)  # (n, D)
             x = torch.where(step, draw, x)
             if on_step is not None:

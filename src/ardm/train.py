@@ -138,9 +138,7 @@ def train(
     torch.manual_seed(tc.seed + rank)
     core_net = model.net
     ema_net = copy.deepcopy(core_net).requires_grad_(False)
-    ema_model = ARDM(ema_net, kind=model.kind, ce_weight=model.ce_weight)
-    ema_model.tracker = model.tracker
-    ema_model.config = model.config
+    ema_model = model.with_net(ema_net)
     opt = torch.optim.AdamW(
         core_net.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
@@ -283,8 +281,8 @@ def train(
             else text_chunks(train_data[: 1 << 20], spec.shape[0])
         )
         g = torch.Generator().manual_seed(tc.seed + 17)
-        fresh = ema_model.estimate_L(items, passes=tc.calibrate_passes, generator=g)
-        model.tracker.set_all(fresh)
+        calibrated = ema_model.estimate_L(items, passes=tc.calibrate_passes, generator=g)
+        model.tracker.set_all(calibrated)
         last_saved = -1  # the calibrated L_t must reach the checkpoint
     if last_saved != step or not ckpt_path.exists():
         checkpoint()
