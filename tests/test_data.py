@@ -70,6 +70,7 @@ def test_specs_are_cheap_and_honest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         "english",
         "shakespeare",
         "text8",
+        "fsdd",
     }
     mnist = dataset_spec("mnist")
     assert (mnist.kind, mnist.shape, mnist.K, mnist.D, mnist.alphabet) == (
@@ -97,7 +98,7 @@ def test_specs_are_cheap_and_honest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert dataset_spec("english").title != "text8"
     for spec in DATASETS.values():
         assert spec.splits == (
-            ("train", "test") if spec.kind == "image" else ("train", "valid", "test")
+            ("train", "test") if spec.kind in ("image", "audio") else ("train", "valid", "test")
         )
 
 
@@ -452,3 +453,40 @@ def test_text_crops_are_contiguous(data_dir: Path) -> None:
         BatchSampler(stream, spec, 4, seed=0, augment=True)
     with pytest.raises(DataError):
         BatchSampler(stream[:10], spec, 4, seed=0)
+
+
+def test_audio_clips_are_sampled_like_images(data_dir: Path) -> None:
+    spec = dataset_spec("fsdd", seq_len=500)
+    assert spec.kind == "audio" and spec.shape == (500,) and spec.K == 65536
+    assert dataset_spec("fsdd").shape == (4000,)  # default clip length: 0.5 s at 8 kHz
+    clips = load_split("fsdd", "test", data_dir=data_dir, seq_len=500)  # (250, 500) int32
+    assert clips is load_split("fsdd", "test", seq_len=500)  # cached per clip length
+    assert load_split("fsdd", "test", seq_len=400).shape == (250, 400)
+    sampler = BatchSampler(clips, spec, 100, seed=1)
+    rows = []
+    for _ in range(5):  # 500 = two epochs of 250 clips
+        x = next(sampler)
+        assert x.shape == (100, 500) and x.dtype == torch.int64
+        rows.append(x)
+    seen = torch.cat(rows)  # (500, 500)
+    # Every clip once per epoch (clips are distinct, so compare whole rows).
+    key = {tuple(c.tolist()): i for i, c in enumerate(clips)}
+    ids = torch.tensor([key[tuple(r.tolist())] for r in seen])
+    assert sorted(ids[:250].tolist()) == list(range(250))
+    assert sorted(ids[250:].tolist()) == list(range(250))
+    state = sampler.state_dict()
+    resumed = BatchSampler(clips, spec, 100, seed=7)
+    resumed.load_state_dict(state)
+    assert torch.equal(next(resumed), next(sampler))
+    with pytest.raises(DataError) as e:
+        BatchSampler(clips, spec, 4, seed=0, augment=True)
+    _one_line_data_error(e, "images only")
+    with pytest.raises(DataError) as e:
+        BatchSampler(clips[:, :100], spec, 4, seed=0)
+    _one_line_data_error(e, "clips", "(500,)")
+    with pytest.raises(DataError) as e:
+        load_split("fsdd", "valid")
+    _one_line_data_error(e, "'valid'", "train, test")
+    with pytest.raises(DataError) as e:
+        load_split("fsdd", "test", data_dir=data_dir.parent / "nowhere-empty-dir-xyz")
+    _one_line_data_error(e, "does not exist")

@@ -370,3 +370,103 @@ def test_forward_flops() -> None:
     unet = make_unet(shape=(1, 8, 8))
     assert forward_flops(unet, 2) == pytest.approx(2 * forward_flops(unet, 1))
     assert forward_flops(unet, 1) > 2 * count_params(unet)  # convs reuse weights over pixels
+
+
+# --- stage conditioning (Upscale ARDMs) and the output width ----------------------------
+
+
+def make_stage_net(kind: str, *, stages: int = 3, out_classes: int | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "transformer":
+        cfg_t = dataclasses.replace(TINY_TF, time_cond=True)
+        net = build_net(
+            "transformer",
+            K=8,
+            shape=(6,),
+            transformer=cfg_t,
+            stages=stages,
+            out_classes=out_classes,
+        )
+    else:
+        net = build_net(
+            "unet", K=8, shape=(2, 4, 4), unet=TINY_UNET, stages=stages, out_classes=out_classes
+        )
+    return perturb(net).eval()
+
+
+STAGE_KINDS = ["transformer", "unet"]
+
+
+@pytest.mark.parametrize("kind", STAGE_KINDS)
+@pytest.mark.parametrize("out_classes", [None, 6])
+def test_stage_net_output_shape(kind: str, out_classes: int | None) -> None:
+    net = make_stage_net(kind, out_classes=out_classes)
+    x, known, _ = random_inputs(net, 3)  # type: ignore[arg-type]
+    t = torch.tensor([0, net.D + 2, 3 * net.D - 1])  # global steps in every stage
+    out = net(x, known, t)
+    assert out.shape == (3, *net.shape, out_classes or 8)
+    assert net.stages == 3 and net.out_classes == (out_classes or 8) and net.K == 8
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", STAGE_KINDS)
+def test_out_classes_without_stages(kind: str) -> None:
+    net = make_stage_net(kind, stages=1, out_classes=5)
+    x, known, t = random_inputs(net, 2)  # type: ignore[arg-type]
+    assert net(x, known, t).shape == (2, *net.shape, 5)
+
+
+@pytest.mark.parametrize("kind", STAGE_KINDS)
+def test_stage_net_output_differs_across_stages_and_steps(kind: str) -> None:
+    net = make_stage_net(kind)
+    x, known, _ = random_inputs(net, 2)  # type: ignore[arg-type]
+    D = net.D
+    out = [net(x, known, torch.tensor([s * D + 1, s * D + 1])) for s in range(3)]
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+    # within a stage the time embedding sees t_in
+    assert not torch.equal(out[1], net(x, known, torch.tensor([D + 4, D + 4])))
+
+
+@pytest.mark.parametrize("kind", STAGE_KINDS)
+def test_stage_net_reads_x_everywhere_and_known(kind: str) -> None:
+    """The current value of an unrefined position (x^(s)) is known at stage s: it is read."""
+    net = make_stage_net(kind)
+    x, known, _ = random_inputs(net, 1)  # type: ignore[arg-type]
+    t = torch.tensor([net.D])
+    first = tuple(0 for _ in net.shape)
+    last = tuple(s - 1 for s in net.shape)
+    known[(0, *last)] = False
+    x2 = x.clone()
+    x2[(0, *last)] = (x[(0, *last)] + 3) % 8
+    assert not torch.equal(net(x, known, t)[(0, *first)], net(x2, known, t)[(0, *first)])
+    known2 = known.clone()
+    known2[(0, *last)] = True
+    assert not torch.equal(net(x, known, t)[(0, *first)], net(x, known2, t)[(0, *first)])
+
+
+@pytest.mark.parametrize("kind", STAGE_KINDS)
+def test_stage_net_gradient_reaches_every_parameter(kind: str) -> None:
+    net = make_stage_net(kind, out_classes=6).train()
+    x, known, _ = random_inputs(net, 3)  # type: ignore[arg-type]
+    t = torch.tensor([0, net.D + 1, 2 * net.D + 2])  # every stage, so every stage row
+    w = torch.randn(3, *net.shape, 6, generator=torch.Generator().manual_seed(3))
+    (net(x, known, t) * w).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_one_stage_nets_keep_their_parameters() -> None:
+    """stages=1 (the default) is the plain OA-ARDM net: old checkpoints load."""
+    tf = make_transformer(K=27)
+    assert tf.tok_emb.num_embeddings == 28 and tf.stages == 1 and tf.out_classes == 27
+    assert not any("known_emb" in n or "stage_emb" in n for n in tf.state_dict())
+    un = make_unet(K=16)
+    assert un.value_emb.num_embeddings == 17 and un.conv_in.in_channels == 2
+    staged = make_stage_net("unet")
+    assert isinstance(staged, UNet)
+    assert staged.conv_in.in_channels == 2 * 2 + 3 and staged.value_emb.num_embeddings == 8
+    with pytest.raises(ValueError, match="stages >= 1"):
+        build_net("transformer", K=4, shape=(8,), stages=0)
+    with pytest.raises(ValueError, match="out_classes >= 1"):
+        build_net("unet", K=4, shape=(1, 4, 4), unet=TINY_UNET, out_classes=0)

@@ -15,7 +15,9 @@ from ardm.core.policy import (
     optimal_policies,
     optimal_policy,
     policy_cost,
+    policy_costs,
     reference_dp,
+    split_budget,
     step_bounds,
 )
 
@@ -345,3 +347,64 @@ def test_validation_errors() -> None:
     )
     assert "budgets" in one_line_error(ValueError, optimal_policies, L, [])
     assert "budget" in one_line_error(ValueError, optimal_policies, L, [1, 9])
+
+
+# ---------------------------------------------------------------------------- joint budgets
+def test_policy_costs_is_the_whole_cost_curve() -> None:
+    rng = np.random.default_rng(12)
+    for D in (1, 5, 40):
+        L = rng.random(D)
+        curve = policy_costs(L, D)
+        assert curve.shape == (D,)
+        np.testing.assert_array_equal(
+            curve, [optimal_policies(L, [b])[b][1] for b in range(1, D + 1)]
+        )
+    np.testing.assert_allclose(
+        policy_costs([5, 4, 3, 2.85, 2.80], 3, presorted=True), [25, 19, 18], rtol=1e-12
+    )
+
+
+def brute_force_split(costs: list[np.ndarray], budget: int) -> float:
+    return min(
+        sum(c[k - 1] for c, k in zip(costs, split, strict=True))
+        for split in itertools.product(*(range(1, len(c) + 1) for c in costs))
+        if sum(split) == budget
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_split_budget_equals_brute_force(data: st.DataObject) -> None:
+    S = data.draw(st.integers(1, 4), label="S")
+    lengths = data.draw(st.lists(st.integers(1, 5), min_size=S, max_size=S), label="lengths")
+    costs = [
+        np.array(data.draw(st.lists(values, min_size=n, max_size=n), label="cost")) for n in lengths
+    ]
+    budget = data.draw(st.integers(S, sum(lengths)), label="budget")
+    split = split_budget(costs, budget)
+    assert len(split) == S and sum(split) == budget
+    assert all(1 <= k <= len(c) for k, c in zip(split, costs, strict=True))
+    got = sum(c[k - 1] for c, k in zip(costs, split, strict=True))
+    assert got == pytest.approx(brute_force_split(costs, budget), rel=1e-12, abs=1e-12)
+
+
+def test_split_budget_on_dp_cost_curves() -> None:
+    rng = np.random.default_rng(13)
+    stages = [random_L(rng, 6, "smooth") * scale for scale in (3.0, 1.0, 0.2)]
+    curves = [policy_costs(L, 6, presorted=True) for L in stages]
+    for budget in range(3, 19):
+        split = split_budget(curves, budget)
+        assert sum(split) == budget
+        total = sum(
+            optimal_policy(L, k, presorted=True)[1] for L, k in zip(stages, split, strict=True)
+        )
+        assert total == pytest.approx(brute_force_split(curves, budget), rel=1e-12)
+    assert split_budget(curves, 3) == [1, 1, 1] and split_budget(curves, 18) == [6, 6, 6]
+
+
+def test_split_budget_errors() -> None:
+    assert "budget" in one_line_error(ValueError, split_budget, [[1.0], [2.0]], 1)
+    assert "budget" in one_line_error(ValueError, split_budget, [[1.0], [2.0]], 3)
+    assert "at least one" in one_line_error(ValueError, split_budget, [], 1)
+    assert "costs[1]" in one_line_error(ValueError, split_budget, [[1.0], []], 2)
+    assert "costs[0]" in one_line_error(ValueError, split_budget, [[np.inf]], 1)

@@ -78,17 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--budgets", type=_budgets, default=[10, 50, 100])
     q.add_argument("--json", help="also write the rows as JSON here")
 
-    q = sub.add_parser("sample", help="generate samples (PNG grid for images, text for text)")
+    q = sub.add_parser(
+        "sample", help="generate samples (PNG grid for images, text for text, WAV for audio)"
+    )
     add_model(q)
     q.add_argument("-n", type=int, default=16)
-    q.add_argument("--budget", type=int, help="network calls (default: one per variable)")
+    q.add_argument(
+        "--budget",
+        type=_positive_int,
+        help="network calls (default: one per variable; an upscale model's budget counts all "
+        "its stages; a D3PM model's is its number of steps)",
+    )
     q.add_argument(
         "--naive", action="store_true", help="evenly spaced steps instead of the DP policy"
     )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--temperature", type=float, default=1.0)
     q.add_argument(
-        "-o", "--output", help="output file (.png / .txt; default: print text or samples.png)"
+        "-o",
+        "--output",
+        help="output file (.png / .txt / .wav; default: print text, samples.png or "
+        "samples_NNN.wav)",
     )
 
     q = sub.add_parser("inpaint", help="complete the missing part of images")
@@ -231,16 +241,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate(model, n: int, *, budget: int | None, naive: bool, temperature: float, generator):  # type: ignore[no-untyped-def]
+    """``n`` samples from any model kind, and the network calls each took.
+
+    OA-ARDM: ``budget`` calls (default ``D``) under the DP (or naive) policy. Upscale ARDM:
+    ``budget`` calls in total over its ``S`` stages, split by the joint DP (default ``S * D``).
+    D3PM: ``budget`` steps (default its training ``T``).
+    """
+    from ardm.d3pm import D3PMAbsorbing
+
+    if isinstance(model, D3PMAbsorbing):
+        x = model.sample(n, steps=budget, temperature=temperature, generator=generator)
+        return x, model.last_sample_calls
+    stages = int(getattr(model, "S", 1))
+    if stages > 1:
+        if budget is not None and budget < stages:
+            raise DataError(f"this model has {stages} stages: the budget must be at least {stages}")
+        most = stages * model.D
+        calls = min(budget or most, most)
+        x = model.sample(
+            n, budget=calls, mode="joint", naive=naive, temperature=temperature, generator=generator
+        )
+        return x, calls
+    x = model.sample(n, budget=budget, naive=naive, temperature=temperature, generator=generator)
+    return x, min(budget or model.D, model.D)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from ardm.pictures import save_grid
     from ardm.train import model_alphabet
 
     model = _load(args)
     g = torch.Generator().manual_seed(args.seed)
-    x = model.sample(
-        args.n, budget=args.budget, naive=args.naive, temperature=args.temperature, generator=g
+    x, calls = generate(
+        model,
+        args.n,
+        budget=args.budget,
+        naive=args.naive,
+        temperature=args.temperature,
+        generator=g,
     )
-    calls = args.budget or model.D
     if model.kind == "text":
         alphabet = model_alphabet(model)
         text = "\n".join(alphabet.decode(row) for row in x.cpu())
@@ -249,6 +289,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
             print(f"wrote {args.n} samples ({calls} network calls each) to {args.output}")
         else:
             print(text)
+    elif model.kind == "audio":
+        from ardm.coding.files import ItemCodec
+
+        codec = ItemCodec.for_model(model)
+        target = Path(args.output or "samples.wav")
+        paths = (
+            [target]
+            if args.n == 1
+            else [
+                target.with_name(f"{target.stem}_{i:03d}{target.suffix or '.wav'}")
+                for i in range(args.n)
+            ]
+        )
+        for path, row in zip(paths, x.cpu(), strict=True):
+            path.write_bytes(codec.write(row))
+        where = paths[0] if args.n == 1 else f"{paths[0]} .. {paths[-1].name}"
+        print(f"wrote {args.n} WAV samples ({calls} network calls each) to {where}")
     else:
         out = save_grid(x, args.output or "samples.png")
         print(f"wrote {args.n} samples ({calls} network calls each) to {out}")
@@ -383,7 +440,7 @@ def _coding_run(args: argparse.Namespace, *, compressing: bool):  # type: ignore
         return files.decompressed_name(path, item_codec)
 
     outs = files.output_paths(args.inputs, args.output, name, force=args.force)
-    binary = compressing or item_codec.kind == "image"
+    binary = compressing or item_codec.kind != "text"
     if binary and outs == [files.STDIO] and sys.stdout.isatty():
         raise DataError("refusing to write binary data to a terminal; use -o FILE or a pipe")
     return model, item_codec, raws, names, items, outs

@@ -19,6 +19,7 @@ from typing import Any
 from ardm.errors import ConfigError
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig
+from ardm.nets.wavenet import WaveNetConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,17 +30,54 @@ else:  # pragma: no cover
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "mnist"
-    seq_len: int = 256  # text only
+    seq_len: int = 256  # text and audio: values per item
     augment: bool = False  # images: random flips and 90 degree rotations
     data_dir: str = ""  # empty: ARDM_DATA_DIR or ../shared/data
 
 
+PROCESSES = ("oa", "upscale", "d3pm")
+OUTPUTS = ("categorical", "dmol")
+PARAMETRISATIONS = ("data", "direct")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    net: str = "unet"  # "unet" | "transformer"
+    net: str = "unet"  # "unet" (images) | "transformer" (text) | "wavenet" (audio)
     ce_weight: float = 1e-3  # weight of the unweighted cross-entropy term
+    # The generative process around the network:
+    #   "oa"      order-agnostic ARDM (paper Sec. 3.1)
+    #   "upscale" Upscale ARDM: S = ceil(log_b K) stages of base-b digits (paper Sec. 3.2)
+    #   "d3pm"    the D3PM-absorbing baseline with d3pm_steps steps (Austin et al. 2021)
+    process: str = "oa"
+    output: str = "categorical"  # "oa" only: "categorical" (K-way softmax) | "dmol" (audio)
+    mixtures: int = 30  # logistic components of the "dmol" output
+    branching: int = 4  # "upscale": b
+    parametrisation: str = "data"  # "upscale": "data" (K-way head) | "direct" (b-way per stage)
+    d3pm_steps: int = 1000  # "d3pm": T
     unet: UNetConfig = field(default_factory=UNetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    wavenet: WaveNetConfig = field(default_factory=WaveNetConfig)
+
+    def __post_init__(self) -> None:
+        if self.process not in PROCESSES:
+            raise ValueError(
+                f"model.process must be one of {', '.join(PROCESSES)}, got {self.process!r}"
+            )
+        if self.output not in OUTPUTS:
+            raise ValueError(
+                f"model.output must be one of {', '.join(OUTPUTS)}, got {self.output!r}"
+            )
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise ValueError(
+                f"model.parametrisation must be one of {', '.join(PARAMETRISATIONS)}, "
+                f"got {self.parametrisation!r}"
+            )
+        if self.branching < 2:
+            raise ValueError(f"model.branching must be >= 2, got {self.branching}")
+        if self.mixtures < 1:
+            raise ValueError(f"model.mixtures must be >= 1, got {self.mixtures}")
+        if self.d3pm_steps < 1:
+            raise ValueError(f"model.d3pm_steps must be >= 1, got {self.d3pm_steps}")
 
 
 @dataclass(frozen=True)

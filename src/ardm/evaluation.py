@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
-from ardm.model import ARDM
+from ardm.d3pm import D3PMAbsorbing
 
 
 @dataclass(frozen=True)
 class EvalRow:
-    method: str  # "bound", "exact", "dp", "naive"
+    method: str  # "bound", "exact", "dp", "naive", "d3pm"
     calls: int  # network calls per item
     bpd: float  # measured, bits per dim
     expected_bpd: float | None  # DP expectation from training L_t
@@ -27,8 +28,11 @@ class EvalRow:
     note: str
 
 
+D3PM_STEPS = (1000, 256, 100, 50, 20)
+
+
 def evaluate(
-    model: ARDM,
+    model: Any,
     items: torch.Tensor,
     *,
     passes: int = 4,
@@ -36,8 +40,18 @@ def evaluate(
     budgets: Sequence[int] = (10, 50, 100),
     batch_size: int = 256,
     seed: int = 0,
+    exact: bool = True,
+    d3pm_steps: Sequence[int] = D3PM_STEPS,
 ) -> list[EvalRow]:
-    """Evaluate ``model`` on ``items`` ``(N, *shape)``; the exact rows use the first ``exact_items``."""
+    """Evaluate ``model`` on ``items`` ``(N, *shape)``; the exact rows use the first ``exact_items``.
+
+    * OA-ARDM: the bound, the exact NLL of the fixed order (``D`` calls, skipped with
+      ``exact=False``) and the exact NLL under the DP and the naive policy per budget.
+    * Upscale ARDM: the same, with ``S * D`` calls for the exact row; a budget is the total
+      number of calls, split over the stages by the joint DP (``mode="joint"``).
+    * D3PM: the bound at its training ``T``, then its own ``T``-step bound for each of
+      ``d3pm_steps`` (one fresh absorption pattern per step and item).
+    """
     model.eval()
     device = model.device
     rows: list[EvalRow] = []
@@ -61,32 +75,56 @@ def evaluate(
         )
     )
     sub = items[:exact_items].to(device)
-    start = time.perf_counter()
-    exact = model.exact_nll_bpd(sub, batch_size=batch_size)
-    rows.append(
-        EvalRow(
-            "exact",
-            model.D,
-            float(exact.mean()),
-            float(model.tracker.L().sum()),
-            len(sub),
-            time.perf_counter() - start,
-            f"exact NLL, fixed order (seed {model.order_seed})",
+    if isinstance(model, D3PMAbsorbing):
+        for steps in d3pm_steps:
+            start = time.perf_counter()
+            nll = model.nll_bound_bpd(sub, steps=steps, batch_size=batch_size, generator=g)
+            rows.append(
+                EvalRow(
+                    "d3pm",
+                    steps,
+                    float(nll.mean()),
+                    None,
+                    len(sub),
+                    time.perf_counter() - start,
+                    f"D3PM-absorbing {steps}-step bound (trained with T={model.T})",
+                )
+            )
+        return rows
+    stages = int(getattr(model, "S", 1))
+    if exact:
+        start = time.perf_counter()
+        nll = model.exact_nll_bpd(sub, batch_size=batch_size)
+        rows.append(
+            EvalRow(
+                "exact",
+                stages * model.D,
+                float(nll.mean()),
+                float(model.tracker.L().sum()),
+                len(sub),
+                time.perf_counter() - start,
+                f"exact NLL, fixed order (seed {model.order_seed})",
+            )
         )
-    )
     for budget in budgets:
-        if budget >= model.D:
+        if budget >= stages * model.D or budget < stages:
             continue
         for naive in (False, True):
-            policy = model.policy_for_budget(budget, naive=naive)
             start = time.perf_counter()
-            nll = model.exact_nll_bpd(sub, policy=policy, batch_size=batch_size)
+            if stages > 1:
+                policies = model.stage_policies(budget, mode="joint", naive=naive)
+                nll = model.exact_nll_bpd(sub, policies=policies, batch_size=batch_size)
+                calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
+            else:
+                policy = model.policy_for_budget(budget, naive=naive)
+                nll = model.exact_nll_bpd(sub, policy=policy, batch_size=batch_size)
+                calls, expected = len(policy), model.expected_bpd(policy)
             rows.append(
                 EvalRow(
                     "naive" if naive else "dp",
-                    len(policy),
+                    calls,
                     float(nll.mean()),
-                    model.expected_bpd(policy),
+                    expected,
                     len(sub),
                     time.perf_counter() - start,
                     f"exact NLL under the {'naive' if naive else 'DP'} policy, fixed order",

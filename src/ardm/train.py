@@ -276,9 +276,7 @@ def train(
     if tc.calibrate_passes > 0 and step > 0:
         ema_net.eval()
         items = (
-            train_data
-            if spec.kind == "image"
-            else text_chunks(train_data[: 1 << 20], spec.shape[0])
+            text_chunks(train_data[: 1 << 20], spec.shape[0]) if spec.kind == "text" else train_data
         )
         g = torch.Generator().manual_seed(tc.seed + 17)
         calibrated = ema_model.estimate_L(items, passes=tc.calibrate_passes, generator=g)

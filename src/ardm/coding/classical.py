@@ -2,7 +2,7 @@
 
 Images: PNG and WebP lossless (Pillow), JPEG-XL lossless at effort 10 and JPEG-LS
 (``imagecodecs``), zstd -19 on raw bytes. Text: xz -9e, bzip2 -9 (stdlib), zstd -19, brotli
-q11, PPMd. The non-stdlib ones come with ``pip install 'ardm[bench]'``; a codec that is not
+q11, PPMd. Audio: FLAC (libsndfile), xz and zstd on raw samples. The non-stdlib ones come with ``pip install 'ardm[bench]'``; a codec that is not
 installed is reported as missing, never faked. Each codec is ``(encode, decode)``: an item
 (``(C, H, W)`` uint8 array, or bytes) -> file bytes -> the item.
 """
@@ -148,6 +148,49 @@ def text_codecs(whole: bytes) -> tuple[dict[str, tuple[str, Codec]], dict[str, s
     return codecs, missing
 
 
+def audio_codecs(rate: int) -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
+    """Classical lossless audio codecs for 16-bit mono clips (``int16`` arrays) at ``rate`` Hz:
+    FLAC at its highest compression level (libsndfile via ``soundfile``), and xz and zstd on
+    the raw little-endian samples."""
+    codecs: dict[str, tuple[str, Codec]] = {}
+    missing: dict[str, str] = {}
+    try:
+        import soundfile
+
+        def flac_encode(a: np.ndarray) -> bytes:
+            buf = io.BytesIO()
+            soundfile.write(
+                buf,
+                np.asarray(a, dtype=np.int16),
+                rate,
+                format="FLAC",
+                subtype="PCM_16",
+                compression_level=1.0,
+            )
+            return buf.getvalue()
+
+        def flac_decode(b: bytes) -> np.ndarray:
+            data, _ = soundfile.read(io.BytesIO(b), dtype="int16")
+            return np.asarray(data)
+
+        codecs["FLAC"] = ("libsndfile, compression_level=1.0 (flac -8)", (flac_encode, flac_decode))
+    except (ImportError, OSError):
+        missing["FLAC"] = "soundfile (libsndfile) not installed"
+    raw = lambda a: np.asarray(a, dtype="<i2").tobytes()  # noqa: E731
+    codecs["xz (raw samples)"] = (
+        "-9e on 16-bit little-endian samples",
+        (lambda a: lzma.compress(raw(a), preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+    )
+    zstd = _zstd(19)
+    if zstd is not None:
+        enc, dec = zstd
+        codecs["zstd (raw samples)"] = (
+            "-19 on 16-bit little-endian samples",
+            (lambda a: enc(raw(a)), dec),
+        )
+    return codecs, missing
+
+
 def codec_versions() -> dict[str, str]:
     from PIL import features
 
@@ -162,6 +205,7 @@ def codec_versions() -> dict[str, str]:
         ("zstandard", ()),
         ("brotli", ()),
         ("pyppmd", ()),
+        ("soundfile", ()),
     ]:
         try:
             mod = __import__(module)
@@ -173,6 +217,8 @@ def codec_versions() -> dict[str, str]:
             versions = mod.version(dict)
             for lib in extra:
                 out[lib] = str(versions.get(lib, "missing"))
+        if module == "soundfile":
+            out["libsndfile"] = str(getattr(mod, "__libsndfile_version__", "?"))
         if module == "zstandard":
             out["libzstd"] = str(mod.ZSTD_VERSION)
     return out

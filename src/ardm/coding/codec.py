@@ -25,10 +25,12 @@ Two levels:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -109,61 +111,83 @@ def _one_intra_op_thread() -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def _step_probs(
-    log_prob_fn: LogProbFn,
-    x: torch.Tensor,
+@dataclass(frozen=True)
+class Stage:
+    """One stage of coding: every variable gets one base-``b`` digit worth ``unit``.
+
+    An OA-ARDM has one stage (``unit = 1``, ``b = K``: the digit is the value); an Upscale
+    ARDM has ``S`` stages, coarse digits first. ``log_prob_fn(x_cur, known, t)`` gives the
+    digit's log-probabilities ``(N, *shape, b)`` given the current values ``x_cur`` (finer
+    values where ``known``, the stage's coarse values elsewhere) and ``t`` the number of known
+    variables. ``sigma (D,)`` and ``policy`` order and group the stage's variables.
+    """
+
+    log_prob_fn: LogProbFn
+    sigma: torch.Tensor
+    policy: np.ndarray
+    unit: int = 1
+    b: int | None = None  # None: whatever the network gives (checked against K on decoding)
+
+
+def _stage_probs(
+    stage: Stage,
+    x_cur: torch.Tensor,
     known: torch.Tensor,
     positions: torch.Tensor,
     shape: tuple[int, ...],
-    K: int | None,
+    b: int | None,
 ) -> np.ndarray:
-    """One network call for ``n`` items: smoothed rows ``(n, m, K)`` of the variables ``positions``."""
-    n = x.shape[0]
+    """One network call for ``n`` items: smoothed rows ``(n, m, b)`` of the variables ``positions``."""
+    n = x_cur.shape[0]
     t = known.sum(dim=1)  # (n,) number of known variables
-    inputs = torch.where(known, x, 0).view(n, *shape)  # (n, *shape) unknown values zeroed
-    log_probs = log_prob_fn(inputs, known.view(n, *shape), t)  # (n, *shape, K)
-    if K is not None and log_probs.shape[-1] != K:
-        raise ValueError(f"the network gives {log_probs.shape[-1]} classes, expected K={K}")
-    log_probs = log_probs.reshape(n, -1, log_probs.shape[-1])  # (n, D, K)
-    return coding_probs(log_probs[:, positions.to(log_probs.device)])  # (n, m, K)
+    log_probs = stage.log_prob_fn(x_cur.view(n, *shape), known.view(n, *shape), t)  # (n, *shape, b)
+    if b is not None and log_probs.shape[-1] != b:
+        raise ValueError(f"the network gives {log_probs.shape[-1]} classes, expected {b}")
+    log_probs = log_probs.reshape(n, -1, log_probs.shape[-1])  # (n, D, b)
+    return coding_probs(log_probs[:, positions.to(log_probs.device)])  # (n, m, b)
+
+
+def _coarse(x: torch.Tensor, unit: int) -> torch.Tensor:
+    return torch.div(x, unit, rounding_mode="floor") * unit
 
 
 def _encode_group(
-    log_prob_fn: LogProbFn,
-    x: torch.Tensor,
-    pad: torch.Tensor,
-    sigma: torch.Tensor,
-    order: torch.Tensor,
-    bounds: list[tuple[int, int]],
-    shape: tuple[int, ...],
+    x: torch.Tensor, pad: torch.Tensor, stages: list[Stage], shape: tuple[int, ...]
 ) -> list[bytes]:
     """Encode ``n`` items ``x (n, D)`` with one network call per step for the group."""
     device = x.device
     encoders = [Encoder() for _ in range(x.shape[0])]
     with torch.no_grad():
-        for left, right in reversed(bounds):  # ANS is a stack: last step first
-            positions = order[left:right]  # (m,) variables of this step, by sigma
-            coded = ~pad[:, positions].cpu().numpy()  # (n, m) padding is never coded
-            if not coded.any():
-                continue
-            known = (sigma < left).to(device)[None, :] | pad  # (n, D)
-            probs = _step_probs(log_prob_fn, x, known, positions, shape, None)  # (n, m, K)
-            symbols = x[:, positions.to(device)].cpu().numpy()  # (n, m)
-            for i, enc in enumerate(encoders):
-                if coded[i].all():
-                    enc.push_step(symbols[i], probs[i])
-                else:
-                    enc.push_step(symbols[i][coded[i]], probs[i][coded[i]])
+        for stage in reversed(stages):  # ANS is a stack: last stage and step first
+            b = stage.b or 0
+            fine = _coarse(x, stage.unit)  # (n, D) values after this stage
+            coarse = _coarse(x, stage.unit * b) if stage.b else torch.zeros_like(x)  # before
+            digits = torch.div(fine, stage.unit, rounding_mode="floor")  # (n, D)
+            if stage.b:
+                digits = digits % stage.b
+            sigma = stage.sigma
+            order = _order(sigma, x.shape[1])
+            for left, right in reversed(step_bounds(stage.policy, x.shape[1])):
+                positions = order[left:right]  # (m,) variables of this step, by sigma
+                coded = ~pad[:, positions].cpu().numpy()  # (n, m) padding is never coded
+                if not coded.any():
+                    continue
+                known = (sigma < left).to(device)[None, :] | pad  # (n, D)
+                x_cur = torch.where(known, fine, coarse)  # (n, D) what the decoder holds
+                probs = _stage_probs(stage, x_cur, known, positions, shape, None)  # (n, m, b)
+                symbols = digits[:, positions.to(device)].cpu().numpy()  # (n, m)
+                for i, enc in enumerate(encoders):
+                    if coded[i].all():
+                        enc.push_step(symbols[i], probs[i])
+                    else:
+                        enc.push_step(symbols[i][coded[i]], probs[i][coded[i]])
     return [enc.get_bytes() for enc in encoders]
 
 
 def _decode_group(
-    log_prob_fn: LogProbFn,
     payloads: list[bytes],
     pad: torch.Tensor,
-    sigma: torch.Tensor,
-    order: torch.Tensor,
-    bounds: list[tuple[int, int]],
+    stages: list[Stage],
     shape: tuple[int, ...],
     K: int,
 ) -> torch.Tensor:
@@ -172,20 +196,24 @@ def _decode_group(
     decoders = [Decoder(p) for p in payloads]
     x = torch.zeros(pad.shape, dtype=torch.long, device=device)  # (n, D)
     with torch.no_grad():
-        for left, right in bounds:
-            positions = order[left:right]  # (m,)
-            coded = ~pad[:, positions].cpu().numpy()  # (n, m)
-            if not coded.any():
-                continue
-            known = (sigma < left).to(device)[None, :] | pad  # (n, D)
-            probs = _step_probs(log_prob_fn, x, known, positions, shape, K)  # (n, m, K)
-            for i, dec in enumerate(decoders):
-                if coded[i].all():
-                    values, where = dec.pop_step(probs[i]), positions  # (m,), (m,)
-                else:
-                    values = dec.pop_step(probs[i][coded[i]])  # (c,)
-                    where = positions[torch.from_numpy(coded[i])]  # (c,)
-                x[i, where.to(device)] = torch.from_numpy(values).to(device)
+        for stage in stages:
+            sigma = stage.sigma
+            order = _order(sigma, x.shape[1])
+            for left, right in step_bounds(stage.policy, x.shape[1]):
+                positions = order[left:right]  # (m,)
+                coded = ~pad[:, positions].cpu().numpy()  # (n, m)
+                if not coded.any():
+                    continue
+                known = (sigma < left).to(device)[None, :] | pad  # (n, D)
+                probs = _stage_probs(stage, x, known, positions, shape, stage.b or K)  # (n, m, b)
+                for i, dec in enumerate(decoders):
+                    if coded[i].all():
+                        values, where = dec.pop_step(probs[i]), positions  # (m,), (m,)
+                    else:
+                        values = dec.pop_step(probs[i][coded[i]])  # (c,)
+                        where = positions[torch.from_numpy(coded[i])]  # (c,)
+                    digits = torch.from_numpy(values).to(device).long() * stage.unit
+                    x[i, where.to(device)] += digits
     for dec in decoders:
         if not dec.finished():
             raise FormatError(
@@ -223,18 +251,20 @@ def _run_items(
 
 
 def encode(
-    log_prob_fn: LogProbFn,
+    log_prob_fn: LogProbFn | None,
     x: torch.Tensor,
     *,
-    sigma: torch.Tensor,
-    policy: np.ndarray,
+    sigma: torch.Tensor | None = None,
+    policy: np.ndarray | None = None,
+    stages: list[Stage] | None = None,
     pad: torch.Tensor | None = None,
     per_item: bool = True,
     workers: int | None = None,
 ) -> list[bytes]:
     """Encode each item of ``x (N, *shape)`` (int64 in ``[0, K)``) into its own payload.
 
-    ``sigma (D,)`` is the order shared by all items and ``policy`` the step boundaries. ``pad
+    Either ``log_prob_fn`` with the order ``sigma (D,)`` shared by all items and ``policy``
+    the step boundaries (one stage: an OA-ARDM), or ``stages`` (an Upscale ARDM). ``pad
     (N, *shape)`` bool marks variables that are not coded: they are known from the start
     with value 0 (tiles at the border of an image). With ``per_item`` (default) each item is
     evaluated alone with one intra-op thread, so every payload decodes on its own; with
@@ -246,37 +276,34 @@ def encode(
     N = x.shape[0]
     shape = tuple(x.shape[1:])
     D = math.prod(shape)
+    plan = _plan(log_prob_fn, sigma, policy, stages, D)
     xf = x.reshape(N, D).long()  # (N, D)
     padf = _check_pad(pad, N, D, x.device)  # (N, D)
     xf = torch.where(padf, 0, xf)
-    order = _order(sigma, D)
-    sig = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
-    bounds = step_bounds(policy, D)
     if not per_item:
-        return _encode_group(log_prob_fn, xf, padf, sig, order, bounds, shape)
+        return _encode_group(xf, padf, plan, shape)
 
     def work(i: int) -> bytes:
-        return _encode_group(
-            log_prob_fn, xf[i : i + 1], padf[i : i + 1], sig, order, bounds, shape
-        )[0]
+        return _encode_group(xf[i : i + 1], padf[i : i + 1], plan, shape)[0]
 
     return _run_items(work, N, workers=workers, device=x.device)
 
 
 def decode(
-    log_prob_fn: LogProbFn,
+    log_prob_fn: LogProbFn | None,
     payloads: list[bytes],
     *,
     shape: tuple[int, ...],
     K: int,
-    sigma: torch.Tensor,
-    policy: np.ndarray,
+    sigma: torch.Tensor | None = None,
+    policy: np.ndarray | None = None,
+    stages: list[Stage] | None = None,
     pad: torch.Tensor | None = None,
     per_item: bool = True,
     workers: int | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Decode payloads of :func:`encode` (same ``sigma``, ``policy``, ``pad``, ``per_item``).
+    """Decode payloads of :func:`encode` (same order, policy or stages, ``pad``, ``per_item``).
 
     Returns ``(N, *shape)`` int64 on ``device``. Raises :class:`FormatError` if a payload is
     malformed or not consumed exactly (a data checksum, as in :func:`decompress`, is the
@@ -285,24 +312,40 @@ def decode(
     N = len(payloads)
     shape = tuple(shape)
     D = math.prod(shape)
+    plan = _plan(log_prob_fn, sigma, policy, stages, D)
     dev = torch.device(device)
     padf = _check_pad(pad, N, D, dev)  # (N, D)
-    order = _order(sigma, D)
-    sig = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
-    bounds = step_bounds(policy, D)
     if not per_item:
-        x = _decode_group(log_prob_fn, payloads, padf, sig, order, bounds, shape, K)
-        return x.view(N, *shape)
+        return _decode_group(payloads, padf, plan, shape, K).view(N, *shape)
 
     def work(i: int) -> torch.Tensor:
-        return _decode_group(
-            log_prob_fn, payloads[i : i + 1], padf[i : i + 1], sig, order, bounds, shape, K
-        )
+        return _decode_group(payloads[i : i + 1], padf[i : i + 1], plan, shape, K)
 
     rows = _run_items(work, N, workers=workers, device=dev)
     if N == 0:
         return torch.zeros((0, *shape), dtype=torch.long, device=dev)
     return torch.cat(rows).view(N, *shape)
+
+
+def _plan(
+    log_prob_fn: LogProbFn | None,
+    sigma: torch.Tensor | None,
+    policy: np.ndarray | None,
+    stages: list[Stage] | None,
+    D: int,
+) -> list[Stage]:
+    """The stages to code, each with its order checked and held on the CPU."""
+    if stages is None:
+        if log_prob_fn is None or sigma is None or policy is None:
+            raise ValueError("give log_prob_fn, sigma and policy, or stages")
+        stages = [Stage(log_prob_fn, torch.as_tensor(sigma), np.asarray(policy))]
+    plan = []
+    for stage in stages:
+        _order(stage.sigma, D)  # a permutation of 0..D-1, or a ValueError
+        sig = torch.as_tensor(stage.sigma).reshape(-1).long().cpu()  # (D,)
+        step_bounds(stage.policy, D)  # a valid policy, or a ValueError
+        plan.append(dataclasses.replace(stage, sigma=sig))
+    return plan
 
 
 # ---------------------------------------------------------------------------- tiles
@@ -350,6 +393,39 @@ def _check_eval(model: CodingModel) -> None:
         raise ValueError("the model is in training mode: call model.eval() before coding")
 
 
+def model_calls(model: CodingModel) -> tuple[int, int]:
+    """The fewest and the most network calls a file of ``model`` can use: ``(S, S * D)``."""
+    stages = int(getattr(model, "S", 1))
+    return stages, stages * model.D
+
+
+def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
+    """The coding stages of ``model`` for ``budget`` network calls and order seed ``seed``.
+
+    An OA-ARDM has one stage with the DP policy for ``budget``. An Upscale ARDM (a model with
+    ``S`` stages of base-``b`` digits) has one stage per digit, coarse first, with the order
+    ``order_from_seed(D, seed + s)`` and the joint DP: ``budget`` calls in total, split over
+    the stages where they lower the expected cost most.
+    """
+    stages = int(getattr(model, "S", 1))
+    if stages == 1:
+        return [
+            Stage(model.log_probs, order_from_seed(model.D, seed), model.policy_for_budget(budget))
+        ]
+    upscale: Any = model  # an ardm.upscale_model.UpscaleARDM
+    b = int(upscale.b)
+    policies = upscale.stage_policies(budget, mode="joint")
+    stage_fn = upscale.stage_log_probs
+
+    def fn(s: int) -> LogProbFn:
+        return lambda x, known, t: stage_fn(x, known, s, t)
+
+    return [
+        Stage(fn(s), order_from_seed(model.D, seed + s), policies[s], b ** (stages - s - 1), b)
+        for s in range(stages)
+    ]
+
+
 def _check_tileable(shape: tuple[int, ...], tile: tuple[int, ...]) -> None:
     if len(shape) > MAX_NDIM or any(n < 1 for n in shape) or math.prod(shape) > MAX_D:
         raise DataError(f"data of shape {shape} is empty or larger than {MAX_D} values")
@@ -363,7 +439,8 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
     An item has the model's shape, or any shape with as many axes (an image larger or
     smaller than the model's tile, a text of another length): it is then cut into tiles of
     the model's shape and its true shape is stored. ``budget`` network calls per tile
-    (clamped to ``D``), order ``model.order_seed``.
+    (clamped to ``S * D``; an Upscale ARDM with ``S`` stages needs at least ``S``), order
+    ``model.order_seed``.
     """
     _check_eval(model)
     x = torch.as_tensor(x)
@@ -383,11 +460,13 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         raise ValueError(f"budget must be at least 1, got {budget}")
     if not items:
         return []
-    budget = min(int(budget), model.D)
+    fewest, most = model_calls(model)
+    if budget < fewest:
+        raise DataError(f"this model has {fewest} stages: it needs a budget of at least {fewest}")
+    budget = min(int(budget), most)
     device = _model_device(model)
     fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
-    sigma = order_from_seed(model.D, model.order_seed)
-    policy = model.policy_for_budget(budget)
+    stages = model_stages(model, budget, int(model.order_seed))
 
     tiles: list[torch.Tensor] = []
     pads: list[torch.Tensor] = []
@@ -418,11 +497,7 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
             )
         )
     payloads = encode(
-        model.log_probs,
-        torch.cat(tiles).to(device),
-        sigma=sigma,
-        policy=policy,
-        pad=torch.cat(pads).to(device),
+        None, torch.cat(tiles).to(device), stages=stages, pad=torch.cat(pads).to(device)
     )
     files = []
     start = 0
@@ -448,8 +523,11 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         )
     if header.kind != model.kind:
         raise FormatError(f"this file holds {header.kind} data but the model is for {model.kind}")
-    if header.budget > model.D:
-        raise FormatError(f"corrupt header: budget {header.budget} exceeds D={model.D}")
+    fewest, most = model_calls(model)
+    if not fewest <= header.budget <= most:
+        raise FormatError(
+            f"corrupt header: budget {header.budget} is outside [{fewest}, {most}] for this model"
+        )
     tile = tuple(model.shape)
     if header.shape is None:
         shape, count = tile, 1
@@ -472,12 +550,11 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
     tiles = decode(
-        model.log_probs,
+        None,
         payloads,
         shape=tile,
         K=model.K,
-        sigma=order_from_seed(model.D, header.seed),
-        policy=model.policy_for_budget(header.budget),
+        stages=model_stages(model, header.budget, header.seed),
         pad=pad.to(device),
         device=device,
     ).cpu()  # (T, *tile)

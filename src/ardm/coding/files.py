@@ -180,9 +180,10 @@ def text_bytes(x: torch.Tensor, alphabet: TextAlphabet) -> bytes:
 class ItemCodec:
     """How one model's items are read from and written to files."""
 
-    kind: str  # "image" or "text"
+    kind: str  # "image", "text" or "audio"
     channels: int = 0  # images
     alphabet: TextAlphabet | None = None  # text
+    rate: int = 0  # audio: the sample rate the model was trained on
 
     @staticmethod
     def for_model(model: Any) -> ItemCodec:
@@ -197,28 +198,47 @@ class ItemCodec:
                     f"the model's dataset {data['name']!r} has no alphabet of K symbols"
                 )
             return ItemCodec("text", alphabet=TextAlphabet(spec.alphabet))
+        if model.kind == "audio":
+            from ardm.data.audio import FSDD_RATE
+
+            return ItemCodec("audio", rate=FSDD_RATE)
         raise DataError(f"files for {model.kind} models are not supported yet")
 
     @property
     def suffix(self) -> str:
-        """Suffix of decompressed files: ``.png`` or ``.txt``."""
-        return ".png" if self.kind == "image" else ".txt"
+        """Suffix of decompressed files: ``.png``, ``.txt`` or ``.wav``."""
+        return {"image": ".png", "audio": ".wav"}.get(self.kind, ".txt")
 
     @property
     def unit(self) -> str:
-        return "bpd" if self.kind == "image" else "bpc"
+        return "bpc" if self.kind == "text" else "bpd"
 
     def read(self, data: bytes, *, name: str) -> torch.Tensor:
-        """File bytes -> data tensor ``(C, H, W)`` or ``(n,)``, uint8."""
+        """File bytes -> data tensor ``(C, H, W)``, ``(n,)`` symbols or ``(n,)`` audio classes."""
         if self.kind == "image":
             return read_image(data, channels=self.channels, name=name)
+        if self.kind == "audio":
+            from ardm.data.audio import read_wav, samples_to_classes
+
+            samples, rate = read_wav(data, name=name)
+            if rate != self.rate:
+                raise DataError(
+                    f"{name}: {rate} Hz audio; the model is for {self.rate} Hz (resample it first)"
+                )
+            if len(samples) == 0:
+                raise DataError(f"{name}: the WAV file holds no samples")
+            return samples_to_classes(samples)
         assert self.alphabet is not None
         return read_text(data, self.alphabet, name=name)
 
     def write(self, x: torch.Tensor) -> bytes:
-        """Data tensor -> file bytes (PNG or UTF-8)."""
+        """Data tensor -> file bytes (PNG, UTF-8 or 16-bit PCM WAV)."""
         if self.kind == "image":
             return png_bytes(x)
+        if self.kind == "audio":
+            from ardm.data.audio import classes_to_samples, wav_bytes
+
+            return wav_bytes(classes_to_samples(x), self.rate)
         assert self.alphabet is not None
         return text_bytes(x, self.alphabet)
 
@@ -269,6 +289,8 @@ def decompressed_name(path: str, codec: ItemCodec) -> str:
     name = Path(path).name
     base = name[: -len(SUFFIX)] if name.endswith(SUFFIX) and len(name) > len(SUFFIX) else name
     suffix = Path(base).suffix.lower()
+    if codec.kind == "audio":
+        return base if suffix == ".wav" else (Path(base).stem if suffix else base) + ".wav"
     if codec.kind == "image":
         if suffix == ".png":
             return base

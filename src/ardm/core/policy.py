@@ -66,7 +66,9 @@ __all__ = [
     "optimal_policies",
     "optimal_policy",
     "policy_cost",
+    "policy_costs",
     "reference_dp",
+    "split_budget",
     "step_bounds",
 ]
 
@@ -137,6 +139,69 @@ def optimal_policies(
         raise ValueError("budgets must name at least one budget")
     cost_D, argmins = _fast_table(losses, max(wanted))
     return {b: (_extract_policy(argmins, b), float(cost_D[b - 1])) for b in wanted}
+
+
+def policy_costs(
+    L: npt.ArrayLike, budget: int, *, presorted: bool = False
+) -> npt.NDArray[np.float64]:
+    """The DP's whole cost curve: entry ``B - 1`` is the least expected cost (bpd) with at
+    most ``B`` calls, for ``B = 1..budget``, ``(budget,)`` float64.
+
+    One run of the fast DP (the layers ``k = 1..budget`` it fills anyway); entry ``B - 1``
+    equals ``optimal_policy(L, B)[1]``. ``L`` is sorted as in :func:`optimal_policy`.
+    """
+    losses = _sorted_losses(L, presorted=presorted)
+    budget = _check_budget(budget, losses.size)
+    cost_D, _ = _fast_table(losses, budget)
+    return cost_D
+
+
+def split_budget(costs: Sequence[npt.ArrayLike], budget: int) -> list[int]:
+    """Split ``budget`` calls over independent chains (e.g. the stages of an Upscale ARDM).
+
+    ``costs[s][B - 1]`` is chain ``s``'s expected cost with ``B`` calls (its cost curve, e.g.
+    from :func:`policy_costs`); chain ``s`` may get ``B_s`` in ``1..len(costs[s])``. Returns
+    ``[B_0, ..., B_{S-1}]`` with ``sum = budget`` and the least ``sum_s costs[s][B_s - 1]``
+    (ties go to the smallest ``B_s`` of the later chains). Exact: a DP over the chains,
+    ``F_s(b) = min_k F_{s-1}(b - k) + costs[s][k - 1]``, ``O(budget * sum_s len(costs[s]))``.
+    """
+    curves = [np.asarray(c, dtype=np.float64) for c in costs]
+    if not curves:
+        raise ValueError("split_budget needs the cost curve of at least one chain")
+    for s, c in enumerate(curves):
+        if c.ndim != 1 or c.size == 0 or not np.all(np.isfinite(c)):
+            raise ValueError(
+                f"costs[{s}] must be a non-empty 1-D finite array (cost with 1, 2, ... calls)"
+            )
+    budget = operator.index(budget)
+    total = sum(c.size for c in curves)
+    if not len(curves) <= budget <= total:
+        raise ValueError(
+            f"budget must be between {len(curves)} (one call per chain) and {total} "
+            f"(the longest cost curves), got {budget}"
+        )
+    F = np.full(budget + 1, np.inf)  # (budget+1,) least cost of chains 0..s with b calls
+    n = min(curves[0].size, budget)
+    F[1 : n + 1] = curves[0][:n]
+    choices = []  # per chain s >= 1: (budget+1,) its number of calls on the best split
+    for c in curves[1:]:
+        G = np.full(budget + 1, np.inf)
+        arg = np.zeros(budget + 1, dtype=np.int64)
+        for k in range(1, min(c.size, budget) + 1):
+            cand = np.full(budget + 1, np.inf)
+            cand[k:] = F[: budget + 1 - k] + c[k - 1]
+            better = cand < G
+            G = np.where(better, cand, G)
+            arg = np.where(better, k, arg)
+        F = G
+        choices.append(arg)
+    split, b = [], budget
+    for arg in reversed(choices):
+        k = int(arg[b])
+        split.append(k)
+        b -= k
+    split.append(b)
+    return split[::-1]
 
 
 def reference_dp(L: npt.ArrayLike, budget: int) -> tuple[Policy, float]:

@@ -59,6 +59,7 @@ class BatchSampler:
     - Images ``(N, C, H, W)``: epochs of random permutations, reshuffled every epoch; a batch
       that crosses an epoch boundary is completed from the next epoch (every example is seen
       once per epoch). ``augment=True`` applies :func:`augment_images`.
+    - Audio ``(N, L)`` fixed-length clips: epochs exactly as images, never augmented.
     - Text (a 1-D stream): each row is a random crop of ``spec.shape[0]`` consecutive tokens.
 
     ``state_dict()`` / ``load_state_dict()`` save and restore the position exactly.
@@ -75,13 +76,16 @@ class BatchSampler:
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1; got {batch_size}")
-        if spec.kind == "image":
+        if spec.kind in ("image", "audio"):
+            what = "images" if spec.kind == "image" else "clips"
             if data.dim() != 1 + len(spec.shape) or tuple(data.shape[1:]) != spec.shape:
                 raise DataError(
-                    f"{spec.name}: expected images (N, *{spec.shape}); got {tuple(data.shape)}"
+                    f"{spec.name}: expected {what} (N, *{spec.shape}); got {tuple(data.shape)}"
                 )
             if data.shape[0] == 0:
-                raise DataError(f"{spec.name}: no images to sample from")
+                raise DataError(f"{spec.name}: no {what} to sample from")
+            if augment and spec.kind != "image":
+                raise DataError(f"{spec.name}: augmentation is defined for images only")
         else:
             if data.dim() != 1:
                 raise DataError(f"{spec.name}: a text stream must be 1-D; got {tuple(data.shape)}")
@@ -97,8 +101,8 @@ class BatchSampler:
         self.batch_size = batch_size
         self.augment = augment
         self.seed = seed
-        self.epoch = 0  # images: current epoch
-        self.position = 0  # images: examples of the current epoch already drawn
+        self.epoch = 0  # images, audio: current epoch
+        self.position = 0  # images, audio: examples of the current epoch already drawn
         self.step = 0  # batches drawn so far
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.int64)
@@ -108,8 +112,8 @@ class BatchSampler:
 
     def __next__(self) -> torch.Tensor:
         g = seeded_generator(self.seed, _BATCH_STREAM, self.step)
-        if self.spec.kind == "image":
-            x = self.data[self._next_indices()]  # (B, C, H, W)
+        if self.spec.kind in ("image", "audio"):
+            x = self.data[self._next_indices()]  # (B, C, H, W) or (B, L)
             if self.augment:
                 x = augment_images(x, generator=g)  # cheaper on uint8 than on int64
             x = x.long()

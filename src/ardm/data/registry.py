@@ -2,24 +2,28 @@
 
 The data are never downloaded: every loader reads files from a data directory, by default
 ``$ARDM_DATA_DIR`` or ``<repo>/../shared/data``. A loaded split is cached in memory per
-(name, split, directory); the returned tensor is shared between callers, so treat it as
-read-only.
+(name, split, directory, audio clip length); the returned tensor is shared between callers,
+so treat it as read-only.
 
-========================  =====  ===================  ===  ===============================
-name                      kind   shape                K    files under the data directory
-========================  =====  ===================  ===  ===============================
-``mnist``                 image  (1, 28, 28)          256  ``mnist/*-images-idx3-ubyte.gz``
-``fashion-mnist``         image  (1, 28, 28)          256  ``fashion-mnist/`` (same layout)
-``cifar10-subset``        image  (3, 32, 32)          256  ``cifar10-subset/{train,test}.npz``
-``cifar10``               image  (3, 32, 32)          256  ``cifar-10-batches-py/`` (yours)
-``kodak32``               image  (3, 32, 32)          256  ``kodak/kodimNN.png``
-``english``               text   (seq_len,)           27   ``english/{train,valid,test}.txt``
-``shakespeare``           text   (seq_len,)           65   ``tinyshakespeare/input.txt``
-``text8``                 text   (seq_len,)           27   ``text8/text8`` or ``text8`` (yours)
-========================  =====  ===================  ===  ===============================
+========================  =====  ===================  =====  ===============================
+name                      kind   shape                K      files under the data directory
+========================  =====  ===================  =====  ===============================
+``mnist``                 image  (1, 28, 28)          256    ``mnist/*-images-idx3-ubyte.gz``
+``fashion-mnist``         image  (1, 28, 28)          256    ``fashion-mnist/`` (same layout)
+``cifar10-subset``        image  (3, 32, 32)          256    ``cifar10-subset/{train,test}.npz``
+``cifar10``               image  (3, 32, 32)          256    ``cifar-10-batches-py/`` (yours)
+``kodak32``               image  (3, 32, 32)          256    ``kodak/kodimNN.png``
+``english``               text   (seq_len,)           27     ``english/{train,valid,test}.txt``
+``shakespeare``           text   (seq_len,)           65     ``tinyshakespeare/input.txt``
+``text8``                 text   (seq_len,)           27     ``text8/text8`` or ``text8`` (yours)
+``fsdd``                  audio  (seq_len,)           65536  ``fsdd/recordings/*.wav``
+========================  =====  ===================  =====  ===============================
 
-Image datasets have the splits ``train`` and ``test`` only. Text splits are ``train``,
-``valid`` and ``test`` (for ``shakespeare``, ``test`` is the same text as ``valid``).
+Image and audio datasets have the splits ``train`` and ``test`` only. Text splits are
+``train``, ``valid`` and ``test`` (for ``shakespeare``, ``test`` is the same text as ``valid``).
+
+``seq_len`` is the crop length of text (default 256) and the clip length of audio (default
+4000 samples, 0.5 s at 8 kHz; see :mod:`ardm.data.audio` for the crop/pad rule).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ardm.data import images, text
+from ardm.data import audio, images, text
 from ardm.errors import DataError
 
 
@@ -47,8 +51,8 @@ class DataSpec:
     """What a model needs to know about a dataset, without reading it."""
 
     name: str
-    kind: Literal["image", "text"]
-    shape: tuple[int, ...]  # (C, H, W) for images, (seq_len,) for text
+    kind: Literal["image", "text", "audio"]
+    shape: tuple[int, ...]  # (C, H, W) for images, (seq_len,) for text and audio
     K: int  # classes per variable
     alphabet: str | None  # text only: symbol of id i is alphabet[i]
     title: str  # honest human-readable name for reports
@@ -63,6 +67,7 @@ class DataSpec:
 _IMAGE_SPLITS = ("train", "test")
 _TEXT_SPLITS = ("train", "valid", "test")
 _DEFAULT_SEQ_LEN = 256
+_DEFAULT_AUDIO_LEN = 4000  # 0.5 s at 8 kHz
 
 
 def _image(name: str, shape: tuple[int, int, int], title: str) -> DataSpec:
@@ -71,6 +76,10 @@ def _image(name: str, shape: tuple[int, int, int], title: str) -> DataSpec:
 
 def _text(name: str, alphabet: str, title: str) -> DataSpec:
     return DataSpec(name, "text", (_DEFAULT_SEQ_LEN,), len(alphabet), alphabet, title, _TEXT_SPLITS)
+
+
+def _audio(name: str, title: str) -> DataSpec:
+    return DataSpec(name, "audio", (_DEFAULT_AUDIO_LEN,), audio.K_AUDIO, None, title, _IMAGE_SPLITS)
 
 
 DATASETS: Mapping[str, DataSpec] = MappingProxyType(
@@ -87,9 +96,10 @@ DATASETS: Mapping[str, DataSpec] = MappingProxyType(
             "shakespeare", text.SHAKESPEARE_ALPHABET, "tiny-shakespeare (characters)"
         ),
         "text8": _text("text8", text.TEXT8_ALPHABET, "text8"),
+        "fsdd": _audio("fsdd", "FSDD spoken digits (8 kHz; stand-in for SC09)"),
     }
 )
-"""Every dataset by name; text specs here have the default ``seq_len`` of 256."""
+"""Every dataset by name, with the default ``seq_len`` (256 for text, 4000 for audio)."""
 
 
 def default_data_dir() -> Path:
@@ -113,12 +123,13 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
     return root
 
 
-def dataset_spec(name: str, *, seq_len: int = _DEFAULT_SEQ_LEN) -> DataSpec:
-    """The spec of dataset ``name`` (text: crops of ``seq_len``). Reads no data."""
+def dataset_spec(name: str, *, seq_len: int | None = None) -> DataSpec:
+    """The spec of dataset ``name`` (text: crops of ``seq_len``, audio: clips of ``seq_len``
+    samples; ``None``: the dataset's default). Reads no data."""
     spec = DATASETS.get(name)
     if spec is None:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    if spec.kind == "image":
+    if spec.kind == "image" or seq_len is None:
         return spec
     if seq_len < 1:
         raise DataError(f"seq_len must be >= 1; got {seq_len}")
@@ -183,6 +194,10 @@ def _load_text8(root: Path, split: str) -> torch.Tensor:
     return text.read_text8(path, split)  # (n,)
 
 
+def _load_fsdd(root: Path, split: str, length: int) -> torch.Tensor:
+    return audio.read_fsdd(root / "fsdd" / "recordings", split, length)  # (N, length) int32
+
+
 _LOADERS: Mapping[str, Callable[[Path, str], torch.Tensor]] = MappingProxyType(
     {
         "mnist": _load_idx("mnist"),
@@ -197,8 +212,16 @@ _LOADERS: Mapping[str, Callable[[Path, str], torch.Tensor]] = MappingProxyType(
 )
 
 
+_AUDIO_LOADERS: Mapping[str, Callable[[Path, str, int], torch.Tensor]] = MappingProxyType(
+    {"fsdd": _load_fsdd}
+)
+
+
 @functools.lru_cache(maxsize=16)
-def _load_cached(name: str, split: str, root: Path) -> torch.Tensor:
+def _load_cached(name: str, split: str, root: Path, length: int) -> torch.Tensor:
+    """``length``: the clip length of audio (part of the key), 0 for other kinds."""
+    if name in _AUDIO_LOADERS:
+        return _AUDIO_LOADERS[name](root, split, length)
     return _LOADERS[name](root, split)
 
 
@@ -212,23 +235,27 @@ def load_split(
     split: str,
     *,
     data_dir: Path | str | None = None,
-    seq_len: int = _DEFAULT_SEQ_LEN,
+    seq_len: int | None = None,
 ) -> torch.Tensor:
     """One split of a dataset, cached in memory (shared: do not modify it in place).
 
     Images: ``uint8`` ``(N, C, H, W)``. Text: the whole split as one 1-D ``uint8`` stream of
-    token ids (at least ``seq_len`` long).
+    token ids (at least ``seq_len`` long). Audio: ``int32`` classes ``(N, seq_len)``, one
+    fixed-length clip per row. ``seq_len=None``: the dataset's default.
     """
     spec = dataset_spec(name, seq_len=seq_len)
     if split not in spec.splits:
         raise DataError(f"{name} has no split {split!r}; available: {', '.join(spec.splits)}")
-    data = _load_cached(name, split, resolve_data_dir(data_dir))
+    length = spec.shape[0] if spec.kind == "audio" else 0
+    data = _load_cached(name, split, resolve_data_dir(data_dir), length)
     if spec.kind == "image" and tuple(data.shape[1:]) != spec.shape:
         raise DataError(
             f"{name} {split}: images of shape {tuple(data.shape[1:])}, not {spec.shape}"
         )
-    if spec.kind == "text" and data.numel() < seq_len:
-        raise DataError(f"{name} {split}: {data.numel()} tokens, fewer than seq_len={seq_len}")
+    if spec.kind == "text" and data.numel() < spec.shape[0]:
+        raise DataError(
+            f"{name} {split}: {data.numel()} tokens, fewer than seq_len={spec.shape[0]}"
+        )
     return data
 
 

@@ -10,8 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ardm.nets.transformer import Transformer, TransformerConfig
 from ardm.nets.unet import UNet, UNetConfig
+from ardm.nets.wavenet import WaveNet, WaveNetConfig
 
-KINDS = ("transformer", "unet")
+KINDS = ("transformer", "unet", "wavenet")
 
 
 def build_net(
@@ -21,22 +22,51 @@ def build_net(
     shape: tuple[int, ...],
     transformer: TransformerConfig | None = None,
     unet: UNetConfig | None = None,
+    wavenet: WaveNetConfig | None = None,
+    stages: int = 1,
+    out_classes: int | None = None,
 ) -> nn.Module:
     """A network ``f(x, known, t) -> logits`` for data of ``shape`` with ``K`` classes.
 
-    ``kind="transformer"`` takes ``shape = (L,)``; ``kind="unet"`` takes ``shape = (C, H, W)``.
-    A missing config means the defaults.
+    ``kind="transformer"`` and ``kind="wavenet"`` take ``shape = (L,)``; ``kind="unet"`` takes
+    ``shape = (C, H, W)``. A missing config means the defaults. ``stages > 1`` makes a stage-conditioned network
+    for Upscale ARDMs and ``out_classes`` (default ``K``) sets the output width; see the
+    contract in :mod:`ardm.nets`.
     """
     shape = tuple(shape)
     if kind == "transformer":
         if len(shape) != 1:
             raise ValueError(f"transformer needs a data shape (L,), got {shape}")
-        return Transformer(transformer or TransformerConfig(), K=K, seq_len=shape[0])
+        return Transformer(
+            transformer or TransformerConfig(),
+            K=K,
+            seq_len=shape[0],
+            stages=stages,
+            out_classes=out_classes,
+        )
     if kind == "unet":
         if len(shape) != 3:
             raise ValueError(f"unet needs a data shape (C, H, W), got {shape}")
         C, H, W = shape
-        return UNet(unet or UNetConfig(), K=K, channels=C, height=H, width=W)
+        return UNet(
+            unet or UNetConfig(),
+            K=K,
+            channels=C,
+            height=H,
+            width=W,
+            stages=stages,
+            out_classes=out_classes,
+        )
+    if kind == "wavenet":
+        if len(shape) != 1:
+            raise ValueError(f"wavenet needs a data shape (L,), got {shape}")
+        return WaveNet(
+            wavenet or WaveNetConfig(),
+            K=K,
+            length=shape[0],
+            stages=stages,
+            out_classes=out_classes,
+        )
     raise ValueError(f"unknown network kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 

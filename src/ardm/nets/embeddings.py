@@ -4,6 +4,10 @@ Time (paper Sec. 5.1, ``TimeEmbedding``): the number of known variables ``t`` is
 ``t * 1000 / D`` so that every data size uses the same range of frequencies, embedded with
 fixed sinusoids (sin half, cos half) and passed through a two-layer MLP.
 
+Stages (Upscale ARDMs): a stage-conditioned network gets the global step ``t = stage * D +
+t_in`` and splits it with :func:`split_step`; the stage gets its own learned embedding (or
+one-hot channels) and the time embedding sees ``t_in``.
+
 Rotary positions (Su et al., RoFormer): each pair of channels ``(x_i, x_{i+h})`` of a query
 or key at position ``p`` is rotated by the angle ``p * omega_i``. The dot product of a
 rotated query at ``m`` and a rotated key at ``n`` then depends on ``m - n`` only, so an
@@ -52,6 +56,20 @@ class TimeEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         s = t.to(torch.float32) * (1000.0 / self.D)  # (B,)
         return self.mlp(sinusoidal_embedding(s, self.dim))  # (B, out_dim)
+
+
+def split_step(t: torch.Tensor, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global step ``t = stage * D + t_in`` ``(B,)`` -> ``(stage, t_in)``, each ``(B,)``."""
+    stage = torch.div(t, D, rounding_mode="floor")  # (B,)
+    return stage, t - stage * D
+
+
+def check_stages(stages: int, out_classes: int) -> None:
+    """Validate a network's ``stages`` and ``out_classes`` arguments."""
+    if stages < 1:
+        raise ValueError(f"a network needs stages >= 1, got {stages}")
+    if out_classes < 1:
+        raise ValueError(f"a network needs out_classes >= 1, got {out_classes}")
 
 
 def rotary_cos_sin(

@@ -5,6 +5,11 @@
 rotary position embeddings on queries and keys predicts ``K`` logits at every position.
 There are no absolute position embeddings (see STYLE.md: absolute positions make a masked
 sequence model sit at the unigram loss for a long time).
+
+Stage-conditioned (``stages = S > 1``, Upscale ARDMs): every token shows its current value
+(embedding table of ``K`` rows), plus a learned "known" embedding (2 rows: refined in this
+stage or not) and a learned stage embedding; ``t`` is the global step ``stage * D + t_in``
+and the time embedding, if any, is that of ``t_in``. The head has ``out_classes`` outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.nets.embeddings import TimeEmbedding, apply_rotary, rotary_cos_sin
+from ardm.nets.embeddings import (
+    TimeEmbedding,
+    apply_rotary,
+    check_stages,
+    rotary_cos_sin,
+    split_step,
+)
 
 
 @dataclass(frozen=True)
@@ -106,29 +117,49 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """``f(x, known, t) -> logits`` for sequences of ``seq_len`` tokens with ``K`` classes.
 
-    With ``cfg.time_cond`` the embedding of ``t * 1000 / D`` is added to every token's
-    input; otherwise ``t`` is ignored (as in the paper's text8 model).
+    With ``cfg.time_cond`` the embedding of ``t * 1000 / D`` (``t_in`` with stages) is added
+    to every token's input; otherwise ``t`` is ignored (as in the paper's text8 model), up to
+    the stage it names when ``stages > 1``. Output: ``(B, L, out_classes)``, default ``K``.
     """
 
     cos: torch.Tensor
     sin: torch.Tensor
 
-    def __init__(self, cfg: TransformerConfig, *, K: int, seq_len: int) -> None:
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        *,
+        K: int,
+        seq_len: int,
+        stages: int = 1,
+        out_classes: int | None = None,
+    ) -> None:
         super().__init__()
         if K < 2:
             raise ValueError(f"transformer needs K >= 2 classes, got K={K}")
         if seq_len < 1:
             raise ValueError(f"transformer needs seq_len >= 1, got {seq_len}")
+        out_classes = K if out_classes is None else out_classes
+        check_stages(stages, out_classes)
         self.cfg = cfg
         self.K = K
         self.shape: tuple[int, ...] = (seq_len,)
         self.D = seq_len
-        self.tok_emb = nn.Embedding(K + 1, cfg.dim)  # row K is the absorbing (mask) token
+        self.stages = stages
+        self.out_classes = out_classes
+        self.known_emb: nn.Embedding | None = None
+        self.stage_emb: nn.Embedding | None = None
+        if stages == 1:
+            self.tok_emb = nn.Embedding(K + 1, cfg.dim)  # row K is the absorbing (mask) token
+        else:
+            self.tok_emb = nn.Embedding(K, cfg.dim)  # every position shows its current value
+            self.known_emb = nn.Embedding(2, cfg.dim)  # refined in this stage or not
+            self.stage_emb = nn.Embedding(stages, cfg.dim)
         self.time_emb = TimeEmbedding(cfg.dim, cfg.dim, D=seq_len) if cfg.time_cond else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.ln_f = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, K)
+        self.head = nn.Linear(cfg.dim, out_classes)
         cos, sin = rotary_cos_sin(torch.arange(seq_len), cfg.dim // cfg.heads)  # (L, hd/2)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
@@ -146,11 +177,16 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x = torch.where(known, x, self.K)  # (B, L) unknown -> absorbing token K
-        h = self.tok_emb(x)  # (B, L, C)
+        if self.known_emb is None or self.stage_emb is None:
+            x = torch.where(known, x, self.K)  # (B, L) unknown -> absorbing token K
+            h = self.tok_emb(x)  # (B, L, C)
+        else:  # stages: x is the current value everywhere, t the global step
+            stage, t = split_step(t, self.D)  # (B,) each: stage and t_in
+            h = self.tok_emb(x) + self.known_emb(known.long())  # (B, L, C)
+            h = h + self.stage_emb(stage)[:, None, :]  # (B, L, C)
         if self.time_emb is not None:
             h = h + self.time_emb(t)[:, None, :]  # (B, L, C)
         h = self.drop(h)
         for block in self.blocks:
             h = block(h, self.cos, self.sin)  # (B, L, C)
-        return self.head(self.ln_f(h))  # (B, L, K)
+        return self.head(self.ln_f(h))  # (B, L, out_classes)

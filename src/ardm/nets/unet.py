@@ -9,9 +9,16 @@ as the value 0 *and* a mask channel:
 * 1/4 of ``ch``: a learned embedding of each sub-pixel value (index ``K`` when unknown),
   the ``C * value_emb_dim`` vectors of a pixel flattened and mixed by a 1x1 conv.
 
+Stage-conditioned (``stages = S > 1``, Upscale ARDMs): ``t`` is the global step
+``stage * D + t_in`` and every sub-pixel shows its current value, so the conv input is
+``concat(x * 2/K - 1, known, one_hot(stage, S))`` (2C + S channels, the paper's mask channels
++ S), the value embedding (``K`` rows) is of ``x`` everywhere, and the time embedding, if any,
+is that of ``t_in``.
+
 Body: VDM/DDPM-style levels of ResBlocks (time-conditioned) with skip concatenations, a
-middle ResBlock -> self-attention -> ResBlock, and GroupNorm -> SiLU -> conv3x3 to ``C*K``
-logits per pixel. Only GroupNorm is used, so no statistic is shared across the batch.
+middle ResBlock -> self-attention -> ResBlock, and GroupNorm -> SiLU -> conv3x3 to
+``C * out_classes`` logits per pixel (``out_classes`` defaults to ``K``). Only GroupNorm is
+used, so no statistic is shared across the batch.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.nets.embeddings import TimeEmbedding
+from ardm.nets.embeddings import TimeEmbedding, check_stages, split_step
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,17 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """``f(x, known, t) -> logits`` for ``(C, H, W)`` images of ``K``-valued sub-pixels."""
 
-    def __init__(self, cfg: UNetConfig, *, K: int, channels: int, height: int, width: int) -> None:
+    def __init__(
+        self,
+        cfg: UNetConfig,
+        *,
+        K: int,
+        channels: int,
+        height: int,
+        width: int,
+        stages: int = 1,
+        out_classes: int | None = None,
+    ) -> None:
         super().__init__()
         if K < 2:
             raise ValueError(f"unet needs K >= 2 classes, got K={K}")
@@ -149,16 +166,23 @@ class UNet(nn.Module):
                 f"unet with ch_mult={cfg.ch_mult} downsamples by {factor}, which must divide "
                 f"the image size {height}x{width}"
             )
+        out_classes = K if out_classes is None else out_classes
+        check_stages(stages, out_classes)
         self.cfg = cfg
         self.K = K
         self.shape: tuple[int, ...] = (channels, height, width)
         self.D = channels * height * width
+        self.stages = stages
+        self.out_classes = out_classes
         ch, groups, drop = cfg.ch, cfg.groups, cfg.dropout
 
-        # Input processing: 3/4 of ch from (value, mask) by conv3x3, 1/4 from value embeddings.
+        # Input processing: 3/4 of ch from (value, mask[, stage]) by conv3x3, 1/4 from value
+        # embeddings.
         ch_conv = 3 * ch // 4
-        self.conv_in = nn.Conv2d(2 * channels, ch_conv, 3, padding=1)
-        self.value_emb = nn.Embedding(K + 1, cfg.value_emb_dim)  # row K: unknown
+        stage_ch = stages if stages > 1 else 0
+        self.conv_in = nn.Conv2d(2 * channels + stage_ch, ch_conv, 3, padding=1)
+        rows = K + 1 if stages == 1 else K  # row K: unknown (no unknown value with stages)
+        self.value_emb = nn.Embedding(rows, cfg.value_emb_dim)
         self.value_in = nn.Conv2d(channels * cfg.value_emb_dim, ch - ch_conv, 1)
 
         temb_dim: int | None = None
@@ -197,14 +221,21 @@ class UNet(nn.Module):
                 self.up.append(Upsample(c))
 
         self.norm_out = nn.GroupNorm(groups, c)
-        self.conv_out = nn.Conv2d(c, channels * K, 3, padding=1)
+        self.conv_out = nn.Conv2d(c, channels * out_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x = torch.where(known, x, self.K)  # (B, C, H, W) unknown -> absorbing index K
         B, C, H, W = x.shape
         mask = known.to(torch.float32)  # (B, C, H, W)
-        value = torch.where(known, x.to(torch.float32) * (2.0 / self.K) - 1.0, 0.0)  # (B, C, H, W)
-        h_conv = self.conv_in(torch.cat([value, mask], dim=1))  # (B, 3ch/4, H, W)
+        if self.stages == 1:
+            x = torch.where(known, x, self.K)  # (B, C, H, W) unknown -> absorbing index K
+            value = torch.where(known, x.to(torch.float32) * (2.0 / self.K) - 1.0, 0.0)
+            h_conv = self.conv_in(torch.cat([value, mask], dim=1))  # (B, 3ch/4, H, W)
+        else:  # stages: x is the current value everywhere, t the global step
+            stage, t = split_step(t, self.D)  # (B,) each: stage and t_in
+            value = x.to(torch.float32) * (2.0 / self.K) - 1.0  # (B, C, H, W)
+            onehot = F.one_hot(stage, self.stages).to(torch.float32)  # (B, S)
+            onehot = onehot[:, :, None, None].expand(B, self.stages, H, W)  # (B, S, H, W)
+            h_conv = self.conv_in(torch.cat([value, mask, onehot], dim=1))  # (B, 3ch/4, H, W)
         e = self.value_emb(x)  # (B, C, H, W, E)
         e = e.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # (B, C*E, H, W)
         h = torch.cat([h_conv, self.value_in(e)], dim=1)  # (B, ch, H, W)
@@ -227,5 +258,5 @@ class UNet(nn.Module):
             else:
                 h = layer(h)  # (B, c, 2h, 2w)
 
-        out = self.conv_out(F.silu(self.norm_out(h)))  # (B, C*K, H, W)
-        return out.reshape(B, C, self.K, H, W).permute(0, 1, 3, 4, 2)  # (B, C, H, W, K)
+        out = self.conv_out(F.silu(self.norm_out(h)))  # (B, C*O, H, W), O = out_classes
+        return out.reshape(B, C, self.out_classes, H, W).permute(0, 1, 3, 4, 2)  # (B, C, H, W, O)
