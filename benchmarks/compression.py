@@ -29,6 +29,7 @@ and skipped, never faked.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -112,8 +113,14 @@ def bench_model(
     from ardm.coding import codec, container, files
 
     D = model.D
-    budget = min(budget, D)
-    policy = model.policy_for_budget(budget)
+    stages = int(getattr(model, "S", 1))
+    budget = min(budget, stages * D)
+    if stages > 1:  # an Upscale ARDM: budget = all calls, split over stages by the joint DP
+        policies = model.stage_policies(budget, mode="joint")
+        calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
+    else:
+        policy = model.policy_for_budget(budget)
+        calls, expected = len(policy), model.expected_bpd(policy)
     data = x.reshape(-1) if whole else x  # (N*L,) one text, or (N, *shape)
     t = time.perf_counter()
     blobs = codec.compress(model, data, budget=budget)
@@ -128,25 +135,29 @@ def bench_model(
     headers = [len(b) - len(container.unpack(b)[1]) for b in blobs]
     total = sum(len(b) for b in blobs)
     t = time.perf_counter()
-    nll = model.exact_nll_bpd(x.to(model.device), policy=policy, batch_size=nll_batch)  # (N,)
+    if stages > 1:
+        nll = model.exact_nll_bpd(x.to(model.device), policies=policies, batch_size=nll_batch)
+    else:
+        nll = model.exact_nll_bpd(x.to(model.device), policy=policy, batch_size=nll_batch)
     t_nll = time.perf_counter() - t
     n = x.shape[0]
     nll_total = float(nll.sum()) * D  # bits, all items
     return Row(
         codec="ARDM (this model)" if not whole else "ARDM, one tiled file",
-        setting=f"budget {budget}" + (" (one call per variable)" if budget == D else ""),
+        setting=f"budget {budget}"
+        + (" (one call per variable and stage)" if budget == stages * D else ""),
         items=n,
         bits=8 * total / values,
         header_bytes=float(np.mean(headers)),
         payload_bits=8 * (total - sum(headers)) / values,
         nll_bits=float(nll.mean()),
-        expected_bits=float(model.expected_bpd(policy)),
+        expected_bits=float(expected),
         encode_items_s=n / t_enc,
         decode_items_s=n / t_dec,
         verified=f"{ok}/{len(blobs)}" + (f" file ({n} chunks)" if whole else ""),
         extra={
             "nll_seconds": t_nll,
-            "network_calls_per_tile": len(policy),
+            "network_calls_per_tile": calls,
             "payload_minus_nll_bits_per_file": (8 * (total - sum(headers)) - nll_total)
             / len(blobs),
         },
@@ -274,7 +285,8 @@ def bench_images(
         rows.append(row)
         per_item[name] = bits
         _log(f"{title}: {name} {row.bits:.3f} bpd")
-    for budget in _budgets(args.budgets, D):
+    stages = int(getattr(model, "S", 1))
+    for budget in _budgets(args.budgets, D, stages):
         n = _row_items(len(x), budget, args.max_calls)
         row = bench_model(model, x[:n], budget)
         row.best_classical = _subset_best(per_item, n)
@@ -285,6 +297,89 @@ def bench_images(
         "unit": "bpd",
         "D": D,
         "items": len(x),
+        "rows": rows,
+        "missing": missing,
+    }
+
+
+def bench_audio(model: Any, title: str, args: argparse.Namespace) -> dict[str, Any]:
+    """WAV clips of the FSDD test split at their natural lengths, each its own file: the model
+    codec (clips longer than the model's window are tiled, the last tile padded and the
+    padding not coded) against FLAC and general-purpose compressors on the raw samples."""
+    from ardm.coding import codec, container
+    from ardm.data import resolve_data_dir
+    from ardm.data.audio import FSDD_RATE, fsdd_files, read_wav, samples_to_classes
+
+    files = fsdd_files(resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd", "test")
+    files = files[:: max(1, len(files) // args.items)][: args.items]  # spread over speakers
+    clips = [read_wav(f)[0] for f in files]
+    samples = sum(len(c) for c in clips)
+    codecs, missing = classical.audio_codecs(FSDD_RATE)
+    rows: list[Row] = []
+    per_item: dict[str, np.ndarray] = {}
+    for name, (setting, c) in codecs.items():
+        encode, decode = c
+        t = time.perf_counter()
+        blobs = [encode(a) for a in clips]
+        t_enc = time.perf_counter() - t
+        t = time.perf_counter()
+        back = [decode(b) for b in blobs]
+        t_dec = time.perf_counter() - t
+        ok = sum(_same(a, b) for a, b in zip(clips, back, strict=True))
+        per_item[name] = np.array([8 * len(b) for b in blobs], dtype=np.float64)  # bits per clip
+        rows.append(
+            Row(
+                codec=name,
+                setting=setting,
+                items=len(clips),
+                bits=8 * sum(len(b) for b in blobs) / samples,
+                encode_items_s=len(clips) / max(t_enc, 1e-9),
+                decode_items_s=len(clips) / max(t_dec, 1e-9),
+                verified=f"{ok}/{len(clips)}",
+            )
+        )
+        _log(f"{title}: {name} {rows[-1].bits:.3f} bits/sample")
+    stages = int(getattr(model, "S", 1))
+    for budget in _budgets(args.budgets, model.D, stages):
+        items = [samples_to_classes(a) for a in clips]
+        n = _row_items(
+            len(items), budget * math.ceil(samples / len(clips) / model.D), args.max_calls
+        )
+        items = items[:n]
+        t = time.perf_counter()
+        blobs = [codec.compress(model, x, budget=budget) for x in items]
+        t_enc = time.perf_counter() - t
+        t = time.perf_counter()
+        back = [codec.decompress(model, b) for b in blobs]  # type: ignore[arg-type]
+        t_dec = time.perf_counter() - t
+        ok = sum(torch.equal(a, b) for a, b in zip(items, back, strict=True))
+        count = sum(len(x) for x in items)
+        headers = [len(b) - len(container.unpack(b)[1]) for b in blobs]  # type: ignore[arg-type]
+        total = sum(len(b) for b in blobs)
+        best = min(per_item, key=lambda k: per_item[k][:n].sum()) if per_item else None
+        rows.insert(
+            len(rows) - len(codecs),
+            Row(
+                codec="ARDM (this model)",
+                setting=f"budget {budget} per {model.D}-sample window",
+                items=n,
+                bits=8 * total / count,
+                header_bytes=float(np.mean(headers)),
+                payload_bits=8 * (total - sum(headers)) / count,
+                best_classical=f"{best} {per_item[best][:n].sum() / count:.3f}" if best else None,
+                encode_items_s=n / t_enc,
+                decode_items_s=n / t_dec,
+                verified=f"{ok}/{n}",
+            ),
+        )
+        _log(
+            f"{title}: budget {budget}, {n} clips: {rows[len(rows) - len(codecs) - 1].bits:.3f} bits/sample"
+        )
+    return {
+        "title": title + ", natural-length test clips",
+        "unit": "bits/sample",
+        "D": model.D,
+        "items": len(clips),
         "rows": rows,
         "missing": missing,
     }
@@ -348,11 +443,12 @@ def bench_text(model: Any, stream: torch.Tensor, title: str, args: argparse.Name
     }
 
 
-def _budgets(text: str, D: int) -> list[int]:
+def _budgets(text: str, D: int, stages: int = 1) -> list[int]:
+    """Budgets of ``--budgets`` (``D``: one call per variable and stage) a model can use."""
     out: list[int] = []
     for part in text.split(","):
-        b = D if part.strip().upper() == "D" else int(part)
-        if 1 <= b <= D and b not in out:
+        b = stages * D if part.strip().upper() == "D" else int(part)
+        if stages <= b <= stages * D and b not in out:
             out.append(b)
     return out
 
@@ -458,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-cifar", help="CIFAR-10 subset model (3x32x32)")
     p.add_argument("--model-kodak", help="an RGB 32x32 model, run on the Kodak test tiles")
     p.add_argument("--model-english", help="text8-style English model")
+    p.add_argument("--model-fsdd", help="FSDD audio model (16-bit, upscale or DMoL)")
     p.add_argument("--items", type=int, default=200, help="test items per dataset (default 200)")
     p.add_argument("--budgets", default="20,100,500,D", help="network calls; D = one per variable")
     p.add_argument(
@@ -488,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.model_cifar, None),
         (args.model_kodak, "kodak32"),
         (args.model_english, None),
+        (args.model_fsdd, None),
     ]
     for path, override in jobs:
         if not path:
@@ -497,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         name = override or data["name"]
         title = dataset_spec(name).title
         _log(f"{title}: model {path}, D = {model.D}, K = {model.K}")
-        if model.kind == "text":
+        if model.kind == "audio":
+            datasets.append(bench_audio(model, title, args))
+        elif model.kind == "text":
             stream = load_split(
                 name, "test", data_dir=data.get("data_dir") or None, seq_len=model.D
             )
@@ -515,7 +615,14 @@ def main(argv: list[str] | None = None) -> int:
         datasets[-1]["model"] = path
     coder = []
     if args.coder:
-        for K, m, steps in [(256, 784, 16), (256, 3072, 4), (27, 3072, 4)]:
+        for K, m, steps in [
+            (256, 784, 16),
+            (256, 3072, 4),
+            (27, 3072, 4),
+            (16, 3072, 4),
+            (4, 3072, 4),
+            (2, 3072, 4),
+        ]:
             coder.append(coder_throughput(K, m, steps=steps, repeats=args.coder_repeats))
             _log(f"coder K={K} m={m}: {coder[-1]['encode_symbols_s'] / 1e6:.2f} M sym/s encode")
     table = markdown(datasets, coder, NOTES)

@@ -153,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
                 type=_positive_int,
                 default=100,
                 help="network calls per item (per tile of the model's shape); more calls "
-                "usually give smaller files (default: 100; at most D)",
+                "usually give smaller files (default: 100; at most D, or S*D for an upscale "
+                "model with S stages, which needs at least S)",
             )
             q.add_argument(
                 "--verify", action="store_true", help="decode every file and compare before writing"
@@ -474,7 +475,7 @@ def _summary(
 def cmd_compress(args: argparse.Namespace) -> int:
     import time
 
-    from ardm.coding import files
+    from ardm.coding import codec, files
     from ardm.coding.codec import compress
     from ardm.errors import FormatError
 
@@ -505,7 +506,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         item_codec.unit,
         time.perf_counter() - start,
         files.STDIO in outs,
-        f", budget {min(args.budget, model.D)}" + (", verified" if args.verify else ""),
+        f", budget {min(args.budget, codec.model_calls(model)[1])}"
+        + (", verified" if args.verify else ""),
     )
     return 0
 

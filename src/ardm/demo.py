@@ -83,6 +83,47 @@ def compression_rows(
                     model.D,
                 )
             )
+    elif model.kind == "audio":
+        from ardm.coding.files import ItemCodec
+        from ardm.data import resolve_data_dir
+        from ardm.data.audio import FSDD_RATE, fsdd_files, read_wav, samples_to_classes
+
+        folder = resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd"
+        paths = fsdd_files(folder, "test")[::50][:items]  # one clip per speaker
+        clips = [read_wav(p)[0] for p in paths]
+        x = [samples_to_classes(c) for c in clips]
+        dims = sum(len(c) for c in clips) // len(clips)  # bits per sample, on average
+        for budget in budgets:
+
+            def encode_each(xs: list[Any], budget: int = budget) -> list[bytes]:
+                return [bytes(compress(model, v, budget=budget)) for v in xs]
+
+            label = f"ardm {name}, {budget} calls per {model.D}-sample window"
+            rows.append(
+                _measure(label, x, encode_each, partial(decompress, model), same_tensor, dims)
+            )
+        wav = ItemCodec.for_model(model)
+        rows.append(
+            _measure(
+                "WAV (16-bit PCM)",
+                x,
+                lambda xs: [wav.write(v) for v in xs],
+                lambda b: wav.read(b, name="wav"),
+                same_tensor,
+                dims,
+            )
+        )
+        for codec_name, (_, (enc, dec)) in classical.audio_codecs(FSDD_RATE)[0].items():
+            rows.append(
+                _measure(
+                    codec_name,
+                    clips,
+                    lambda xs, enc=enc: [enc(a) for a in xs],
+                    dec,
+                    classical.same,
+                    dims,
+                )
+            )
     else:
         spec = model_spec(model)
         alphabet = model_alphabet(model)
@@ -159,6 +200,24 @@ def pictures(
             )
             path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
             lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
+    elif model.kind == "audio":
+        from ardm.cli import generate
+        from ardm.coding.files import ItemCodec
+
+        wav = ItemCodec.for_model(model)
+        for budget in budgets:
+            x, calls = generate(
+                model,
+                2,
+                budget=budget,
+                naive=False,
+                temperature=1.0,
+                generator=torch.Generator().manual_seed(0),
+            )
+            for i, row in enumerate(x.cpu()):
+                path = out / f"{name}_sample_{calls}_{i}.wav"
+                path.write_bytes(wav.write(row))
+                lines.append(f"- {calls} network calls: [{path.name}]({path.name})")
     else:
         alphabet = model_alphabet(model)
         for budget in budgets:
@@ -183,18 +242,17 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
     results: dict[str, Any] = {}
     for i, name in enumerate(names, 1):
         model = load_model(name)
-        unit = "bpc" if model.kind == "text" else "bpd"
+        unit = {"text": "bpc", "audio": "bits/sample"}.get(model.kind, "bpd")
         print(
             f"[{i}/{len(names)}] {name}: {model_spec(model).title}, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
-        items = 2 if model.kind == "text" else (4 if model.D > 1000 else 8)
+        items = {"text": 2, "audio": 5}.get(model.kind, 4 if model.D > 1000 else 8)
         budgets = (20, 50) if model.D > 1000 else (20, 100)
         rows = compression_rows(model, name, items=items, budgets=budgets)
-        what = (
-            f"first {items} test items, each its own file"
-            if model.kind == "image"
-            else f"first {items * model.D} test characters, one file"
-        )
+        what = {
+            "image": f"first {items} test items, each its own file",
+            "audio": f"{items} test clips (one per speaker) at their natural lengths, each its own file",
+        }.get(model.kind, f"first {items * model.D} test characters, one file")
         table = _table(rows, unit)
         print(f"compression ({what}), every file decoded and checked:\n{table}")
         pics = pictures(
@@ -247,7 +305,9 @@ def run_demo(
     out: Path, *, minutes: float = 1.0, fresh: bool = False, train_first: bool = False
 ) -> Path:
     names = [
-        n for n in ("mnist", "fashion-mnist", "cifar10-subset", "english") if n in shipped_names()
+        n
+        for n in ("mnist", "fashion-mnist", "cifar10-subset", "english", "fsdd")
+        if n in shipped_names()
     ]
     if train_first or not names:
         return run_training_demo(out, minutes=minutes, fresh=fresh)

@@ -14,6 +14,11 @@ default (``per_item=True``) every item is evaluated alone (batch 1) with one int
 and the items of a batch are spread over a pool of worker threads instead: each file decodes
 on its own, with any thread count, on the same software and CPU family.
 
+A 16-bit OA-ARDM whose output is a discretised logistic mixture (no 65536-way table) codes
+each value as two 256-way symbols from the step's one network call: the decoder pops a step's
+high bytes, then its low bytes given them, so the encoder pushes the low bytes first
+(:class:`Stage`, ``byte_pair``).
+
 Two levels:
 
 * :func:`encode` / :func:`decode` against any ``log_prob_fn(x, known, t) -> (N, *shape, K)``
@@ -49,6 +54,7 @@ from ardm.coding.container import (
     tile_grid,
     unpack,
 )
+from ardm.core.dmol import BYTE, dmol_byte_log_probs
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import step_bounds
 from ardm.errors import DataError, FormatError
@@ -59,17 +65,20 @@ LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class CodingModel(Protocol):
-    """What :func:`compress` / :func:`decompress` need from a model (:class:`ardm.model.ARDM`)."""
+    """What :func:`compress` / :func:`decompress` need from every model.
+
+    The rest depends on the kind (:func:`model_stages`): an OA-ARDM (:class:`ardm.model.ARDM`)
+    has ``log_probs(x, known, t)`` and ``policy_for_budget(budget)``, a mixture model
+    (:class:`ardm.dmol_model.DMoLARDM`) also ``mixtures`` and ``params(x, known, t)``, an
+    Upscale ARDM (:class:`ardm.upscale_model.UpscaleARDM`) ``S``, ``b``,
+    ``stage_log_probs`` and ``stage_policies``.
+    """
 
     K: int
     shape: tuple[int, ...]
     D: int
     kind: str
     order_seed: int
-
-    def log_probs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
-
-    def policy_for_budget(self, budget: int) -> np.ndarray: ...
 
     def fingerprint(self) -> bytes: ...
 
@@ -111,6 +120,12 @@ def _one_intra_op_thread() -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+ByteFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""``byte_fn(out, hi)``: from the network's output ``out (n, m, O)`` at a step's variables, the
+log-probabilities ``(n, m, 256)`` of the high byte (``hi=None``) or of the low byte given the
+high bytes ``hi (n, m)`` (e.g. :func:`ardm.core.dmol.dmol_byte_log_probs`)."""
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of coding: every variable gets one base-``b`` digit worth ``unit``.
@@ -120,6 +135,11 @@ class Stage:
     digit's log-probabilities ``(N, *shape, b)`` given the current values ``x_cur`` (finer
     values where ``known``, the stage's coarse values elsewhere) and ``t`` the number of known
     variables. ``sigma (D,)`` and ``policy`` order and group the stage's variables.
+
+    ``byte_pair`` (a 16-bit OA-ARDM without a 65536-way table, e.g. a discretised logistic
+    mixture): ``log_prob_fn`` gives the network's output ``(N, *shape, O)`` instead, and every
+    value ``v = 256 hi + lo`` is coded as two 256-way symbols from that one output, the high
+    byte ``byte_pair(out, None)`` and then the low byte ``byte_pair(out, hi)`` given it.
     """
 
     log_prob_fn: LogProbFn
@@ -127,28 +147,55 @@ class Stage:
     policy: np.ndarray
     unit: int = 1
     b: int | None = None  # None: whatever the network gives (checked against K on decoding)
+    byte_pair: ByteFn | None = None  # set: each value is coded as a high and a low byte
 
 
-def _stage_probs(
+def _step_out(
     stage: Stage,
     x_cur: torch.Tensor,
     known: torch.Tensor,
     positions: torch.Tensor,
     shape: tuple[int, ...],
-    b: int | None,
-) -> np.ndarray:
-    """One network call for ``n`` items: smoothed rows ``(n, m, b)`` of the variables ``positions``."""
+) -> torch.Tensor:
+    """One network call for ``n`` items: its output ``(n, m, O)`` at the variables ``positions``."""
     n = x_cur.shape[0]
     t = known.sum(dim=1)  # (n,) number of known variables
-    log_probs = stage.log_prob_fn(x_cur.view(n, *shape), known.view(n, *shape), t)  # (n, *shape, b)
+    out = stage.log_prob_fn(x_cur.view(n, *shape), known.view(n, *shape), t)  # (n, *shape, O)
+    out = out.reshape(n, -1, out.shape[-1])  # (n, D, O)
+    return out[:, positions.to(out.device)]  # (n, m, O)
+
+
+def _rows(log_probs: torch.Tensor, b: int | None) -> np.ndarray:
+    """Smoothed coding rows ``(n, m, b)`` of log-probabilities, checking the class count ``b``."""
     if b is not None and log_probs.shape[-1] != b:
         raise ValueError(f"the network gives {log_probs.shape[-1]} classes, expected {b}")
-    log_probs = log_probs.reshape(n, -1, log_probs.shape[-1])  # (n, D, b)
-    return coding_probs(log_probs[:, positions.to(log_probs.device)])  # (n, m, b)
+    return coding_probs(log_probs)
 
 
 def _coarse(x: torch.Tensor, unit: int) -> torch.Tensor:
     return torch.div(x, unit, rounding_mode="floor") * unit
+
+
+def _push(
+    encoders: list[Encoder], coded: np.ndarray, symbols: np.ndarray, probs: np.ndarray
+) -> None:
+    """Push one step's ``symbols (n, m)`` with rows ``probs (n, m, b)``, the ``coded`` ones only."""
+    for i, enc in enumerate(encoders):
+        if coded[i].all():
+            enc.push_step(symbols[i], probs[i])
+        else:
+            enc.push_step(symbols[i][coded[i]], probs[i][coded[i]])
+
+
+def _pop(decoders: list[Decoder], coded: np.ndarray, probs: np.ndarray) -> torch.Tensor:
+    """Pop one step's symbols with rows ``probs (n, m, b)``: ``(n, m)`` int64, 0 where not coded."""
+    values = np.zeros(coded.shape, dtype=np.int64)  # (n, m)
+    for i, dec in enumerate(decoders):
+        if coded[i].all():
+            values[i] = dec.pop_step(probs[i])
+        else:
+            values[i, coded[i]] = dec.pop_step(probs[i][coded[i]])
+    return torch.from_numpy(values)
 
 
 def _encode_group(
@@ -174,13 +221,16 @@ def _encode_group(
                     continue
                 known = (sigma < left).to(device)[None, :] | pad  # (n, D)
                 x_cur = torch.where(known, fine, coarse)  # (n, D) what the decoder holds
-                probs = _stage_probs(stage, x_cur, known, positions, shape, None)  # (n, m, b)
-                symbols = digits[:, positions.to(device)].cpu().numpy()  # (n, m)
-                for i, enc in enumerate(encoders):
-                    if coded[i].all():
-                        enc.push_step(symbols[i], probs[i])
-                    else:
-                        enc.push_step(symbols[i][coded[i]], probs[i][coded[i]])
+                out = _step_out(stage, x_cur, known, positions, shape)  # (n, m, O)
+                symbols = digits[:, positions.to(device)].cpu()  # (n, m), 0 at padding
+                if stage.byte_pair is None:
+                    _push(encoders, coded, symbols.numpy(), _rows(out, None))
+                    continue
+                # The decoder pops the high bytes, then the low bytes given them: push in reverse.
+                hi = torch.div(symbols, BYTE, rounding_mode="floor")  # (n, m)
+                lo_rows = _rows(stage.byte_pair(out, hi.to(out.device)), BYTE)  # (n, m, 256)
+                _push(encoders, coded, (symbols % BYTE).numpy(), lo_rows)
+                _push(encoders, coded, hi.numpy(), _rows(stage.byte_pair(out, None), BYTE))
     return [enc.get_bytes() for enc in encoders]
 
 
@@ -205,15 +255,14 @@ def _decode_group(
                 if not coded.any():
                     continue
                 known = (sigma < left).to(device)[None, :] | pad  # (n, D)
-                probs = _stage_probs(stage, x, known, positions, shape, stage.b or K)  # (n, m, b)
-                for i, dec in enumerate(decoders):
-                    if coded[i].all():
-                        values, where = dec.pop_step(probs[i]), positions  # (m,), (m,)
-                    else:
-                        values = dec.pop_step(probs[i][coded[i]])  # (c,)
-                        where = positions[torch.from_numpy(coded[i])]  # (c,)
-                    digits = torch.from_numpy(values).to(device).long() * stage.unit
-                    x[i, where.to(device)] += digits
+                out = _step_out(stage, x, known, positions, shape)  # (n, m, O)
+                if stage.byte_pair is None:
+                    values = _pop(decoders, coded, _rows(out, stage.b or K))  # (n, m)
+                else:
+                    hi = _pop(decoders, coded, _rows(stage.byte_pair(out, None), BYTE))
+                    lo_rows = _rows(stage.byte_pair(out, hi.to(out.device)), BYTE)
+                    values = hi * BYTE + _pop(decoders, coded, lo_rows)  # (n, m)
+                x[:, positions.to(device)] += values.to(device) * stage.unit
     for dec in decoders:
         if not dec.finished():
             raise FormatError(
@@ -313,6 +362,8 @@ def decode(
     shape = tuple(shape)
     D = math.prod(shape)
     plan = _plan(log_prob_fn, sigma, policy, stages, D)
+    if K != BYTE * BYTE and any(stage.byte_pair is not None for stage in plan):
+        raise ValueError(f"byte-pair stages code 16-bit values (K = 65536), not K={K}")
     dev = torch.device(device)
     padf = _check_pad(pad, N, D, dev)  # (N, D)
     if not per_item:
@@ -399,19 +450,44 @@ def model_calls(model: CodingModel) -> tuple[int, int]:
     return stages, stages * model.D
 
 
+def _codes_byte_pairs(model: CodingModel) -> bool:
+    """Whether ``model`` is coded as byte pairs: a discretised-logistic-mixture OA-ARDM
+    (:class:`ardm.dmol_model.DMoLARDM`, with ``mixtures`` and ``params``) over 16-bit values.
+
+    Such a model has no ``(..., 65536)`` table: one network call gives the mixture, and each
+    value is two 256-way symbols (:func:`ardm.core.dmol.dmol_byte_log_probs`). A mixture model
+    with a small ``K`` (at most 4096) has a full table and is coded like any OA-ARDM.
+    """
+    if getattr(model, "mixtures", None) is None or not hasattr(model, "params"):
+        return False
+    if model.K == BYTE * BYTE:
+        return True
+    from ardm.dmol_model import MAX_FULL_K
+
+    if model.K > MAX_FULL_K:
+        raise ValueError(
+            f"a mixture model with K={model.K} classes can be coded only with K <= 4096 (a "
+            f"full table) or K = 65536 (two bytes per value)"
+        )
+    return False
+
+
 def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
     """The coding stages of ``model`` for ``budget`` network calls and order seed ``seed``.
 
-    An OA-ARDM has one stage with the DP policy for ``budget``. An Upscale ARDM (a model with
+    An OA-ARDM has one stage with the DP policy for ``budget``; a 16-bit mixture model
+    (:func:`_codes_byte_pairs`) codes that stage's values as byte pairs. An Upscale ARDM (a model with
     ``S`` stages of base-``b`` digits) has one stage per digit, coarse first, with the order
     ``order_from_seed(D, seed + s)`` and the joint DP: ``budget`` calls in total, split over
     the stages where they lower the expected cost most.
     """
     stages = int(getattr(model, "S", 1))
     if stages == 1:
-        return [
-            Stage(model.log_probs, order_from_seed(model.D, seed), model.policy_for_budget(budget))
-        ]
+        oa: Any = model  # an ardm.model.ARDM (or its mixture variant, DMoLARDM)
+        sigma, policy = order_from_seed(model.D, seed), oa.policy_for_budget(budget)
+        if _codes_byte_pairs(model):
+            return [Stage(oa.params, sigma, policy, byte_pair=dmol_byte_log_probs)]
+        return [Stage(oa.log_probs, sigma, policy)]
     upscale: Any = model  # an ardm.upscale_model.UpscaleARDM
     b = int(upscale.b)
     policies = upscale.stage_policies(budget, mode="joint")
