@@ -85,3 +85,44 @@ def test_wrong_kind_and_shape(
     assert main(["inpaint", str(run_dir), "--input", str(tmp_path / "small.png")]) == 2
     err = capsys.readouterr().err
     assert "text model" in err and "(1, 10, 10)" in err
+
+
+def _tiny_run(out: Path, *extra: str) -> Path:
+    args = ["train", "--preset", "mnist-tiny", "--out", str(out), "--device", "cpu", "--quiet"]
+    for s in [*TINY, "train.steps=2", "train.calibrate_passes=0", *extra]:
+        args += ["--set", s]
+    assert main(args) == 0
+    return out
+
+
+def test_upscale_and_d3pm_runs_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command takes an Upscale ARDM (budgets count all stages); D3PM gets its own
+    evaluation rows and a one-line refusal where a command is for ARDMs only."""
+    up = _tiny_run(tmp_path / "up", "model.process='upscale'", "model.branching=16")
+    capsys.readouterr()
+    assert main(["plan", str(up), "--budgets", "1,2,10"]) == 0
+    out = capsys.readouterr().out
+    assert "2 stage(s)" in out and "| 2 |" in out and "| 1 |" not in out
+    assert main(["eval", str(up), "--items", "4", "--passes", "1", "--exact-items", "1",
+                 "--budgets", "4"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| exact | 1568 |" in out and "| dp | 4 |" in out
+    assert main(["sample", str(up), "-n", "2", "--budget", "3", "-o", str(tmp_path / "u.png")]) == 0
+    assert "3 network calls" in capsys.readouterr().out
+    assert main(["sample", str(up), "-n", "1", "--budget", "1", "-o", str(tmp_path / "v.png")]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    assert (
+        main(["inpaint", str(up), "-n", "1", "--budget", "4", "-o", str(tmp_path / "i.png")]) == 0
+    )
+
+    d3pm = _tiny_run(tmp_path / "d3pm", "model.process='d3pm'", "model.d3pm_steps=50")
+    capsys.readouterr()
+    assert main(["eval", str(d3pm), "--items", "2", "--passes", "1", "--exact-items", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| d3pm | 20 |" in out and "| d3pm | 1000 |" in out
+    assert main(["plan", str(d3pm), "--budgets", "10"]) == 2
+    assert main(["inpaint", str(d3pm), "-n", "1", "-o", str(tmp_path / "j.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("ardm: error:") == 2 and "D3PM" in err

@@ -268,6 +268,17 @@ def generate(model, n: int, *, budget: int | None, naive: bool, temperature: flo
     return x, min(budget or model.D, model.D)
 
 
+def fill_in(model, x: torch.Tensor, known: torch.Tensor, *, budget: int | None, generator):  # type: ignore[no-untyped-def]
+    """Conditional generation with any ARDM: ``budget`` calls in all (upscale: joint DP)."""
+    from ardm.d3pm import D3PMAbsorbing
+
+    if isinstance(model, D3PMAbsorbing):
+        raise DataError("conditional generation is for ARDMs; the D3PM baseline does not do it")
+    if int(getattr(model, "S", 1)) > 1:
+        return model.complete(x, known, budget=budget, mode="joint", generator=generator)
+    return model.complete(x, known, budget=budget, generator=generator)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from ardm.pictures import save_grid
     from ardm.train import model_alphabet
@@ -351,7 +362,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     x = x.long()
     known = _image_mask(args.mask, model.shape, args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    out = model.complete(x.to(model.device), known, budget=args.budget, generator=g).cpu()
+    out = fill_in(model, x.to(model.device), known, budget=args.budget, generator=g).cpu()
     shown = torch.where(known, x, torch.full_like(x, 128))
     save_grid(torch.cat([x, shown, out]), args.output, nrow=x.shape[0])
     print(f"wrote {args.output}: rows = original, with the {args.mask} part hidden, completed")
@@ -376,36 +387,56 @@ def cmd_complete(args: argparse.Namespace) -> int:
     ).long()
     g = torch.Generator().manual_seed(args.seed)
     x = ids[None].expand(args.n, L)
-    out = model.complete(x.to(model.device), known, budget=args.budget, generator=g).cpu()
+    out = fill_in(model, x.to(model.device), known, budget=args.budget, generator=g).cpu()
     for row in out:
         print(alphabet.decode(row))
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ardm.d3pm import D3PMAbsorbing
+
     model = _load(args)
+    if isinstance(model, D3PMAbsorbing):
+        raise DataError("plan is for ARDMs: a D3PM model's T steps are fixed by its schedule")
     unit = _unit(model)
+    stages = int(getattr(model, "S", 1))
     rows = []
     print(
-        f"D = {model.D}; sum of L_t = {model.tracker.L().sum():.4f} {unit} (one call per variable)\n"
+        f"D = {model.D}, {stages} stage(s); sum of L_t = {model.tracker.L().sum():.4f} {unit} "
+        f"(one call per variable and stage)\n"
     )
-    print(f"| budget | DP {unit} (expected) | naive {unit} (expected) | DP steps |")
-    print("| ---: | ---: | ---: | ---: |")
+    if stages > 1:
+        print(
+            f"| budget (all stages) | DP {unit} (expected) | naive {unit} (expected) | calls per stage |"
+        )
+        print("| ---: | ---: | ---: | --- |")
+    else:
+        print(f"| budget | DP {unit} (expected) | naive {unit} (expected) | DP steps |")
+        print("| ---: | ---: | ---: | ---: |")
     for b in args.budgets:
-        if b > model.D:
+        if b > stages * model.D or b < stages:
             continue
-        dp = model.policy_for_budget(b)
-        naive = model.policy_for_budget(b, naive=True)
+        if stages > 1:
+            dp = model.stage_policies(b, mode="joint")
+            naive = model.stage_policies(b, mode="joint", naive=True)
+            split = [len(p) for p in dp]
+            policy: list = [p.tolist() for p in dp]
+            steps = " + ".join(str(n) for n in split)
+        else:
+            dp = model.policy_for_budget(b)
+            naive = model.policy_for_budget(b, naive=True)
+            policy, steps = dp.tolist(), str(len(dp))
         row = {
             "budget": b,
             "dp_bpd": model.expected_bpd(dp),
             "naive_bpd": model.expected_bpd(naive),
-            "policy": dp.tolist(),
+            "policy": policy,
         }
         rows.append(row)
-        print(f"| {b} | {row['dp_bpd']:.4f} | {row['naive_bpd']:.4f} | {len(dp)} |")
+        print(f"| {b} | {row['dp_bpd']:.4f} | {row['naive_bpd']:.4f} | {steps} |")
         if args.show_policy:
-            print(f"  policy: {dp.tolist()}")
+            print(f"  policy: {policy}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
