@@ -6,7 +6,8 @@
   is coded as a high byte and a low byte given it, both from the step's one network call.
 
 Round trips at the smallest, a middle and the largest budget, native and tiled; coded size
-against the model's own likelihood under the same policy; batch and thread invariance; the
+against the model's own likelihood under the same policy, per file for tiled files (one ANS
+stream for all tiles, format version 3); batch and thread invariance, native and tiled; the
 network call count; refusals (budget below ``S``, a file of another model).
 """
 
@@ -189,6 +190,14 @@ def test_upscale_batch_and_thread_invariance() -> None:
         stages = codec.model_stages(model, 6, model.order_seed)
         y = codec.decode(None, tiles, shape=model.shape, K=256, stages=stages)
         assert torch.equal(y, x)
+        # Tiled files (2 x 2 tiles, padded; one stream each): the same, batch vs alone.
+        big = images(2, (1, 12, 10), seed=5)
+        batch = codec.compress(model, big, budget=5)
+        assert isinstance(batch, list)
+        torch.set_num_threads(1)
+        for i in range(2):
+            assert codec.compress(model, big[i], budget=5) == batch[i]
+            assert torch.equal(codec.decompress(model, batch[i]), big[i])
     finally:
         torch.set_num_threads(threads)
 
@@ -224,9 +233,11 @@ def test_dmol_one_network_call_per_step() -> None:
         assert len(calls) == steps
 
 
+@pytest.mark.parametrize("groups", [None, [2, 1], [3]], ids=["alone", "2+1", "shared"])
 @pytest.mark.parametrize("per_item", [True, False], ids=["per-item", "batched"])
-def test_byte_pair_stage_with_padding(per_item: bool) -> None:
-    """The raw codec: a byte-pair stage with padded variables, alone and as one batch."""
+def test_byte_pair_stage_with_padding(per_item: bool, groups: list[int] | None) -> None:
+    """The raw codec: a byte-pair stage with padded variables, alone and as one batch, each
+    item its own stream or items sharing one (high and low bytes interleaved per item)."""
     model = dmol_model(L=12)
     x = clips(3, 12, seed=6)
     pad = torch.rand(3, 12, generator=torch.Generator().manual_seed(0)) < 0.3
@@ -234,11 +245,11 @@ def test_byte_pair_stage_with_padding(per_item: bool) -> None:
     stage = codec.Stage(
         model.params, order_from_seed(12, 1), naive_policy(12, 4), byte_pair=dmol_byte_log_probs
     )
-    payloads = codec.encode(None, x, stages=[stage], pad=pad, per_item=per_item)
-    assert payloads[2] == b""
-    y = codec.decode(
-        None, payloads, shape=(12,), K=65536, stages=[stage], pad=pad, per_item=per_item
-    )
+    args = {"stages": [stage], "pad": pad, "groups": groups, "per_item": per_item}
+    payloads = codec.encode(None, x, **args)
+    assert len(payloads) == (3 if groups is None else len(groups))
+    assert payloads[-1] == b"" or groups == [3]
+    y = codec.decode(None, payloads, shape=(12,), K=65536, **args)
     assert torch.equal(y, torch.where(pad, 0, x))
     with pytest.raises(ValueError, match="K = 65536"):
         codec.decode(None, payloads, shape=(12,), K=256, stages=[stage], pad=pad)
@@ -282,6 +293,43 @@ def test_coded_size_is_the_models_own_nll_under_the_policy() -> None:
         nll = up.exact_nll_bpd(x, policies=policies) * up.D
         for f, n in zip(files, nll.tolist(), strict=True):
             _assert_size_close(payload_bits(f), n, up.S * up.D, 256)
+
+
+@pytest.mark.parametrize("kind", ["upscale-image", "upscale-audio", "dmol"])
+def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
+    """Data of several tiles (no padding): one stream for the file, within the bounds of
+    :func:`_assert_size_close` of the model's NLL summed over the tiles, and smaller than the
+    tiles' own streams together (format version 2)."""
+    model: codec.CodingModel
+    if kind == "upscale-image":
+        model, budget = upscale_image_model(4), 9  # S = 4
+        x = images(1, (1, 8, 12), seed=11)[0]  # 2 x 3 tiles
+    elif kind == "upscale-audio":
+        model, budget = upscale_audio_model(L=16), 7  # S = 2
+        x = clips(1, 64, seed=11)[0]  # 4 tiles
+    else:
+        model, budget = dmol_model(L=24), 6
+        x = clips(1, 96, seed=11)[0]  # 4 tiles
+    blob = codec.compress(model, x, budget=budget)
+    assert isinstance(blob, bytes)
+    header, body = container.unpack(blob)
+    assert header.version == 3 and header.shape == tuple(x.shape)
+    assert torch.equal(codec.decompress(model, blob), x)
+    tiles, pad = codec.cut_tiles(x, tuple(model.shape))
+    T, D = tiles.shape[0], model.D
+    assert T >= 4 and not pad.any()
+    up: UpscaleARDM | DMoLARDM = model  # type: ignore[assignment]
+    if isinstance(up, UpscaleARDM):
+        policies = up.stage_policies(budget, mode="joint")
+        nll = float(up.exact_nll_bpd(tiles, policies=policies).sum()) * D
+        symbols = T * up.S * D
+    else:
+        nll = float(up.exact_nll_bpd(tiles, policy=up.policy_for_budget(budget)).sum()) * D
+        symbols = 2 * T * D  # two bytes per sample
+    _assert_size_close(8 * len(body), nll, symbols, 256)
+    stages = codec.model_stages(model, budget, model.order_seed)
+    per_tile = codec.encode(None, tiles, stages=stages)
+    assert len(body) < sum(len(p) for p in per_tile)
 
 
 @pytest.mark.parametrize("kind", ["upscale", "dmol"])

@@ -1,7 +1,9 @@
 """Entropy coding: the ANS layer, the file format, the codec, determinism and golden files.
 
-Regenerate the golden files (only after a deliberate format or coder change) with
-``ARDM_REGEN_GOLDEN=1 PYTHONPATH=src .venv/bin/pytest tests/test_coding.py -k golden``.
+Regenerate the golden files of the current format (only after a deliberate format or coder
+change) with ``ARDM_REGEN_GOLDEN=1 PYTHONPATH=src .venv/bin/pytest tests/test_coding.py -k
+golden``. The version-2 golden files (``tests/golden/*_budget*.ardm`` without a ``v3_``
+prefix) are frozen: nothing writes version 2 any more, they check that old files decode.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ardm.coding.container import Header
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import naive_policy, step_bounds
 from ardm.errors import DataError, FormatError
+from fuzz.campaign import build_file
 from tests.tiny_nets import (
     IntegerNet,
     StandInModel,
@@ -159,8 +162,13 @@ headers = st.builds(
 )
 
 
-@given(header=headers, shape=st.none() | st.lists(st.integers(1, 60), min_size=1, max_size=4))
-def test_header_round_trip(header: Header, shape: list[int] | None) -> None:
+@given(
+    header=headers,
+    shape=st.none() | st.lists(st.integers(1, 60), min_size=1, max_size=4),
+    version=st.sampled_from(container.READ_VERSIONS),
+)
+def test_header_round_trip(header: Header, shape: list[int] | None, version: int) -> None:
+    header = Header(**{**header.__dict__, "version": version})
     if shape is not None:
         header = Header(**{**header.__dict__, "K": 256, "shape": tuple(shape)})
     payload = b"\x12\x34"
@@ -184,6 +192,7 @@ def test_header_refuses_malformed_files() -> None:
         "empty": b"",
         "magic": b"PK\x03\x04" + good[4:],
         "version": good[:2] + bytes([container.VERSION + 1]) + good[3:],
+        "version 1": good[:2] + b"\x01" + good[3:],
         "flags": good[:3] + bytes([good[3] | 0x80]) + good[4:],
         "kind": good[:3] + bytes([good[3] | 0x03]) + good[4:],
         "budget0": good[:4] + b"\x00" + good[5:],
@@ -200,10 +209,10 @@ def test_header_refuses_malformed_files() -> None:
         with pytest.raises(FormatError) as e:
             container.unpack(blob)
         messages[name] = one_line(e)
-    assert (
-        f"version {container.VERSION + 1} (this ardm reads version {container.VERSION})"
-        in messages["version"]
-    )
+    assert container.VERSION == 3 and container.READ_VERSIONS == (2, 3)
+    assert "version 4 (this ardm reads versions 2, 3)" in messages["version"]
+    assert "version 1 (this ardm reads versions 2, 3)" in messages["version 1"]
+    assert container.unpack(good[:2] + b"\x02" + good[3:])[0].version == 2
     assert "not an ardm" in messages["magic"]
     for n in range(len(good) - 1):  # every truncation inside the header
         with pytest.raises(FormatError, match=r"truncated|not an ardm|empty"):
@@ -218,6 +227,23 @@ def test_tiles_split_join() -> None:
     for bad in (body[:100], body[:5], b"", b"\x05abc"):
         with pytest.raises(FormatError, match="truncated"):
             container.split_tiles(bad, 4)
+
+
+@given(stream=st.binary(max_size=12), count=st.integers(1, 20))
+def test_stream_padding(stream: bytes, count: int) -> None:
+    """Version 3: a tiled payload has at least ``tiles - 1`` bytes; the padding (zero bytes,
+    which end no stream) is removed again, and zeros anywhere else are left for the coder to
+    refuse."""
+    stream = stream.rstrip(b"\x00")  # the coder never ends a stream in a zero byte
+    payload = container.pack_stream(stream, count)
+    assert len(payload) == max(len(stream), count - 1)
+    assert container.unpack_stream(payload, count) == stream
+    if len(payload) != count - 1:  # extra zeros are not padding
+        assert container.unpack_stream(payload + b"\x00", count).endswith(b"\x00")
+    if count > 1:
+        with pytest.raises(FormatError, match="truncated file") as e:
+            container.unpack_stream(bytes(count - 2), count)
+        one_line(e)
 
 
 @given(
@@ -294,6 +320,35 @@ def test_round_trip_with_padding(case: Case, data: st.DataObject) -> None:
         assert p == b"" or not bool(m.all())
 
 
+@given(case=coding_cases(), data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_groups_share_one_stream(case: Case, data: st.DataObject) -> None:
+    """Items in groups (the tiles of files): one stream per group, decoded with the same
+    groups; a group of one item is that item's own payload."""
+    net, x, sigma, policy = case
+    N = x.shape[0]
+    groups = [1]
+    for cut in data.draw(st.lists(st.booleans(), min_size=N - 1, max_size=N - 1)):
+        groups[-1:] = [groups[-1], 1] if cut else [groups[-1] + 1]
+    pad = None
+    if data.draw(st.booleans()):
+        pad = torch.tensor(
+            data.draw(st.lists(st.booleans(), min_size=x.numel(), max_size=x.numel()))
+        )
+        pad = pad.view(x.shape)
+    workers = data.draw(st.sampled_from([1, 2]))
+    args = {"sigma": sigma, "policy": policy, "pad": pad}
+    streams = codec.encode(net, x, groups=groups, workers=workers, **args)
+    assert len(streams) == len(groups)
+    y = codec.decode(net, streams, shape=net.shape, K=net.K, groups=groups, workers=1, **args)
+    assert torch.equal(y, x if pad is None else torch.where(pad, 0, x))
+    alone = codec.encode(net, x, workers=1, **args)
+    assert codec.encode(net, x, groups=[1] * N, **args) == alone
+    for g, stream, first in zip(groups, streams, np.cumsum([0, *groups]), strict=False):
+        if g == 1:
+            assert stream == alone[first]
+
+
 def test_batched_mode_round_trips_with_the_same_batch() -> None:
     net = TinyConvNet(50, (2, 4, 4), seed=5).eval()
     x = torch.randint(0, 50, (4, 2, 4, 4))
@@ -301,6 +356,10 @@ def test_batched_mode_round_trips_with_the_same_batch() -> None:
     p = codec.encode(net, x, sigma=sigma, policy=policy, per_item=False)
     y = codec.decode(net, p, shape=net.shape, K=50, sigma=sigma, policy=policy, per_item=False)
     assert torch.equal(y, x)
+    args = {"sigma": sigma, "policy": policy, "groups": [3, 1], "per_item": False}
+    p = codec.encode(net, x, **args)
+    assert len(p) == 2
+    assert torch.equal(codec.decode(net, p, shape=net.shape, K=50, **args), x)
 
 
 def test_codec_rejects_bad_arguments() -> None:
@@ -314,6 +373,13 @@ def test_codec_rejects_bad_arguments() -> None:
         codec.encode(net, x, sigma=torch.tensor([0, 0, 1, 2, 3, 4]), policy=np.array([0]))
     with pytest.raises(ValueError, match="classes"):
         codec.decode(net, [b"\x01"], shape=(6,), K=7, sigma=sigma, policy=np.array([0]))
+    for groups in ([2], [0, 1], [1, 1]):
+        with pytest.raises(ValueError, match="groups"):
+            codec.encode(net, x, sigma=sigma, policy=np.array([0]), groups=groups)
+    with pytest.raises(ValueError, match="2 payloads for 1 groups"):
+        codec.decode(
+            net, [b"", b""], shape=(6,), K=5, sigma=sigma, policy=np.array([0]), groups=[2]
+        )
 
 
 # ============================================================================ determinism
@@ -361,6 +427,29 @@ def test_batch_and_thread_invariance(make: Callable[[], torch.nn.Module]) -> Non
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("make", [small_unet, small_transformer], ids=["unet", "transformer"])
+def test_tiled_batch_and_thread_invariance(make: Callable[[], torch.nn.Module]) -> None:
+    """Tiled files (one stream each, tiles in lockstep) compressed as a batch at 2 threads
+    are each the file of the item alone at 1 thread, and decode alone at 1 and 2 threads."""
+    net = make()
+    model = StandInModel(net, kind="image" if len(net.shape) == 3 else "text", order_seed=2)  # type: ignore[arg-type]
+    shape = (1, 12, 20) if model.kind == "image" else (80,)  # 2 x 3 tiles, 3 tiles; padded
+    x = torch.randint(0, model.K, (3, *shape), generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batch = codec.compress(model, x, budget=6)
+        assert isinstance(batch, list) and torch.get_num_threads() == 2  # restored
+        torch.set_num_threads(1)
+        for i in range(3):
+            assert codec.compress(model, x[i], budget=6) == batch[i]
+            assert torch.equal(codec.decompress(model, batch[i]), x[i])
+        torch.set_num_threads(2)
+        assert torch.equal(codec.decompress(model, batch[1]), x[1])
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ============================================================================ files
 def image_model(seed: int = 0, shape: tuple[int, ...] = (1, 6, 6), K: int = 16) -> StandInModel:
     return StandInModel(TinyConvNet(K, shape, seed=seed), kind="image", order_seed=5)
@@ -389,7 +478,7 @@ def test_tiled_images(shape: tuple[int, ...]) -> None:
     blob = codec.compress(m, x, budget=6)
     assert isinstance(blob, bytes)
     header, _ = container.unpack(blob)
-    assert header.shape == shape and header.K == 16
+    assert header.shape == shape and header.K == 16 and header.version == 3
     assert torch.equal(codec.decompress(m, blob), x)
 
 
@@ -400,6 +489,38 @@ def test_text_of_another_length() -> None:
         blob = codec.compress(m, x, budget=4)
         assert isinstance(blob, bytes)
         assert torch.equal(codec.decompress(m, blob), x)
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
+    """Six tiles share one stream: the payload is within 48 bits of the model's NLL summed
+    over the tiles (per file, not per tile), smaller than the tiles' own streams together,
+    and every truncation of the file is refused with a one-line FormatError."""
+    net: TinyNet
+    if kind == "text":
+        net, shape = TinyAttnNet(27, 16, seed=4), (96,)  # 6 tiles
+    else:
+        net, shape = TinyConvNet(16, (1, 6, 6), seed=2), (1, 12, 18)  # 2 x 3 tiles
+    m = StandInModel(net, kind=kind, order_seed=5)
+    x = torch.randint(0, net.K, shape, generator=torch.Generator().manual_seed(6))
+    budget = 5
+    blob = codec.compress(m, x, budget=budget)
+    assert isinstance(blob, bytes)
+    header, body = container.unpack(blob)
+    assert header.version == 3 and header.shape == shape
+    assert torch.equal(codec.decompress(m, blob), x)
+    tiles, pad = codec.cut_tiles(x, net.shape)
+    assert tiles.shape[0] == 6 and not pad.any()
+    sigma, policy = order_from_seed(net.D, 5), m.policy_for_budget(budget)
+    _, smoothed = policy_nll(net.eval(), tiles, sigma, policy)
+    nll, bits = float(smoothed.sum()), 8 * len(body)
+    assert nll - 48 <= bits <= nll + 48, (bits, nll)
+    per_tile = codec.encode(net, tiles, sigma=sigma, policy=policy)  # version 2: one per tile
+    assert len(body) < sum(len(p) for p in per_tile) < len(container.join_tiles(per_tile))
+    for n in range(len(blob)):
+        with pytest.raises(FormatError) as e:
+            codec.decompress(m, blob[:n])
+        one_line(e)
 
 
 def test_compress_refuses_bad_data() -> None:
@@ -482,7 +603,8 @@ def test_real_ardm_round_trip() -> None:
 
 
 # ============================================================================ golden files
-def _golden_cases() -> dict[str, tuple[StandInModel, torch.Tensor, int]]:
+def _golden_v2_cases() -> dict[str, tuple[StandInModel, torch.Tensor, int]]:
+    """The version-2 golden files (frozen: one ANS stream per tile)."""
     img = StandInModel(IntegerNet(16, (1, 8, 8), seed=1), kind="image", order_seed=11)
     h, w = torch.meshgrid(torch.arange(11), torch.arange(13), indexing="ij")
     pattern = ((h * 3 + w * 2 + (h * w) % 5) % 16)[None]  # (1, 11, 13)
@@ -496,9 +618,43 @@ def _golden_cases() -> dict[str, tuple[StandInModel, torch.Tensor, int]]:
     }
 
 
-@pytest.mark.parametrize("name", sorted(_golden_cases()))
+def _golden_v3_cases() -> dict[str, tuple[StandInModel, torch.Tensor, int]]:
+    """The version-3 golden files: tiled data, one stream per file (same fixed models)."""
+    cases = _golden_v2_cases()
+    img, pattern, _ = cases["image_11x13_tiled_budget5"]  # 2 x 2 tiles of 8 x 8, padded
+    text = cases["text_40_budget40"][0]
+    words = (
+        "the quick brown fox jumps over the lazy dog and runs far away into the woods "
+        "where nobody can find it again"
+    )
+    chars = torch.tensor([0 if c == " " else ord(c) - 96 for c in words[:100]])  # 3 tiles
+    return {
+        "v3_image_11x13_tiled_budget5": (img, pattern, 5),
+        "v3_text_100_tiled_budget12": (text, chars, 12),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_golden_v2_cases()))
+def test_golden_v2_files_still_decode(name: str) -> None:
+    """Files of format version 2 decode, and are exactly the version-2 layout rebuilt by hand;
+    a native file's version-3 payload is the same, a tiled file's is shorter."""
+    model, x, budget = _golden_v2_cases()[name]
+    blob = (GOLDEN / f"{name}.ardm").read_bytes()
+    header, body = container.unpack(blob)
+    assert header.version == 2
+    assert torch.equal(codec.decompress(model, blob), x)
+    assert build_file(model, x, budget=budget, seed=model.order_seed, version=2) == blob
+    now = codec.compress(model, x, budget=budget)
+    assert isinstance(now, bytes)
+    if header.shape is None:
+        assert now == blob[:2] + b"\x03" + blob[3:]
+    else:
+        assert len(container.unpack(now)[1]) < len(body)
+
+
+@pytest.mark.parametrize("name", sorted(_golden_v3_cases()))
 def test_golden_files(name: str) -> None:
-    model, x, budget = _golden_cases()[name]
+    model, x, budget = _golden_v3_cases()[name]
     blob = codec.compress(model, x, budget=budget)
     assert isinstance(blob, bytes)
     path = GOLDEN / f"{name}.ardm"
@@ -506,7 +662,13 @@ def test_golden_files(name: str) -> None:
         GOLDEN.mkdir(exist_ok=True)
         path.write_bytes(blob)
     assert blob == path.read_bytes(), "format or coder output changed (see module docstring)"
+    header, _ = container.unpack(blob)
+    assert header.version == container.VERSION and header.shape == tuple(x.shape)
     assert torch.equal(codec.decompress(model, path.read_bytes()), x)
+    for n in range(len(blob)):  # every truncation: a one-line FormatError
+        with pytest.raises(FormatError) as e:
+            codec.decompress(model, blob[:n])
+        one_line(e)
 
 
 def test_golden_ans_stream() -> None:

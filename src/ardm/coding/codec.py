@@ -14,10 +14,19 @@ default (``per_item=True``) every item is evaluated alone (batch 1) with one int
 and the items of a batch are spread over a pool of worker threads instead: each file decodes
 on its own, with any thread count, on the same software and CPU family.
 
+One stream per file (format version 3). The tiles of a file (data larger than the model's
+shape) share one ANS stream, so the stream's termination is paid once per file. They are
+interleaved in lockstep: every tile has the same (stage, step) list; at each step the
+decoder computes every tile's rows (each tile alone, on the worker pool), then pops tile 0's
+symbols, tile 1's, and so on; the encoder, which knows the data, pushes in exactly the
+reverse order (last step first, last tile first). Tiles with nothing to code at a step
+(padding) are skipped on both sides. :func:`encode` / :func:`decode` take the tile counts
+of the files as ``groups``; without them every item is its own stream.
+
 A 16-bit OA-ARDM whose output is a discretised logistic mixture (no 65536-way table) codes
-each value as two 256-way symbols from the step's one network call: the decoder pops a step's
-high bytes, then its low bytes given them, so the encoder pushes the low bytes first
-(:class:`Stage`, ``byte_pair``).
+each value as two 256-way symbols from the step's one network call: the decoder pops a tile's
+high bytes of a step, then its low bytes given them, so the encoder pushes the low bytes
+first (:class:`Stage`, ``byte_pair``).
 
 Two levels:
 
@@ -25,18 +34,20 @@ Two levels:
   (log-probabilities), a fixed order ``sigma`` and a ``policy``: raw payloads, no header.
 * :func:`compress` / :func:`decompress` against a model (an :class:`ardm.model.ARDM`): files
   with the header of :mod:`ardm.coding.container`, a data checksum and tiling for data
-  larger or smaller than the model's shape.
+  larger or smaller than the model's shape (one stream per file; version-2 files, one
+  stream per tile, are still read).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -48,16 +59,19 @@ from ardm.coding.container import (
     MAX_NDIM,
     Header,
     data_crc32,
-    join_tiles,
     pack,
+    pack_stream,
     split_tiles,
     tile_grid,
     unpack,
+    unpack_stream,
 )
 from ardm.core.dmol import BYTE, dmol_byte_log_probs
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import step_bounds
 from ardm.errors import DataError, FormatError
+
+_T = TypeVar("_T")
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``log_prob_fn(x, known, t) -> log_probs``: ``x (N, *shape)`` int64 (zero where unknown),
@@ -176,93 +190,265 @@ def _coarse(x: torch.Tensor, unit: int) -> torch.Tensor:
     return torch.div(x, unit, rounding_mode="floor") * unit
 
 
-def _push(
-    encoders: list[Encoder], coded: np.ndarray, symbols: np.ndarray, probs: np.ndarray
-) -> None:
-    """Push one step's ``symbols (n, m)`` with rows ``probs (n, m, b)``, the ``coded`` ones only."""
-    for i, enc in enumerate(encoders):
-        if coded[i].all():
-            enc.push_step(symbols[i], probs[i])
-        else:
-            enc.push_step(symbols[i][coded[i]], probs[i][coded[i]])
+def _take(a: np.ndarray, coded: np.ndarray) -> np.ndarray:
+    """``a[coded]`` (rows of the coded variables), without a copy when all are coded."""
+    return a if coded.all() else a[coded]
 
 
-def _pop(decoders: list[Decoder], coded: np.ndarray, probs: np.ndarray) -> torch.Tensor:
-    """Pop one step's symbols with rows ``probs (n, m, b)``: ``(n, m)`` int64, 0 where not coded."""
-    values = np.zeros(coded.shape, dtype=np.int64)  # (n, m)
-    for i, dec in enumerate(decoders):
-        if coded[i].all():
-            values[i] = dec.pop_step(probs[i])
-        else:
-            values[i, coded[i]] = dec.pop_step(probs[i][coded[i]])
-    return torch.from_numpy(values)
+def _pop_tile(dec: Decoder, coded: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Pop one tile's step with rows ``probs (m, b)``: ``(m,)`` int64, 0 where not ``coded``."""
+    if coded.all():
+        return dec.pop_step(probs)
+    values = np.zeros(coded.shape, dtype=np.int64)  # (m,)
+    values[coded] = dec.pop_step(probs[coded])
+    return values
 
 
-def _encode_group(
-    x: torch.Tensor, pad: torch.Tensor, stages: list[Stage], shape: tuple[int, ...]
+# ---------------------------------------------------------------------------- lockstep
+@dataclass(frozen=True)
+class _Step:
+    """One network call of every tile: the variables ``positions`` ``(m,)`` (by ``sigma``) of
+    stage ``index`` of the plan, coded given the variables ``before`` ``(D,)`` (``sigma < l``)."""
+
+    index: int
+    stage: Stage
+    positions: torch.Tensor
+    before: torch.Tensor
+
+
+def _steps(plan: list[Stage], D: int) -> list[_Step]:
+    """The (stage, step) list in decoding order: the same for every tile of every item."""
+    steps = []
+    for index, stage in enumerate(plan):
+        order = _order(stage.sigma, D)
+        for left, right in step_bounds(stage.policy, D):
+            steps.append(_Step(index, stage, order[left:right], stage.sigma < left))
+    return steps
+
+
+_TILES_PER_WORKER = 4
+"""Tiles evaluated ahead per worker: bounds the probability rows held at once (a step's rows
+can be ``D x K`` float64 a tile) while the caller pushes or pops the results in order."""
+
+
+class _Workers:
+    """Runs ``fn(i)`` for many tiles, on a thread pool or (``pool=None``) in order."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, size: int) -> None:
+        self.pool, self.size = pool, size
+
+    def imap(self, fn: Callable[[int], _T], items: Sequence[int]) -> Iterator[_T]:
+        """``fn(i)`` for every item, in order, as the caller takes them: the pool works on at
+        most ``_TILES_PER_WORKER`` items per worker ahead of the caller."""
+        if self.pool is None:
+            yield from (fn(i) for i in items)
+            return
+        ahead = _TILES_PER_WORKER * self.size
+        pending: deque[Future[_T]] = deque(self.pool.submit(fn, i) for i in items[:ahead])
+        try:
+            for i in items[ahead:]:
+                result = pending.popleft().result()
+                pending.append(self.pool.submit(fn, i))
+                yield result
+            while pending:
+                yield pending.popleft().result()
+        finally:  # the caller stopped early (an error): drop the work not started
+            for future in pending:
+                future.cancel()
+
+
+@contextmanager
+def _workers(
+    n: int, workers: int | None, device: torch.device, *, per_item: bool
+) -> Iterator[_Workers]:
+    """The workers for ``n`` tiles. Per item, torch runs with one intra-op thread throughout
+    and ``workers`` threads (``None``: the torch thread count; on a GPU one) share the tiles;
+    the schedule never changes a result, every tile is evaluated alone, single-threaded.
+    Batched (not ``per_item``): no pool, the caller's thread count."""
+    if not per_item:
+        yield _Workers(None, 1)
+        return
+    with _one_intra_op_thread() as threads:
+        if workers is None:
+            workers = 1 if device.type != "cpu" else threads
+        workers = max(1, min(workers, n))
+        if workers == 1:
+            yield _Workers(None, 1)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield _Workers(pool, workers)
+
+
+class _StepWork(Generic[_T]):
+    """One step of many tiles: what the network sees (:meth:`current`) and what is made of
+    its output (:meth:`finish`, on the worker thread of the tile). A tile's values are read
+    and written only by its own work and by the caller, after that work is done."""
+
+    def __init__(self, step: _Step, shape: tuple[int, ...], pad: torch.Tensor) -> None:
+        self.step, self.shape = step, shape
+        self.known = step.before.to(pad.device)[None, :] | pad  # (N, D) padding is known
+        self.positions = step.positions.to(pad.device)  # (m,)
+
+    def current(self, rows: slice) -> torch.Tensor:
+        """The values the network sees for the tiles ``rows``: ``(n, D)``."""
+        raise NotImplementedError
+
+    def finish(self, i: int, out: torch.Tensor) -> _T:
+        """What tile ``i`` makes of the network's output ``out (1, m, O)``."""
+        raise NotImplementedError
+
+    def _one(self, i: int) -> _T:
+        rows = slice(i, i + 1)
+        out = _step_out(
+            self.step.stage, self.current(rows), self.known[rows], self.step.positions, self.shape
+        )
+        return self.finish(i, out)
+
+    def run(self, tiles: Sequence[int], workers: _Workers, *, per_item: bool) -> Iterator[_T]:
+        """:meth:`finish` of ``tiles``, in order: per item one call per tile (batch 1) on the
+        workers; batched one call for all ``N`` tiles."""
+        if per_item:
+            return workers.imap(self._one, tiles)
+        everything = slice(None)
+        out = _step_out(
+            self.step.stage, self.current(everything), self.known, self.step.positions, self.shape
+        )  # (N, m, O)
+        return iter([self.finish(i, out[i : i + 1]) for i in tiles])
+
+
+_Pushes = list[tuple[np.ndarray, np.ndarray]]
+"""A tile's step for the encoder: ``(symbols (k,), rows (k, b))`` in push order."""
+
+
+class _EncodeStep(_StepWork[_Pushes]):
+    def __init__(
+        self,
+        step: _Step,
+        shape: tuple[int, ...],
+        pad: torch.Tensor,
+        coded: np.ndarray,
+        digits: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> None:
+        super().__init__(step, shape, pad)
+        self.coded = coded  # (N, m)
+        self.fine, self.coarse, self.digits = digits  # (N, D) each
+
+    def current(self, rows: slice) -> torch.Tensor:
+        return torch.where(self.known[rows], self.fine[rows], self.coarse[rows])  # (n, D)
+
+    def finish(self, i: int, out: torch.Tensor) -> _Pushes:
+        coded = self.coded[i]  # (m,)
+        symbols = self.digits[i, self.positions].cpu()  # (m,) 0 at padding
+        byte_pair = self.step.stage.byte_pair
+        if byte_pair is None:
+            return [(_take(symbols.numpy(), coded), _take(_rows(out, None)[0], coded))]
+        # The decoder pops the high bytes, then the low bytes given them: push in reverse.
+        hi = torch.div(symbols, BYTE, rounding_mode="floor")  # (m,)
+        lo_rows = _rows(byte_pair(out, hi[None].to(out.device)), BYTE)[0]  # (m, 256)
+        hi_rows = _rows(byte_pair(out, None), BYTE)[0]  # (m, 256)
+        return [
+            (_take((symbols % BYTE).numpy(), coded), _take(lo_rows, coded)),
+            (_take(hi.numpy(), coded), _take(hi_rows, coded)),
+        ]
+
+
+class _DecodeStep(_StepWork[tuple[torch.Tensor | None, np.ndarray]]):
+    def __init__(
+        self, step: _Step, shape: tuple[int, ...], pad: torch.Tensor, x: torch.Tensor, K: int
+    ) -> None:
+        super().__init__(step, shape, pad)
+        self.x, self.K = x, K
+
+    def current(self, rows: slice) -> torch.Tensor:
+        return self.x[rows].clone()  # (n, D) decoded so far (coarse where not yet refined)
+
+    def finish(self, i: int, out: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
+        stage = self.step.stage
+        if stage.byte_pair is None:
+            return None, _rows(out, stage.b or self.K)[0]  # (m, b)
+        return out, _rows(stage.byte_pair(out, None), BYTE)[0]  # the high bytes' rows
+
+
+def _owners(groups: list[int]) -> list[int]:
+    """The stream of every tile: tile ``i`` belongs to group ``owner[i]``."""
+    return [g for g, count in enumerate(groups) for _ in range(count)]
+
+
+def _encode_tiles(
+    x: torch.Tensor,
+    pad: torch.Tensor,
+    plan: list[Stage],
+    shape: tuple[int, ...],
+    groups: list[int],
+    workers: _Workers,
+    *,
+    per_item: bool,
 ) -> list[bytes]:
-    """Encode ``n`` items ``x (n, D)`` with one network call per step for the group."""
-    device = x.device
-    encoders = [Encoder() for _ in range(x.shape[0])]
+    """Encode the tiles ``x (N, D)`` into one stream per group (``groups`` tile counts).
+
+    ANS is a stack, so everything is pushed in the reverse of the decoding order: the steps
+    last first, within a step the tiles last first, within a tile's step (byte pairs) the low
+    bytes before the high bytes.
+    """
+    N, D = x.shape
+    owner = _owners(groups)
+    encoders = [Encoder() for _ in groups]
+    padn = pad.cpu().numpy()  # (N, D)
+    digits = []  # per stage: values after it, values before it, its digits; (N, D) each
+    for stage in plan:
+        fine = _coarse(x, stage.unit)
+        coarse = _coarse(x, stage.unit * stage.b) if stage.b else torch.zeros_like(x)
+        digit = torch.div(fine, stage.unit, rounding_mode="floor")
+        digits.append((fine, coarse, digit % stage.b if stage.b else digit))
     with torch.no_grad():
-        for stage in reversed(stages):  # ANS is a stack: last stage and step first
-            b = stage.b or 0
-            fine = _coarse(x, stage.unit)  # (n, D) values after this stage
-            coarse = _coarse(x, stage.unit * b) if stage.b else torch.zeros_like(x)  # before
-            digits = torch.div(fine, stage.unit, rounding_mode="floor")  # (n, D)
-            if stage.b:
-                digits = digits % stage.b
-            sigma = stage.sigma
-            order = _order(sigma, x.shape[1])
-            for left, right in reversed(step_bounds(stage.policy, x.shape[1])):
-                positions = order[left:right]  # (m,) variables of this step, by sigma
-                coded = ~pad[:, positions].cpu().numpy()  # (n, m) padding is never coded
-                if not coded.any():
-                    continue
-                known = (sigma < left).to(device)[None, :] | pad  # (n, D)
-                x_cur = torch.where(known, fine, coarse)  # (n, D) what the decoder holds
-                out = _step_out(stage, x_cur, known, positions, shape)  # (n, m, O)
-                symbols = digits[:, positions.to(device)].cpu()  # (n, m), 0 at padding
-                if stage.byte_pair is None:
-                    _push(encoders, coded, symbols.numpy(), _rows(out, None))
-                    continue
-                # The decoder pops the high bytes, then the low bytes given them: push in reverse.
-                hi = torch.div(symbols, BYTE, rounding_mode="floor")  # (n, m)
-                lo_rows = _rows(stage.byte_pair(out, hi.to(out.device)), BYTE)  # (n, m, 256)
-                _push(encoders, coded, (symbols % BYTE).numpy(), lo_rows)
-                _push(encoders, coded, hi.numpy(), _rows(stage.byte_pair(out, None), BYTE))
+        for step in reversed(_steps(plan, D)):
+            coded = ~padn[:, step.positions.numpy()]  # (N, m) padding is never coded
+            active = [i for i in range(N - 1, -1, -1) if coded[i].any()]  # last tile first
+            if not active:
+                continue
+            work = _EncodeStep(step, shape, pad, coded, digits[step.index])
+            results = work.run(active, workers, per_item=per_item)
+            for i, pushes in zip(active, results, strict=True):
+                for symbols, rows in pushes:
+                    encoders[owner[i]].push_step(symbols, rows)
     return [enc.get_bytes() for enc in encoders]
 
 
-def _decode_group(
-    payloads: list[bytes],
+def _decode_tiles(
+    streams: list[bytes],
     pad: torch.Tensor,
-    stages: list[Stage],
+    plan: list[Stage],
     shape: tuple[int, ...],
     K: int,
+    groups: list[int],
+    workers: _Workers,
+    *,
+    per_item: bool,
 ) -> torch.Tensor:
-    """Decode ``n`` payloads into ``(n, D)`` with one network call per step for the group."""
-    device = pad.device
-    decoders = [Decoder(p) for p in payloads]
-    x = torch.zeros(pad.shape, dtype=torch.long, device=device)  # (n, D)
+    """Decode one stream per group into the tiles ``(N, D)``: the steps in order; at each,
+    every tile's rows (each alone on the workers), then the pops tile by tile in order."""
+    N, D = pad.shape
+    owner = _owners(groups)
+    decoders = [Decoder(s) for s in streams]
+    x = torch.zeros(pad.shape, dtype=torch.long, device=pad.device)  # (N, D)
+    padn = pad.cpu().numpy()
     with torch.no_grad():
-        for stage in stages:
-            sigma = stage.sigma
-            order = _order(sigma, x.shape[1])
-            for left, right in step_bounds(stage.policy, x.shape[1]):
-                positions = order[left:right]  # (m,)
-                coded = ~pad[:, positions].cpu().numpy()  # (n, m)
-                if not coded.any():
-                    continue
-                known = (sigma < left).to(device)[None, :] | pad  # (n, D)
-                out = _step_out(stage, x, known, positions, shape)  # (n, m, O)
-                if stage.byte_pair is None:
-                    values = _pop(decoders, coded, _rows(out, stage.b or K))  # (n, m)
-                else:
-                    hi = _pop(decoders, coded, _rows(stage.byte_pair(out, None), BYTE))
-                    lo_rows = _rows(stage.byte_pair(out, hi.to(out.device)), BYTE)
-                    values = hi * BYTE + _pop(decoders, coded, lo_rows)  # (n, m)
-                x[:, positions.to(device)] += values.to(device) * stage.unit
+        for step in _steps(plan, D):
+            coded = ~padn[:, step.positions.numpy()]  # (N, m)
+            active = [i for i in range(N) if coded[i].any()]
+            if not active:
+                continue
+            work = _DecodeStep(step, shape, pad, x, K)
+            byte_pair, unit = step.stage.byte_pair, step.stage.unit
+            results = work.run(active, workers, per_item=per_item)
+            for i, (out, rows) in zip(active, results, strict=True):
+                dec = decoders[owner[i]]
+                values = _pop_tile(dec, coded[i], rows)  # (m,)
+                if byte_pair is not None and out is not None:  # then the low bytes
+                    hi = torch.from_numpy(values)[None].to(out.device)  # (1, m)
+                    lo_rows = _rows(byte_pair(out, hi), BYTE)[0]  # (m, 256)
+                    values = values * BYTE + _pop_tile(dec, coded[i], lo_rows)
+                x[i, work.positions] += torch.from_numpy(values).to(x.device) * unit
     for dec in decoders:
         if not dec.finished():
             raise FormatError(
@@ -281,22 +467,14 @@ def _check_pad(pad: torch.Tensor | None, n: int, D: int, device: torch.device) -
     return pad
 
 
-def _run_items(
-    work: Callable[[int], Any], n: int, *, workers: int | None, device: torch.device
-) -> list[Any]:
-    """Run ``work(i)`` for every item with one intra-op thread, spread over worker threads.
-
-    ``workers=None`` means the torch thread count (capped at ``n``); on a GPU one worker. The
-    schedule never changes a result: every item is evaluated alone, single-threaded.
-    """
-    with _one_intra_op_thread() as threads:
-        if workers is None:
-            workers = 1 if device.type != "cpu" else threads
-        workers = max(1, min(workers, n))
-        if workers == 1:
-            return [work(i) for i in range(n)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(work, range(n)))
+def _check_groups(groups: Sequence[int] | None, n: int) -> list[int]:
+    """``groups`` as a list (``None``: every item alone), checked to add up to ``n`` items."""
+    if groups is None:
+        return [1] * n
+    out = [int(g) for g in groups]
+    if any(g < 1 for g in out) or sum(out) != n:
+        raise ValueError(f"groups must be positive tile counts adding up to {n}, got {out}")
+    return out
 
 
 def encode(
@@ -307,35 +485,40 @@ def encode(
     policy: np.ndarray | None = None,
     stages: list[Stage] | None = None,
     pad: torch.Tensor | None = None,
+    groups: Sequence[int] | None = None,
     per_item: bool = True,
     workers: int | None = None,
 ) -> list[bytes]:
-    """Encode each item of ``x (N, *shape)`` (int64 in ``[0, K)``) into its own payload.
+    """Encode the items of ``x (N, *shape)`` (int64 in ``[0, K)``): one payload per group.
 
     Either ``log_prob_fn`` with the order ``sigma (D,)`` shared by all items and ``policy``
-    the step boundaries (one stage: an OA-ARDM), or ``stages`` (an Upscale ARDM). ``pad
-    (N, *shape)`` bool marks variables that are not coded: they are known from the start
-    with value 0 (tiles at the border of an image). With ``per_item`` (default) each item is
-    evaluated alone with one intra-op thread, so every payload decodes on its own; with
+    the step boundaries (one stage: an OA-ARDM), or ``stages`` (an Upscale ARDM, byte
+    pairs). ``pad (N, *shape)`` bool marks variables that are not coded: they are known from
+    the start with value 0 (tiles at the border of an image).
+
+    ``groups``: ``None`` (default) gives every item its own payload (independent items);
+    otherwise tile counts adding up to ``N``: the first ``groups[0]`` items share one ANS
+    stream (the tiles of one file), the next ``groups[1]`` the next one, and so on. A shared
+    stream interleaves its tiles step by step: the decoder walks the steps, and at each pops
+    the tiles' symbols in order.
+
+    With ``per_item`` (default) each item is evaluated alone (batch 1) with one intra-op
+    thread, so every payload decodes on its own; ``workers`` threads share the items at every
+    step (default: the torch thread count; it never changes the payloads). With
     ``per_item=False`` there is one network call per step for the whole batch (faster, but
-    only decodable with the same batch and thread count). ``workers`` threads share the items
-    (default: the torch thread count; it never changes the payloads). Network tensors live
-    on ``x.device``.
+    only decodable with the same batch and thread count). Network tensors live on
+    ``x.device``.
     """
     N = x.shape[0]
     shape = tuple(x.shape[1:])
     D = math.prod(shape)
     plan = _plan(log_prob_fn, sigma, policy, stages, D)
+    sizes = _check_groups(groups, N)
     xf = x.reshape(N, D).long()  # (N, D)
     padf = _check_pad(pad, N, D, x.device)  # (N, D)
     xf = torch.where(padf, 0, xf)
-    if not per_item:
-        return _encode_group(xf, padf, plan, shape)
-
-    def work(i: int) -> bytes:
-        return _encode_group(xf[i : i + 1], padf[i : i + 1], plan, shape)[0]
-
-    return _run_items(work, N, workers=workers, device=x.device)
+    with _workers(N, workers, x.device, per_item=per_item) as pool:
+        return _encode_tiles(xf, padf, plan, shape, sizes, pool, per_item=per_item)
 
 
 def decode(
@@ -348,17 +531,22 @@ def decode(
     policy: np.ndarray | None = None,
     stages: list[Stage] | None = None,
     pad: torch.Tensor | None = None,
+    groups: Sequence[int] | None = None,
     per_item: bool = True,
     workers: int | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Decode payloads of :func:`encode` (same order, policy or stages, ``pad``, ``per_item``).
+    """Decode payloads of :func:`encode` (same order, policy or stages, ``pad``, ``groups``,
+    ``per_item``): one payload per group.
 
-    Returns ``(N, *shape)`` int64 on ``device``. Raises :class:`FormatError` if a payload is
-    malformed or not consumed exactly (a data checksum, as in :func:`decompress`, is the
-    complete check).
+    Returns ``(N, *shape)`` int64 on ``device``, ``N`` the number of items (``sum(groups)``).
+    Raises :class:`FormatError` if a payload is malformed or not consumed exactly (a data
+    checksum, as in :func:`decompress`, is the complete check).
     """
-    N = len(payloads)
+    sizes = [1] * len(payloads) if groups is None else _check_groups(groups, sum(groups))
+    if len(sizes) != len(payloads):
+        raise ValueError(f"{len(payloads)} payloads for {len(sizes)} groups")
+    N = sum(sizes)
     shape = tuple(shape)
     D = math.prod(shape)
     plan = _plan(log_prob_fn, sigma, policy, stages, D)
@@ -366,16 +554,9 @@ def decode(
         raise ValueError(f"byte-pair stages code 16-bit values (K = 65536), not K={K}")
     dev = torch.device(device)
     padf = _check_pad(pad, N, D, dev)  # (N, D)
-    if not per_item:
-        return _decode_group(payloads, padf, plan, shape, K).view(N, *shape)
-
-    def work(i: int) -> torch.Tensor:
-        return _decode_group(payloads[i : i + 1], padf[i : i + 1], plan, shape, K)
-
-    rows = _run_items(work, N, workers=workers, device=dev)
-    if N == 0:
-        return torch.zeros((0, *shape), dtype=torch.long, device=dev)
-    return torch.cat(rows).view(N, *shape)
+    with _workers(N, workers, dev, per_item=per_item) as pool:
+        x = _decode_tiles(list(payloads), padf, plan, shape, K, sizes, pool, per_item=per_item)
+    return x.view(N, *shape)
 
 
 def _plan(
@@ -572,14 +753,17 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
                 shape=None if native else tuple(values.shape),
             )
         )
-    payloads = encode(
-        None, torch.cat(tiles).to(device), stages=stages, pad=torch.cat(pads).to(device)
+    streams = encode(  # one stream per file, shared by its tiles
+        None,
+        torch.cat(tiles).to(device),
+        stages=stages,
+        pad=torch.cat(pads).to(device),
+        groups=counts,
     )
-    files = []
-    start = 0
-    for header, count in zip(headers, counts, strict=True):
-        files.append(pack(header, join_tiles(payloads[start : start + count])))
-        start += count
+    files = [
+        pack(header, pack_stream(stream, count))
+        for header, stream, count in zip(headers, streams, counts, strict=True)
+    ]
     return files[0] if single else files
 
 
@@ -619,7 +803,10 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         count = math.prod(tile_grid(shape, tile))
         if count * model.D > 2 * MAX_D:
             raise FormatError(f"corrupt header: shape {shape} needs {count} tiles of {tile}")
-    payloads = split_tiles(body, count)
+    if header.version == 2:  # one stream per tile, each but the last after its length
+        payloads, groups = split_tiles(body, count), None
+    else:  # one stream for all tiles
+        payloads, groups = [unpack_stream(body, count)], [count]
     device = _model_device(model)
     if header.shape is None:
         pad = torch.zeros((1, *tile), dtype=torch.bool)
@@ -632,6 +819,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         K=model.K,
         stages=model_stages(model, header.budget, header.seed),
         pad=pad.to(device),
+        groups=groups,
         device=device,
     ).cpu()  # (T, *tile)
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)

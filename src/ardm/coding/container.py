@@ -1,17 +1,22 @@
 """The ``.ardm`` file format: a small header followed by the entropy-coded payload.
 
-Layout (version 1, every field documented byte by byte in ``docs/format.md``)::
+Layout (version 3, every field documented byte by byte in ``docs/format.md``)::
 
     magic      2 bytes   0xAD 0x4D ("\\xadM")
-    version    1 byte    1
+    version    1 byte    3 (2 is still read)
     flags      1 byte    bits 0-1 kind (0 image, 1 text, 2 audio), bit 2 SHAPE, bits 3-7 zero
     budget     varint    number of network calls per tile, 1..D
     seed       varint    order seed: sigma = order_from_seed(D, seed)
     [SHAPE]    varint K, 1 byte ndim (1..4), ndim varints: the true data shape (tiled)
     model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config)
     crc32      4 bytes   CRC-32 of the data shape and values, little-endian
-    payload    the rest  one ANS payload, or (SHAPE) one per tile, each but the last
-                         preceded by its length as a varint
+    payload    the rest  one ANS stream for the whole file (all its tiles, interleaved);
+                         a tiled file's payload has at least tiles - 1 bytes (a shorter
+                         stream is padded with zero bytes, see :func:`pack_stream`)
+
+Version 2 (read only) differs in the payload of a tiled file: one stream per tile, each but
+the last preceded by its length as a varint (:func:`split_tiles`). A file of the model's
+native shape (one tile) has the same payload in both versions.
 
 A single item of the model's native shape with budget and seed below 128 has a 14-byte
 header. Parsing is defensive: anything unexpected raises :class:`ardm.errors.FormatError`
@@ -30,7 +35,10 @@ from ardm.coding.ans import MAX_K
 from ardm.errors import FormatError
 
 MAGIC = b"\xadM"
-VERSION = 2
+VERSION = 3
+"""The version every writer writes."""
+READ_VERSIONS = (2, 3)
+"""The versions :func:`unpack` accepts (version 2: one ANS stream per tile)."""
 KINDS = ("image", "text", "audio")
 FINGERPRINT_BYTES = 4
 MAX_D = 1 << 24
@@ -55,8 +63,11 @@ class Header:
     crc32: int
     K: int | None = None
     shape: tuple[int, ...] | None = None
+    version: int = VERSION  # the payload layout; writers write VERSION only
 
     def __post_init__(self) -> None:
+        if self.version not in READ_VERSIONS:
+            raise ValueError(f"version must be one of {READ_VERSIONS}, got {self.version}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.budget < 1:
@@ -137,8 +148,36 @@ def tile_grid(shape: tuple[int, ...], tile: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(-(-n // m) for n, m in zip(shape, tile, strict=True))
 
 
+def pack_stream(stream: bytes, count: int) -> bytes:
+    """The payload (version 3) of a file of ``count`` tiles whose one ANS stream is ``stream``.
+
+    A payload has at least ``count - 1`` bytes, as in version 2 (where every tile but the last
+    has a length byte), so a short file cannot declare a long decode: a shorter stream (only
+    for nearly constant data, below 8 bits per tile) is padded with zero bytes up to
+    ``count - 1``. The coder's stream never ends in a zero byte, so the padding is unambiguous.
+    """
+    return stream + bytes(max(0, count - 1 - len(stream)))
+
+
+def unpack_stream(payload: bytes, count: int) -> bytes:
+    """Inverse of :func:`pack_stream`: the ANS stream of a version-3 payload of ``count`` tiles.
+
+    Refuses a payload shorter than ``count - 1`` bytes before anything is decoded. Zero bytes
+    at the end are padding only in a payload of exactly ``count - 1`` bytes; anywhere else
+    they stay, and the decoder refuses them (the coder never writes a final zero byte).
+    """
+    if len(payload) < count - 1:
+        raise FormatError(
+            f"truncated file: {count} tiles need a payload of at least {count - 1} bytes, "
+            f"{len(payload)} left"
+        )
+    return payload.rstrip(b"\x00") if len(payload) == count - 1 else payload
+
+
 def join_tiles(payloads: list[bytes]) -> bytes:
-    """Concatenate tile payloads, each but the last preceded by its length (varint)."""
+    """Version 2: concatenate tile payloads, each but the last preceded by its length (varint).
+
+    Only for reading (and rebuilding) version-2 files: writers write :func:`pack_stream`."""
     out = bytearray()
     for i, p in enumerate(payloads):
         if i < len(payloads) - 1:
@@ -148,8 +187,8 @@ def join_tiles(payloads: list[bytes]) -> bytes:
 
 
 def split_tiles(body: bytes, count: int) -> list[bytes]:
-    """Inverse of :func:`join_tiles` for ``count`` tiles (a tile payload may be empty: the
-    coder writes nothing for a tile whose coded values are all 0)."""
+    """Inverse of :func:`join_tiles` for ``count`` tiles of a version-2 file (a tile payload
+    may be empty: the coder writes nothing for a tile whose coded values are all 0)."""
     out: list[bytes] = []
     pos = 0
     for i in range(count - 1):
@@ -164,7 +203,9 @@ def split_tiles(body: bytes, count: int) -> list[bytes]:
 
 # ---------------------------------------------------------------------------- header
 def pack(header: Header, payload: bytes) -> bytes:
-    """The bytes of a file: header fields, then the payload."""
+    """The bytes of a file: header fields (``header.version``), then the payload.
+
+    The codec writes :data:`VERSION` only; a version-2 header is for rebuilding old files."""
     flags = KINDS.index(header.kind)
     geometry = b""
     if header.shape is not None:
@@ -174,7 +215,7 @@ def pack(header: Header, payload: bytes) -> bytes:
     return b"".join(
         [
             MAGIC,
-            bytes([VERSION, flags]),
+            bytes([header.version, flags]),
             write_varint(header.budget),
             write_varint(header.seed),
             geometry,
@@ -202,9 +243,10 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
     if pos >= len(blob):
         raise FormatError("truncated file: it ends before the format version")
     version = blob[pos]
-    if version != VERSION:
+    if version not in READ_VERSIONS:
         raise FormatError(
-            f"unsupported format version {version} (this ardm reads version {VERSION})"
+            f"unsupported format version {version} (this ardm reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})"
         )
     pos += 1
     if pos >= len(blob):
@@ -256,5 +298,6 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
         crc32=crc,
         K=K,
         shape=shape,
+        version=version,
     )
     return header, blob[end:]
