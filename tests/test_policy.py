@@ -408,3 +408,24 @@ def test_split_budget_errors() -> None:
     assert "at least one" in one_line_error(ValueError, split_budget, [], 1)
     assert "costs[1]" in one_line_error(ValueError, split_budget, [[1.0], []], 2)
     assert "costs[0]" in one_line_error(ValueError, split_budget, [[np.inf]], 1)
+
+
+def test_monotone_losses_sort_and_isotonic() -> None:
+    from ardm.core.policy import monotone_losses
+
+    assert monotone_losses([1.0, 3.0, 2.0], "sort").tolist() == [3.0, 2.0, 1.0]
+    assert monotone_losses([1.0, 3.0, 2.0], "isotonic").tolist() == [2.0, 2.0, 2.0]
+    assert monotone_losses([5.0, 1.0, 2.0], "isotonic").tolist() == [5.0, 1.5, 1.5]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        L = rng.random(12)
+        fit = monotone_losses(L, "isotonic")
+        assert np.all(np.diff(fit) <= 1e-12) and fit.sum() == pytest.approx(L.sum())
+        # least squares among non-increasing sequences: no random non-increasing one is closer
+        for _ in range(20):
+            other = np.sort(fit + rng.normal(0, 0.05, 12))[::-1]
+            assert ((fit - L) ** 2).sum() <= ((other - L) ** 2).sum() + 1e-12
+        ordered = np.sort(L)[::-1]
+        assert np.allclose(monotone_losses(ordered, "isotonic"), ordered)
+    with pytest.raises(ValueError, match="unknown fit"):
+        monotone_losses([1.0], "median")

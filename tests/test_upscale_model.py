@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ardm.core.policy import policy_cost
+from ardm.core.policy import monotone_losses, policy_cost, policy_costs
 from ardm.core.upscale import num_stages
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
@@ -241,23 +241,29 @@ def test_stage_policies_spend_the_budget() -> None:
         per_stage = model.stage_policies(budget)
         assert [len(p) for p in per_stage] == [budget] * S
         assert all(p[0] == 0 and np.all(np.diff(p) > 0) for p in per_stage)
+    # the split is the best one for the isotonic fit of each stage's L (see stage_policies)
+    iso = [monotone_losses(L, "isotonic") for L in model.tracker.L().reshape(S, D)]
+    curves = [policy_costs(L, D, presorted=True) for L in iso]
     sorted_L = model.stage_L()
     for budget in range(S, S * D + 1):
         joint = model.stage_policies(budget, mode="joint")
         assert sum(len(p) for p in joint) == budget
-        # no other split of the budget does better
+        chosen = sum(curves[s][len(p) - 1] for s, p in enumerate(joint))
         best = min(
-            sum(
-                policy_cost(sorted_L[s], model.stage_policies(k, start=0)[s])
-                for s, k in enumerate(split)
-            )
+            sum(curves[s][k - 1] for s, k in enumerate(split))
             for split in itertools.product(range(1, D + 1), repeat=S)
             if sum(split) == budget
         )
-        assert model.expected_bpd(joint) == pytest.approx(best, rel=1e-12)
+        assert chosen == pytest.approx(best, rel=1e-12)
+        # each stage's own policy is the DP on its sorted L for its share of the calls
+        for s, p in enumerate(joint):
+            own = model.stage_policies(len(p))[s]
+            assert policy_cost(sorted_L[s], p) == pytest.approx(
+                policy_cost(sorted_L[s], own), rel=1e-12
+            )
         naive = model.stage_policies(budget, mode="joint", naive=True)
         assert sum(len(p) for p in naive) == budget
-        assert model.expected_bpd(joint) <= model.expected_bpd(naive) + 1e-12
+        assert chosen <= sum(curves[s][len(p) - 1] for s, p in enumerate(naive)) + 1e-12
     assert sum(len(p) for p in model.stage_policies(10 * S * D, mode="joint")) == S * D
     given = model.stage_policies(2, start=4)
     assert all(list(p) == [4, 5] for p in given)

@@ -55,6 +55,7 @@ from ardm.core.orders import (
     sample_t,
 )
 from ardm.core.policy import (
+    monotone_losses,
     naive_policy,
     optimal_policy,
     policy_cost,
@@ -279,7 +280,13 @@ class UpscaleARDM(nn.Module):
           all (how the paper's code reads a budget for upscale models).
         * ``mode="joint"``: ``budget`` calls in *total*, split over the stages to minimise the
           summed expected cost (:func:`ardm.core.policy.split_budget` on each stage's DP cost
-          curve; ``naive`` splits evenly); needs ``budget >= S``, one call per stage.
+          curve; ``naive`` splits evenly); needs ``budget >= S``, one call per stage. The
+          split uses cost curves of the *isotonic* fit of each stage's ``L``
+          (:func:`ardm.core.policy.monotone_losses`): sorting puts the noisiest late-step
+          estimates first and makes some stages look far costlier than they are, which
+          misallocates calls (``benchmarks/policy_fit.py``: MNIST, b = 2, 10 calls: 1.255
+          bpd measured against 1.402 with sorted curves). Each stage's own policy is still
+          the DP on its sorted ``L``, which gave the better policies within a stage.
 
         Each stage's DP runs on that stage's ``L`` sorted non-increasing; ``naive`` spaces its
         steps evenly. ``start`` variables are given (conditional generation) in every stage,
@@ -304,9 +311,11 @@ class UpscaleARDM(nn.Module):
             if naive:
                 budgets = [budget // self.S + (s < budget % self.S) for s in range(self.S)]
             else:
+                n = min(budget - self.S + 1, remaining)
+                raw = self.tracker.L().reshape(self.S, self.D)  # (S, D) as tracked
                 curves = [
-                    policy_costs(L[start:], min(budget - self.S + 1, remaining), presorted=True)
-                    for L in self.stage_L()
+                    policy_costs(monotone_losses(L[start:], "isotonic"), n, presorted=True)
+                    for L in raw
                 ]
                 budgets = split_budget(curves, budget)
         policies = []

@@ -62,6 +62,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "monotone_losses",
     "naive_policy",
     "optimal_policies",
     "optimal_policy",
@@ -73,6 +74,37 @@ __all__ = [
 ]
 
 Policy = npt.NDArray[np.int64]
+
+
+# ---------------------------------------------------------------------------- L_t fits
+LOSS_FITS = ("sort", "isotonic")
+
+
+def monotone_losses(L: npt.ArrayLike, fit: str = "sort") -> npt.NDArray[np.float64]:
+    """A non-increasing ``L`` for the DP from a noisy estimate ``(D,)`` (bits per dim).
+
+    * ``"sort"`` (the paper): the values sorted non-increasing. Every value is kept, but the
+      noisiest estimates (late steps, where few variables are averaged) move to the front, so
+      the head is too high and the DP's expected costs for small budgets are pessimistic.
+    * ``"isotonic"``: the least-squares non-increasing fit (pool adjacent violators): each run
+      of steps that violates monotonicity is replaced by its mean. Same sum (the model's bpd),
+      same length, and it equals ``"sort"`` when ``L`` already is non-increasing.
+    """
+    y = _as_losses(L)
+    if fit == "sort":
+        return np.sort(y)[::-1].copy()
+    if fit != "isotonic":
+        raise ValueError(f"unknown fit {fit!r}; expected one of {', '.join(LOSS_FITS)}")
+    means: list[float] = []  # pooled blocks, non-increasing after every merge
+    sizes: list[int] = []
+    for v in y.tolist():
+        means.append(v)
+        sizes.append(1)
+        while len(means) > 1 and means[-2] < means[-1]:  # a violation: pool the two blocks
+            n = sizes[-2] + sizes[-1]
+            m = (means[-2] * sizes[-2] + means[-1] * sizes[-1]) / n
+            means[-2:], sizes[-2:] = [m], [n]
+    return np.repeat(np.array(means), np.array(sizes))
 
 
 # ---------------------------------------------------------------------------- policies
