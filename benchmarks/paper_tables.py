@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from ardm.checkpoint import load_model
-from ardm.config import load_config
+from ardm.config import Config, from_dict, load_config
 from ardm.data import dataset_spec
 from ardm.evaluation import evaluate, rows_to_dicts
 from ardm.nets.build import count_params
@@ -135,6 +135,31 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
+def _evaluate(model: Any, cfg: Any, data: Dataset, run: Run) -> tuple[list[Any], float]:
+    items = eval_items(cfg, "test", max(data.bound_items, data.exact_items))
+    start = time.perf_counter()
+    rows = evaluate(
+        model,
+        items[: data.bound_items],
+        passes=2,
+        exact_items=data.exact_items,
+        budgets=data.budgets,
+        exact=False,
+        naive=run.name.startswith("OA"),  # the naive comparison is for the OA-ARDM
+    )
+    return rows, time.perf_counter() - start
+
+
+def reevaluate(run: Run, data: Dataset, result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Evaluate a trained run again with the current code (no training); training fields kept."""
+    folder = out / run.dataset / _slug(run.name)
+    model = load_model(folder)
+    cfg = from_dict(Config, model.config)
+    print(f"== {run.dataset} / {run.name}: evaluating {folder} again", flush=True)
+    rows, eval_s = _evaluate(model, cfg, data, run)
+    return {**result, "rows": rows_to_dicts(rows), "eval_seconds": eval_s, "reevaluated": True}
+
+
 def run_one(run: Run, data: Dataset, *, scale: float, out: Path) -> dict[str, Any]:
     """Train one configuration for ``scale`` times its dataset's steps and evaluate it."""
     steps = max(1, round(data.steps * scale))
@@ -154,18 +179,7 @@ def run_one(run: Run, data: Dataset, *, scale: float, out: Path) -> dict[str, An
     result = train(cfg, folder, device="auto", fresh=True, progress=False)
     train_s = time.perf_counter() - start
     model = load_model(folder)
-    items = eval_items(cfg, "test", max(data.bound_items, data.exact_items))
-    start = time.perf_counter()
-    rows = evaluate(
-        model,
-        items[: data.bound_items],
-        passes=2,
-        exact_items=data.exact_items,
-        budgets=data.budgets,
-        exact=False,
-        naive=run.name.startswith("OA"),  # the naive comparison is for the OA-ARDM
-    )
-    eval_s = time.perf_counter() - start
+    rows, eval_s = _evaluate(model, cfg, data, run)
     spec = dataset_spec(cfg.data.name, seq_len=cfg.data.seq_len)
     return {
         "dataset": run.dataset,
@@ -187,7 +201,7 @@ def run_one(run: Run, data: Dataset, *, scale: float, out: Path) -> dict[str, An
 
 # ---------------------------------------------------------------------------- report
 def _unit(dataset: str) -> str:
-    return "bpc" if dataset == "english" else "bpd"
+    return {"english": "bpc", "fsdd": "bits/sample"}.get(dataset, "bpd")
 
 
 def _curve(result: dict[str, Any], method: str) -> list[tuple[int, float]]:
@@ -254,7 +268,8 @@ def _table(dataset: str, results: list[dict[str, Any]]) -> str:
             cells = [
                 label,
                 f"{result['params'] / 1e6:.2f} M",
-                f"{result['steps']} steps, {result['train_seconds'] / 60:.1f} min {result['device']}",
+                f"{result['steps']} steps, {result['train_seconds'] / 60:.1f} min "
+                f"{result['device'].upper()}",
                 f"{_bound(result):.3f}" if "naive" not in label else "",
                 *[f"{by_calls[c]:.3f}" if c in by_calls else "" for c in calls],
             ]
@@ -283,7 +298,7 @@ def write_report(out: Path, docs: Path) -> Path:
             f"## {first['title']}",
             "",
             f"D = {first['D']}, K = {first['K']}; preset `{first['preset']}` for every model; "
-            f"{cpu}, {first['machine'].get('torch_threads')} threads "
+            f"{cpu}, {first['machine'].get('torch_threads')} torch thread(s) per run "
             f"(load average {first['machine'].get('load_avg_1min', math.nan):.1f} when the first "
             f"model finished). Policy rows: exact NLL of the first "
             f"{next(r['items'] for r in first['rows'] if r['method'] != 'bound')} test items "
@@ -342,6 +357,9 @@ def main() -> None:
     p.add_argument("--docs", default=str(REPO / "docs"))
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--rerun", action="store_true", help="retrain even if a result exists")
+    p.add_argument(
+        "--reevaluate", action="store_true", help="evaluate existing runs again (no training)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
     if args.threads:
@@ -355,10 +373,13 @@ def main() -> None:
                 if only and run.name not in only:
                     continue
                 path = out / run.dataset / f"{_slug(run.name)}.json"
-                if path.exists() and not args.rerun:
+                if path.exists() and args.reevaluate:
+                    result = reevaluate(run, data, json.loads(path.read_text()), out)
+                elif path.exists() and not args.rerun:
                     print(f"== {run.dataset} / {run.name}: have {path}")
                     continue
-                result = run_one(run, data, scale=args.scale, out=out)
+                else:
+                    result = run_one(run, data, scale=args.scale, out=out)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=2))
                 write_report(out, Path(args.docs))

@@ -23,3 +23,19 @@ def test_demo_compression_rows(name: str, items: int) -> None:
     classical = {r["codec"] for r in rows[1:]}
     expected = {"PNG", "WebP lossless"} if model.kind == "image" else {"xz", "bzip2"}
     assert expected <= classical
+
+
+def test_files_of_the_first_release_still_decode() -> None:
+    """A file made by the first release's shipped ``mnist`` model (format v2, budget 20, test
+    image 0) decodes with today's code: new model settings stay out of the fingerprint."""
+    from pathlib import Path
+
+    import torch
+
+    from ardm.coding.codec import decompress
+    from ardm.train import model_items
+
+    model = load_model("mnist")
+    assert model.fingerprint()[:4].hex() == "07477916"
+    blob = (Path(__file__).parent / "golden" / "shipped_mnist_v2_budget20.ardm").read_bytes()
+    assert torch.equal(decompress(model, blob), model_items(model, "test", 1)[0])

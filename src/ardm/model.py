@@ -277,13 +277,39 @@ class ARDM(nn.Module):
     def fingerprint(self) -> bytes:
         """SHA-256 of the resolved config, order seed, sorted ``L_t`` and all weights."""
         h = hashlib.sha256()
-        h.update(json.dumps(self.config, sort_keys=True).encode())
+        h.update(json.dumps(stable_config(self.config), sort_keys=True).encode())
         h.update(str(self.order_seed).encode())
         h.update(self.tracker.sorted_L().tobytes())
         for name, tensor in sorted(self.net.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.digest()
+
+
+# Model settings added after the first release, with the value every earlier model had. Left
+# out of fingerprints while they keep that value, so files compressed with earlier versions
+# of the same model still decode.
+_LATER_MODEL_SETTINGS = {
+    "process": "oa",
+    "output": "categorical",
+    "mixtures": 30,
+    "branching": 4,
+    "parametrisation": "data",
+    "d3pm_steps": 1000,
+}
+
+
+def stable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as fingerprinted: later settings at their old value left out."""
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("process", "oa") != "oa":
+        return config
+    if model.get("output", "categorical") != "categorical":
+        return config
+    kept = {k: v for k, v in model.items() if k not in _LATER_MODEL_SETTINGS}
+    if model.get("net") != "wavenet":
+        kept.pop("wavenet", None)  # the audio network's settings mean nothing to other nets
+    return {**config, "model": kept}
 
 
 def _steps(policy: np.ndarray | None, D: int) -> list[tuple[int, int]]:
