@@ -310,7 +310,9 @@ def bench_audio(model: Any, title: str, args: argparse.Namespace) -> dict[str, A
     from ardm.data import resolve_data_dir
     from ardm.data.audio import FSDD_RATE, fsdd_files, read_wav, samples_to_classes
 
-    files = fsdd_files(resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd", "test")
+    files = fsdd_files(
+        resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd" / "recordings", "test"
+    )
     files = files[:: max(1, len(files) // args.items)][: args.items]  # spread over speakers
     clips = [read_wav(f)[0] for f in files]
     samples = sum(len(c) for c in clips)

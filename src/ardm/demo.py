@@ -88,7 +88,7 @@ def compression_rows(
         from ardm.data import resolve_data_dir
         from ardm.data.audio import FSDD_RATE, fsdd_files, read_wav, samples_to_classes
 
-        folder = resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd"
+        folder = resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd" / "recordings"
         paths = fsdd_files(folder, "test")[::50][:items]  # one clip per speaker
         clips = [read_wav(p)[0] for p in paths]
         x = [samples_to_classes(c) for c in clips]
