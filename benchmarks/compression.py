@@ -531,8 +531,8 @@ NOTES = [
     "is the coder's part: the probability smoothing (≤ 0.0074 bits/value for K = 256, 0.0011 "
     "for K = 27), the 24-bit quantisation and the final ANS state (up to ~64 bits per tile), "
     "minus the values the coder gets for free (values 0 pushed onto the still-small initial "
-    "state cost nothing, docs/format.md; it can be negative). For one tiled file it adds up "
-    "over the tiles: one final ANS state and one length varint per tile.",
+    "state cost nothing, docs/format.md; it can be negative). Since format v3 a tiled file is "
+    "one ANS stream: one final state per file, not per tile.",
     "WebP has no gray mode: gray items come back as RGB and count as decoded exactly only "
     "when all three channels equal the input. 'zstd raw' stores no shape (the benchmark "
     "knows it).",

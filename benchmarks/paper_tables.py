@@ -312,7 +312,9 @@ def write_report(out: Path, docs: Path) -> Path:
             text += [f"![{first['title']}: bits against network calls]({plot.name})", ""]
         sections.append("\n".join(text))
     path = docs / "results.md"
-    path.write_text(HEADER + "\n".join(sections) + FOOTER)
+    discussion = docs / "results_discussion.md"  # written by a person after reading the run
+    notes = "\n" + discussion.read_text() if discussion.exists() else ""
+    path.write_text(HEADER + "\n".join(sections) + FOOTER + notes)
     return path
 
 
