@@ -55,6 +55,7 @@ from ardm.core.loss_tracker import LossTracker
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
 from ardm.core.orders import sample_t
 from ardm.model import LossOutput, _sample_categorical
+from ardm.process import Process
 
 
 def absorb_mask(
@@ -84,7 +85,7 @@ def d3pm_bound(S: torch.Tensor, t: torch.Tensor, T: int, D: int) -> BoundTerms:
     return BoundTerms(bpd=T * L_t, ce_bpd=-S / scale, L_t=L_t)
 
 
-class D3PMAbsorbing(nn.Module):
+class D3PMAbsorbing(Process):
     """D3PM-absorbing over ``D = prod(net.shape)`` variables with ``K`` classes, ``T`` steps.
 
     Mirrors :class:`ardm.model.ARDM` where the training loop and evaluation need it.
@@ -128,27 +129,6 @@ class D3PMAbsorbing(nn.Module):
         t_in = known.flatten(1).sum(dim=1).clamp(max=self.D - 1)  # (B,) unabsorbed count
         return masked_log_likelihood(self.log_probs(x, known, t_in), x, ~known)
 
-    @property
-    def device(self) -> torch.device:
-        for tensor in (*self.parameters(), *self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
-
-    def with_net(self, net: nn.Module) -> D3PMAbsorbing:
-        """The same model around another network (e.g. the EMA copy); shares tracker, config."""
-        other = D3PMAbsorbing(
-            net,
-            kind=self.kind,
-            steps=self.T,
-            ce_weight=self.ce_weight,
-            order_seed=self.order_seed,
-        )
-        if (other.K, other.shape) != (self.K, self.shape):
-            raise ValueError("the new network must have the same K and shape")
-        other.tracker = self.tracker
-        other.config = self.config
-        return other
-
     # ------------------------------------------------------------------ training
     def loss(
         self, x: torch.Tensor, *, antithetic: bool = False, generator: torch.Generator | None = None
@@ -162,16 +142,6 @@ class D3PMAbsorbing(nn.Module):
         terms = d3pm_bound(S, step.to(x.device), self.T, self.D)
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=slot.to(x.device))
-
-    @torch.no_grad()
-    def bound_bpd(
-        self, x: torch.Tensor, *, passes: int = 1, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Stochastic bound per item, averaged over ``passes`` draws of ``t`` and ``x_t``: ``(N,)``."""
-        total = torch.zeros(x.shape[0], dtype=torch.float64)
-        for _ in range(passes):
-            total += self.loss(x, generator=generator).terms.bpd.double().cpu()
-        return total / passes
 
     @torch.no_grad()
     def nll_bound_bpd(

@@ -8,7 +8,6 @@ them (:func:`ardm.core.policy.step_bounds`).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ from ardm.core.orders import (
 )
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
 from ardm.errors import ConfigError
+from ardm.process import Process
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class LossOutput:
     t: torch.Tensor  # (B,) sampled number of known variables
 
 
-class ARDM(nn.Module):
+class ARDM(Process):
     """Order-agnostic ARDM over ``D = prod(net.shape)`` variables with ``K`` classes each."""
 
     def __init__(
@@ -85,17 +85,6 @@ class ARDM(nn.Module):
         log_probs = self.log_probs(x, known, t)  # (B, *shape, K)
         return _sample_categorical(log_probs / temperature, generator)
 
-    def with_net(self, net: nn.Module) -> ARDM:
-        """The same model around another network (e.g. the EMA copy); shares the tracker."""
-        other = copy.copy(self)
-        other._modules = dict(self._modules)  # a shallow copy would share the net slot
-        other.net = net
-        return other
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     # ------------------------------------------------------------------ training
     def loss(
         self, x: torch.Tensor, *, antithetic: bool = False, generator: torch.Generator | None = None
@@ -109,16 +98,6 @@ class ARDM(nn.Module):
         terms = ardm_bound(S, t, self.D)
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=t)
-
-    @torch.no_grad()
-    def bound_bpd(
-        self, x: torch.Tensor, *, passes: int = 1, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Stochastic bound per item, averaged over ``passes`` draws of ``t`` and order: ``(N,)``."""
-        total = torch.zeros(x.shape[0], dtype=torch.float64)
-        for _ in range(passes):
-            total += self.loss(x, generator=generator).terms.bpd.double().cpu()
-        return total / passes
 
     @torch.no_grad()
     def estimate_L(

@@ -34,7 +34,6 @@ The tracker has ``S * D`` slots; slot ``s * D + t_in`` holds that stage's ``L_t 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -64,12 +63,13 @@ from ardm.core.policy import (
 )
 from ardm.core.upscale import coarsen, digit, num_stages, refine, stage_log_probs
 from ardm.model import LossOutput, _sample_categorical, _steps
+from ardm.process import Process
 
 PARAMETRISATIONS = ("data", "direct")
 BUDGET_MODES = ("per-stage", "joint")
 
 
-class UpscaleARDM(nn.Module):
+class UpscaleARDM(Process):
     """Upscale ARDM over ``D = prod(net.shape)`` variables with ``K`` classes, branching ``b``."""
 
     def __init__(
@@ -190,17 +190,6 @@ class UpscaleARDM(nn.Module):
             d[rows] = digit(x[rows], s, b=self.b, S=self.S)
         return past, future, d
 
-    def with_net(self, net: nn.Module) -> UpscaleARDM:
-        """The same model around another network (e.g. the EMA copy); shares the tracker."""
-        other = copy.copy(self)
-        other._modules = dict(self._modules)  # a shallow copy would share the net slot
-        other.net = net
-        return other
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     # ------------------------------------------------------------------ training
     def bound_terms(self, x: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor) -> BoundTerms:
         """The bound's terms ``(B,)`` for global steps ``t`` ``(B,)`` and orders ``sigma`` ``(B, D)``.
@@ -227,16 +216,6 @@ class UpscaleARDM(nn.Module):
         terms = self.bound_terms(x, t, sigma)
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=t)
-
-    @torch.no_grad()
-    def bound_bpd(
-        self, x: torch.Tensor, *, passes: int = 1, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Stochastic bound per item, averaged over ``passes`` draws of ``t`` and order: ``(N,)``."""
-        total = torch.zeros(x.shape[0], dtype=torch.float64)
-        for _ in range(passes):
-            total += self.loss(x, generator=generator).terms.bpd.double().cpu()
-        return total / passes
 
     @torch.no_grad()
     def estimate_L(

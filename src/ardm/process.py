@@ -1,0 +1,50 @@
+"""What every generative process around a network shares (OA-ARDM, Upscale ARDM, D3PM).
+
+A process holds ``net`` and gives ``loss(x, generator=...)`` with per-example ``terms.bpd``;
+this base adds the device, the averaged stochastic bound and the copy around another
+network (the EMA weights in training).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+P = TypeVar("P", bound="Process")
+
+
+class Process(nn.Module):
+    """Base of :class:`ardm.model.ARDM`, :class:`ardm.upscale_model.UpscaleARDM` and
+    :class:`ardm.d3pm.D3PMAbsorbing`."""
+
+    net: nn.Module
+
+    def loss(self, x: torch.Tensor, *, antithetic: bool = False, generator: Any = None) -> Any:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's tensors live (CPU for a network without any)."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def with_net(self: P, net: nn.Module) -> P:
+        """The same model around another network (e.g. the EMA copy); shares the tracker."""
+        other = copy.copy(self)
+        other._modules = dict(self._modules)  # a shallow copy would share the net slot
+        other.net = net
+        return other
+
+    @torch.no_grad()
+    def bound_bpd(
+        self, x: torch.Tensor, *, passes: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Stochastic bound per item, averaged over ``passes`` draws of the loss: ``(N,)``."""
+        total = torch.zeros(x.shape[0], dtype=torch.float64)
+        for _ in range(passes):
+            total += self.loss(x, generator=generator).terms.bpd.double().cpu()
+        return total / passes
