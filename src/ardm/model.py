@@ -29,7 +29,7 @@ from ardm.core.orders import (
 )
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
 from ardm.errors import ConfigError
-from ardm.process import Process
+from ardm.process import Process, given_values
 
 
 @dataclass(frozen=True)
@@ -210,19 +210,7 @@ class ARDM(Process):
         ``on_step(x, step_mask)`` is called after each network call (for animations).
         """
         device = self.device
-        mask = torch.zeros(n, self.D, dtype=torch.bool, device=device)
-        x = torch.zeros(n, self.D, dtype=torch.long, device=device)
-        if given_mask is not None:
-            if given is None:
-                raise ValueError("given_mask needs the given values")
-            mask = given_mask.to(device).reshape(-1, self.D).expand(n, self.D).clone()
-            x = torch.where(mask, given.to(device).reshape(-1, self.D).long(), x)
-            if (x < 0).any() or (x >= self.K).any():
-                raise ValueError(f"given values must lie in [0, {self.K})")
-        counts = mask.sum(dim=1)
-        g = int(counts[0]) if n else 0
-        if bool((counts != g).any()):
-            raise ValueError("every item must have the same number of given variables")
+        x, mask, g = given_values(n, self.D, self.K, given, given_mask, device)
         sigma = orders_given_first(mask, generator=generator)  # (n, D)
         if policy is None and g < self.D:
             policy = self.policy_for_budget(budget or (self.D - g), start=g, naive=naive)

@@ -48,3 +48,33 @@ class Process(nn.Module):
         for _ in range(passes):
             total += self.loss(x, generator=generator).terms.bpd.double().cpu()
         return total / passes
+
+
+def given_values(
+    n: int,
+    D: int,
+    K: int,
+    given: torch.Tensor | None,
+    given_mask: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Conditional generation's inputs as ``(values (n, D), mask (n, D), g)``.
+
+    ``given_mask`` (``shape`` or ``(n, *shape)``, bool) marks the known variables, with the
+    same count ``g`` in every item; their values come from ``given`` and must lie in
+    ``[0, K)``. Without a mask nothing is given (``g = 0``).
+    """
+    mask = torch.zeros(n, D, dtype=torch.bool, device=device)
+    values = torch.zeros(n, D, dtype=torch.long, device=device)
+    if given_mask is not None:
+        if given is None:
+            raise ValueError("given_mask needs the given values")
+        mask = given_mask.to(device).reshape(-1, D).expand(n, D).clone()
+        values = torch.where(mask, given.to(device).reshape(-1, D).long(), values)
+        if (values < 0).any() or (values >= K).any():
+            raise ValueError(f"given values must lie in [0, {K})")
+    counts = mask.sum(dim=1)
+    g = int(counts[0]) if n else 0
+    if bool((counts != g).any()):
+        raise ValueError("every item must have the same number of given variables")
+    return values, mask, g

@@ -63,7 +63,7 @@ from ardm.core.policy import (
 )
 from ardm.core.upscale import coarsen, digit, num_stages, refine, stage_log_probs
 from ardm.model import LossOutput, _sample_categorical, _steps
-from ardm.process import Process
+from ardm.process import Process, given_values
 
 PARAMETRISATIONS = ("data", "direct")
 BUDGET_MODES = ("per-stage", "joint")
@@ -396,19 +396,7 @@ class UpscaleARDM(Process):
         ``on_step(x, step_mask)`` is called after each network call.
         """
         device = self.device
-        mask = torch.zeros(n, self.D, dtype=torch.bool, device=device)
-        full = torch.zeros(n, self.D, dtype=torch.long, device=device)
-        if given_mask is not None:
-            if given is None:
-                raise ValueError("given_mask needs the given values")
-            mask = given_mask.to(device).reshape(-1, self.D).expand(n, self.D).clone()
-            full = torch.where(mask, given.to(device).reshape(-1, self.D).long(), full)
-            if (full < 0).any() or (full >= self.K).any():
-                raise ValueError(f"given values must lie in [0, {self.K})")
-        counts = mask.sum(dim=1)
-        g = int(counts[0]) if n else 0
-        if bool((counts != g).any()):
-            raise ValueError("every item must have the same number of given variables")
+        full, mask, g = given_values(n, self.D, self.K, given, given_mask, device)
         if g == self.D:
             return full.view(n, *self.shape)
         if policies is None:
