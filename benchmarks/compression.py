@@ -308,13 +308,10 @@ def bench_audio(model: Any, title: str, args: argparse.Namespace) -> dict[str, A
     padding not coded) against FLAC and general-purpose compressors on the raw samples."""
     from ardm.coding import codec, container
     from ardm.data import resolve_data_dir
-    from ardm.data.audio import FSDD_RATE, fsdd_files, read_wav, samples_to_classes
+    from ardm.data.audio import FSDD_RATE, natural_clips, samples_to_classes
 
-    files = fsdd_files(
-        resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd" / "recordings", "test"
-    )
-    files = files[:: max(1, len(files) // args.items)][: args.items]  # spread over speakers
-    clips = [read_wav(f)[0] for f in files]
+    root = resolve_data_dir(model.config["data"].get("data_dir"))
+    clips = natural_clips(root, "test", args.items)  # spread evenly over the test clips
     samples = sum(len(c) for c in clips)
     codecs, missing = classical.audio_codecs(FSDD_RATE)
     rows: list[Row] = []

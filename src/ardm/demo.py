@@ -86,11 +86,10 @@ def compression_rows(
     elif model.kind == "audio":
         from ardm.coding.files import ItemCodec
         from ardm.data import resolve_data_dir
-        from ardm.data.audio import FSDD_RATE, fsdd_files, read_wav, samples_to_classes
+        from ardm.data.audio import FSDD_RATE, natural_clips, samples_to_classes
 
-        folder = resolve_data_dir(model.config["data"].get("data_dir")) / "fsdd" / "recordings"
-        paths = fsdd_files(folder, "test")[::50][:items]  # one clip per speaker
-        clips = [read_wav(p)[0] for p in paths]
+        root = resolve_data_dir(model.config["data"].get("data_dir"))
+        clips = natural_clips(root, "test", items)  # spread evenly over the test clips
         x = [samples_to_classes(c) for c in clips]
         dims = sum(len(c) for c in clips) // len(clips)  # bits per sample, on average
         for budget in budgets:
@@ -251,7 +250,7 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
         rows = compression_rows(model, name, items=items, budgets=budgets)
         what = {
             "image": f"first {items} test items, each its own file",
-            "audio": f"{items} test clips (one per speaker) at their natural lengths, each its own file",
+            "audio": f"{items} test clips (spread over the digits) at their natural lengths, each its own file",
         }.get(model.kind, f"first {items * model.D} test characters, one file")
         table = _table(rows, unit)
         print(f"compression ({what}), every file decoded and checked:\n{table}")

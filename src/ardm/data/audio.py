@@ -169,6 +169,17 @@ def fsdd_files(folder: Path, split: str) -> list[Path]:
     return [p for _, p in sorted(files)]
 
 
+FSDD_FOLDER = Path("fsdd") / "recordings"
+"""Where the FSDD clips are, under the data directory."""
+
+
+def natural_clips(root: Path, split: str, count: int) -> list[I16Array]:
+    """``count`` clips of an FSDD split at their natural lengths, spread evenly over the sorted
+    files (sorted by digit, speaker and index), from the data directory ``root``."""
+    files = fsdd_files(root / FSDD_FOLDER, split)
+    return [read_wav(p)[0] for p in files[:: max(1, len(files) // count)][:count]]
+
+
 def read_fsdd(folder: Path, split: str, length: int) -> torch.Tensor:
     """An FSDD split as int32 classes ``(N, length)`` (centre-cropped / silence-padded clips)."""
     clips = []

@@ -195,7 +195,7 @@ def _load_text8(root: Path, split: str) -> torch.Tensor:
 
 
 def _load_fsdd(root: Path, split: str, length: int) -> torch.Tensor:
-    return audio.read_fsdd(root / "fsdd" / "recordings", split, length)  # (N, length) int32
+    return audio.read_fsdd(root / audio.FSDD_FOLDER, split, length)  # (N, length) int32
 
 
 _LOADERS: Mapping[str, Callable[[Path, str], torch.Tensor]] = MappingProxyType(
