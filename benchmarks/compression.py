@@ -74,10 +74,11 @@ _same = classical.same
 
 
 def bench_classical(
-    name: str, setting: str, codec: Codec, items: list[Any], dims: int
+    name: str, setting: str, codec: Codec, items: list[Any], dims: int | list[int]
 ) -> tuple[Row, np.ndarray]:
     """Encode every item into its own file, decode it back, compare. Returns the row and the
-    per-item sizes in bits per dim."""
+    per-item sizes in bits per dim. ``dims``: values per item, one count for all or one per
+    item (clips of different lengths); the row's size is all bits over all values."""
     encode, decode = codec
     t = time.perf_counter()
     blobs = [encode(x) for x in items]
@@ -86,12 +87,14 @@ def bench_classical(
     back = [decode(b) for b in blobs]
     t_dec = time.perf_counter() - t
     ok = sum(_same(a, b) for a, b in zip(items, back, strict=True))
-    bits = np.array([8 * len(b) / dims for b in blobs])
+    values = np.broadcast_to(np.asarray(dims, dtype=np.float64), (len(blobs),))
+    sizes = np.array([8 * len(b) for b in blobs], dtype=np.float64)  # bits per file
+    bits = sizes / values
     row = Row(
         codec=name,
         setting=setting,
         items=len(items),
-        bits=float(bits.mean()),
+        bits=float(sizes.sum() / values.sum()),
         encode_items_s=len(items) / max(t_enc, 1e-9),
         decode_items_s=len(items) / max(t_dec, 1e-9),
         verified=f"{ok}/{len(items)}",
@@ -316,27 +319,11 @@ def bench_audio(model: Any, title: str, args: argparse.Namespace) -> dict[str, A
     codecs, missing = classical.audio_codecs(FSDD_RATE)
     rows: list[Row] = []
     per_item: dict[str, np.ndarray] = {}
+    lengths = [len(c) for c in clips]
     for name, (setting, c) in codecs.items():
-        encode, decode = c
-        t = time.perf_counter()
-        blobs = [encode(a) for a in clips]
-        t_enc = time.perf_counter() - t
-        t = time.perf_counter()
-        back = [decode(b) for b in blobs]
-        t_dec = time.perf_counter() - t
-        ok = sum(_same(a, b) for a, b in zip(clips, back, strict=True))
-        per_item[name] = np.array([8 * len(b) for b in blobs], dtype=np.float64)  # bits per clip
-        rows.append(
-            Row(
-                codec=name,
-                setting=setting,
-                items=len(clips),
-                bits=8 * sum(len(b) for b in blobs) / samples,
-                encode_items_s=len(clips) / max(t_enc, 1e-9),
-                decode_items_s=len(clips) / max(t_dec, 1e-9),
-                verified=f"{ok}/{len(clips)}",
-            )
-        )
+        row, bits = bench_classical(name, setting, c, clips, lengths)
+        rows.append(row)
+        per_item[name] = bits * np.array(lengths)  # bits per clip
         _log(f"{title}: {name} {rows[-1].bits:.3f} bits/sample")
     stages = int(getattr(model, "S", 1))
     for budget in _budgets(args.budgets, model.D, stages):
