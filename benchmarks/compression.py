@@ -116,14 +116,10 @@ def bench_model(
     from ardm.coding import codec, container, files
 
     D = model.D
-    stages = int(getattr(model, "S", 1))
-    budget = min(budget, stages * D)
-    if stages > 1:  # an Upscale ARDM: budget = all calls, split over stages by the joint DP
-        policies = model.stage_policies(budget, mode="joint")
-        calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
-    else:
-        policy = model.policy_for_budget(budget)
-        calls, expected = len(policy), model.expected_bpd(policy)
+    budget = min(budget, model.S * D)
+    # budget = all calls; an Upscale ARDM splits them over its stages by the joint DP
+    policies = model.stage_policies(budget, mode="joint")
+    calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
     data = x.reshape(-1) if whole else x  # (N*L,) one text, or (N, *shape)
     t = time.perf_counter()
     blobs = codec.compress(model, data, budget=budget)
@@ -138,17 +134,14 @@ def bench_model(
     headers = [len(b) - len(container.unpack(b)[1]) for b in blobs]
     total = sum(len(b) for b in blobs)
     t = time.perf_counter()
-    if stages > 1:
-        nll = model.exact_nll_bpd(x.to(model.device), policies=policies, batch_size=nll_batch)
-    else:
-        nll = model.exact_nll_bpd(x.to(model.device), policy=policy, batch_size=nll_batch)
+    nll = model.exact_nll_bpd(x.to(model.device), policies=policies, batch_size=nll_batch)
     t_nll = time.perf_counter() - t
     n = x.shape[0]
     nll_total = float(nll.sum()) * D  # bits, all items
     return Row(
         codec="ARDM (this model)" if not whole else "ARDM, one tiled file",
         setting=f"budget {budget}"
-        + (" (one call per variable and stage)" if budget == stages * D else ""),
+        + (" (one call per variable and stage)" if budget == model.S * D else ""),
         items=n,
         bits=8 * total / values,
         header_bytes=float(np.mean(headers)),
@@ -288,8 +281,7 @@ def bench_images(
         rows.append(row)
         per_item[name] = bits
         _log(f"{title}: {name} {row.bits:.3f} bpd")
-    stages = int(getattr(model, "S", 1))
-    for budget in _budgets(args.budgets, D, stages):
+    for budget in _budgets(args.budgets, D, model.S):
         n = _row_items(len(x), budget, args.max_calls)
         row = bench_model(model, x[:n], budget)
         row.best_classical = _subset_best(per_item, n)
@@ -325,8 +317,7 @@ def bench_audio(model: Any, title: str, args: argparse.Namespace) -> dict[str, A
         rows.append(row)
         per_item[name] = bits * np.array(lengths)  # bits per clip
         _log(f"{title}: {name} {rows[-1].bits:.3f} bits/sample")
-    stages = int(getattr(model, "S", 1))
-    for budget in _budgets(args.budgets, model.D, stages):
+    for budget in _budgets(args.budgets, model.D, model.S):
         items = [samples_to_classes(a) for a in clips]
         n = _row_items(
             len(items), budget * math.ceil(samples / len(clips) / model.D), args.max_calls

@@ -35,7 +35,7 @@ from benchmarks.machine import write_results
 
 def policies_for(model: Any, budget: int, fit: str) -> tuple[list[np.ndarray], float]:
     """DP policies (one per stage) for ``budget`` calls in all, and their expected bpd."""
-    stages = int(getattr(model, "S", 1))
+    stages = model.S
     raw = model.tracker.L().reshape(stages, model.D)  # (S, D) as tracked, unsorted
     split_fit = "isotonic" if fit == "split-isotonic" else fit  # fit for the stage split
     stage_fit = "sort" if fit == "split-isotonic" else fit  # fit for each stage's own DP
@@ -69,17 +69,13 @@ def main() -> None:
     for run in args.runs:
         model = load_model(run).eval()
         x = model_items(model, "test", args.items).to(model.device)
-        stages = int(getattr(model, "S", 1))
         for budget in budgets:
-            fits = ("sort", "isotonic", "split-isotonic") if stages > 1 else ("sort", "isotonic")
+            fits = ("sort", "isotonic", "split-isotonic") if model.S > 1 else ("sort", "isotonic")
             for fit in fits:
                 policies, expected = policies_for(model, budget, fit)
                 start = time.perf_counter()
                 with torch.no_grad():
-                    if stages > 1:
-                        nll = model.exact_nll_bpd(x, policies=policies)
-                    else:
-                        nll = model.exact_nll_bpd(x, policy=policies[0])
+                    nll = model.exact_nll_bpd(x, policies=policies)
                 seconds = time.perf_counter() - start
                 row = {
                     "run": run,

@@ -140,3 +140,30 @@ def test_samples_follow_the_predicted_distribution(budget: int) -> None:
     x = model.sample(200, budget=budget, generator=torch.Generator().manual_seed(0))
     freq = torch.bincount(x.flatten(), minlength=3).double() / x.numel()
     torch.testing.assert_close(freq, probs.double(), atol=0.02, rtol=0)
+
+
+def test_an_oa_ardm_is_the_one_stage_case_of_an_upscale_ardm() -> None:
+    """``S = 1``: per-stage policies, expected cost, exact NLL and sampling take the same
+    arguments as an Upscale ARDM's and give the one-stage results."""
+    model = tiny_text_model().eval()
+    x = torch.randint(0, model.K, (3, *model.shape))
+    model.tracker.set_all(np.linspace(2.0, 0.5, model.D))
+    assert model.S == 1
+    for budget in (1, 3, model.D):
+        for naive in (False, True):
+            (policy,) = model.stage_policies(budget, mode="joint", naive=naive)
+            assert np.array_equal(policy, model.policy_for_budget(budget, naive=naive))
+            assert model.stage_policies(budget, mode="per-stage", naive=naive)[0].tolist() == (
+                policy.tolist()
+            )
+            assert model.expected_bpd([policy]) == model.expected_bpd(policy)
+            assert torch.equal(
+                model.exact_nll_bpd(x, policies=[policy]), model.exact_nll_bpd(x, policy=policy)
+            )
+    with pytest.raises(ValueError, match="1 policy"):
+        model.exact_nll_bpd(x, policies=[np.arange(model.D)] * 2)
+    with pytest.raises(ValueError, match="budget mode"):
+        model.stage_policies(3, mode="each")
+    a = model.sample(2, budget=3, mode="joint", generator=torch.Generator().manual_seed(0))
+    b = model.sample(2, budget=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)

@@ -254,18 +254,14 @@ def generate(model, n: int, *, budget: int | None, naive: bool, temperature: flo
     if isinstance(model, D3PMAbsorbing):
         x = model.sample(n, steps=budget, temperature=temperature, generator=generator)
         return x, model.last_sample_calls
-    stages = int(getattr(model, "S", 1))
-    if stages > 1:
-        if budget is not None and budget < stages:
-            raise DataError(f"this model has {stages} stages: the budget must be at least {stages}")
-        most = stages * model.D
-        calls = min(budget or most, most)
-        x = model.sample(
-            n, budget=calls, mode="joint", naive=naive, temperature=temperature, generator=generator
-        )
-        return x, calls
-    x = model.sample(n, budget=budget, naive=naive, temperature=temperature, generator=generator)
-    return x, min(budget or model.D, model.D)
+    if budget is not None and budget < model.S:
+        raise DataError(f"this model has {model.S} stages: the budget must be at least {model.S}")
+    most = model.S * model.D
+    calls = min(budget or most, most)
+    x = model.sample(
+        n, budget=calls, mode="joint", naive=naive, temperature=temperature, generator=generator
+    )
+    return x, calls
 
 
 def fill_in(model, x: torch.Tensor, known: torch.Tensor, *, budget: int | None, generator):  # type: ignore[no-untyped-def]
@@ -274,9 +270,7 @@ def fill_in(model, x: torch.Tensor, known: torch.Tensor, *, budget: int | None, 
 
     if isinstance(model, D3PMAbsorbing):
         raise DataError("conditional generation is for ARDMs; the D3PM baseline does not do it")
-    if int(getattr(model, "S", 1)) > 1:
-        return model.complete(x, known, budget=budget, mode="joint", generator=generator)
-    return model.complete(x, known, budget=budget, generator=generator)
+    return model.complete(x, known, budget=budget, mode="joint", generator=generator)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -400,7 +394,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if isinstance(model, D3PMAbsorbing):
         raise DataError("plan is for ARDMs: a D3PM model's T steps are fixed by its schedule")
     unit = _unit(model)
-    stages = int(getattr(model, "S", 1))
+    stages = model.S
     rows = []
     print(
         f"D = {model.D}, {stages} stage(s); sum of L_t = {model.tracker.L().sum():.4f} {unit} "
@@ -417,16 +411,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for b in args.budgets:
         if b > stages * model.D or b < stages:
             continue
-        if stages > 1:
-            dp = model.stage_policies(b, mode="joint")
-            naive = model.stage_policies(b, mode="joint", naive=True)
-            split = [len(p) for p in dp]
-            policy: list = [p.tolist() for p in dp]
-            steps = " + ".join(str(n) for n in split)
-        else:
-            dp = model.policy_for_budget(b)
-            naive = model.policy_for_budget(b, naive=True)
-            policy, steps = dp.tolist(), str(len(dp))
+        dp = model.stage_policies(b, mode="joint")
+        naive = model.stage_policies(b, mode="joint", naive=True)
+        policy: list = [p.tolist() for p in dp] if stages > 1 else dp[0].tolist()
+        steps = " + ".join(str(len(p)) for p in dp)  # calls per stage
         row = {
             "budget": b,
             "dp_bpd": model.expected_bpd(dp),

@@ -94,7 +94,7 @@ def evaluate(
                 )
             )
         return rows
-    stages = int(getattr(model, "S", 1))
+    stages = model.S
     if exact:
         start = time.perf_counter()
         nll = model.exact_nll_bpd(sub, batch_size=batch_size)
@@ -114,14 +114,9 @@ def evaluate(
             continue
         for evenly in (False, True) if naive else (False,):
             start = time.perf_counter()
-            if stages > 1:
-                policies = model.stage_policies(budget, mode="joint", naive=evenly)
-                nll = model.exact_nll_bpd(sub, policies=policies, batch_size=batch_size)
-                calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
-            else:
-                policy = model.policy_for_budget(budget, naive=evenly)
-                nll = model.exact_nll_bpd(sub, policy=policy, batch_size=batch_size)
-                calls, expected = len(policy), model.expected_bpd(policy)
+            policies = model.stage_policies(budget, mode="joint", naive=evenly)
+            nll = model.exact_nll_bpd(sub, policies=policies, batch_size=batch_size)
+            calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
             rows.append(
                 EvalRow(
                     "naive" if evenly else "dp",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from ardm.core.orders import (
 )
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
 from ardm.errors import ConfigError
-from ardm.process import Process, given_values
+from ardm.process import Process, check_budget_mode, given_values
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,16 @@ class LossOutput:
 
 
 class ARDM(Process):
-    """Order-agnostic ARDM over ``D = prod(net.shape)`` variables with ``K`` classes each."""
+    """Order-agnostic ARDM over ``D = prod(net.shape)`` variables with ``K`` classes each.
+
+    It is the one-stage case of :class:`ardm.upscale_model.UpscaleARDM`: ``S = 1``, and
+    :meth:`stage_policies`, :meth:`expected_bpd`, :meth:`exact_nll_bpd`, :meth:`sample` and
+    :meth:`complete` take per-stage policies and a budget ``mode`` as that class does, so
+    callers need not tell the two apart.
+    """
+
+    S = 1
+    """Stages of generation (an Upscale ARDM has ``S`` digit stages)."""
 
     def __init__(
         self, net: nn.Module, *, kind: str, ce_weight: float = 1e-3, order_seed: int = 0
@@ -143,9 +153,16 @@ class ARDM(Process):
         policy, _ = optimal_policy(L, budget, presorted=True)
         return policy + start
 
-    def expected_bpd(self, policy: np.ndarray) -> float:
-        """Expected bpd of a policy from the tracked (sorted) ``L_t``."""
-        return float(policy_cost(self.tracker.sorted_L(), policy))
+    def stage_policies(
+        self, budget: int, *, mode: str = "joint", naive: bool = False, start: int = 0
+    ) -> list[np.ndarray]:
+        """``[policy_for_budget(budget)]``: the one stage's policy (either ``mode``)."""
+        check_budget_mode(mode)
+        return [self.policy_for_budget(budget, start=start, naive=naive)]
+
+    def expected_bpd(self, policy: np.ndarray | Sequence[np.ndarray]) -> float:
+        """Expected bpd of a policy (or of ``[policy]``) from the tracked (sorted) ``L_t``."""
+        return float(policy_cost(self.tracker.sorted_L(), _one_stage(policy)))
 
     # ------------------------------------------------------------------ likelihood
     @torch.no_grad()
@@ -155,9 +172,12 @@ class ARDM(Process):
         *,
         sigma: torch.Tensor | None = None,
         policy: np.ndarray | None = None,
+        policies: Sequence[np.ndarray] | None = None,
         batch_size: int = 256,
     ) -> torch.Tensor:
         """Exact ``-log2 p(x) / D`` under a fixed order and policy, per item ``(N,)``.
+
+        ``policies`` (one per stage, as for an Upscale ARDM) is ``[policy]``.
 
         With the default policy (one variable per step) this is the chain-rule likelihood of
         the order ``sigma`` (default: the model's coding order); under a policy with fewer
@@ -169,6 +189,8 @@ class ARDM(Process):
         if sigma is None:
             sigma = order_from_seed(self.D, self.order_seed)
         sigma = sigma.to(device).reshape(-1, self.D).expand(N, self.D)  # (N, D)
+        if policies is not None:
+            policy = _one_stage(policies)
         if policy is None:
             policy = np.arange(self.D)
         bounds = _steps(policy, self.D)
@@ -194,6 +216,7 @@ class ARDM(Process):
         n: int,
         *,
         budget: int | None = None,
+        mode: str = "joint",
         policy: np.ndarray | None = None,
         given: torch.Tensor | None = None,
         given_mask: torch.Tensor | None = None,
@@ -208,7 +231,9 @@ class ARDM(Process):
         ``(n, *shape)``, bool, the same count per item) says which are known; those are kept
         exactly and generated first in the order, the rest is completed under the budget.
         ``on_step(x, step_mask)`` is called after each network call (for animations).
+        ``mode`` is checked only: one stage reads a budget the same way in either mode.
         """
+        check_budget_mode(mode)
         device = self.device
         x, mask, g = given_values(n, self.D, self.K, given, given_mask, device)
         sigma = orders_given_first(mask, generator=generator)  # (n, D)
@@ -233,11 +258,12 @@ class ARDM(Process):
         known: torch.Tensor,
         *,
         budget: int | None = None,
+        mode: str = "joint",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Fill in the unknown variables of ``x`` ``(n, *shape)`` (inpainting, text infill)."""
         return self.sample(
-            x.shape[0], budget=budget, given=x, given_mask=known, generator=generator
+            x.shape[0], budget=budget, mode=mode, given=x, given_mask=known, generator=generator
         )
 
     # ------------------------------------------------------------------ identity
@@ -277,6 +303,15 @@ def stable_config(config: dict[str, Any]) -> dict[str, Any]:
     if model.get("net") != "wavenet":
         kept.pop("wavenet", None)  # the audio network's settings mean nothing to other nets
     return {**config, "model": kept}
+
+
+def _one_stage(policies: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """The policy of a one-stage model: ``policy`` itself or the only entry of ``[policy]``."""
+    if isinstance(policies, np.ndarray) and policies.ndim == 1:
+        return policies
+    if len(policies) != 1:
+        raise ValueError(f"expected 1 policy (an OA-ARDM has one stage), got {len(policies)}")
+    return np.asarray(policies[0])
 
 
 def _steps(policy: np.ndarray | None, D: int) -> list[tuple[int, int]]:

@@ -15,6 +15,15 @@ from torch import nn
 
 P = TypeVar("P", bound="Process")
 
+BUDGET_MODES = ("per-stage", "joint")
+"""How a budget is read by a model with stages (:meth:`ardm.upscale_model.UpscaleARDM.stage_policies`):
+calls in each stage, or calls in all. A one-stage OA-ARDM reads both the same way."""
+
+
+def check_budget_mode(mode: str) -> None:
+    if mode not in BUDGET_MODES:
+        raise ValueError(f"unknown budget mode {mode!r}; expected 'per-stage' or 'joint'")
+
 
 class Process(nn.Module):
     """Base of :class:`ardm.model.ARDM`, :class:`ardm.upscale_model.UpscaleARDM` and

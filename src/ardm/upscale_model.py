@@ -63,10 +63,9 @@ from ardm.core.policy import (
 )
 from ardm.core.upscale import coarsen, digit, num_stages, refine, stage_log_probs
 from ardm.model import LossOutput, _sample_categorical, _steps
-from ardm.process import Process, given_values
+from ardm.process import Process, check_budget_mode, given_values
 
 PARAMETRISATIONS = ("data", "direct")
-BUDGET_MODES = ("per-stage", "joint")
 
 
 class UpscaleARDM(Process):
@@ -272,8 +271,7 @@ class UpscaleARDM(Process):
         so each policy starts at ``start``. A stage given at least as many calls as variables
         to generate gets one variable per step. Ties in ``L`` may leave calls unused.
         """
-        if mode not in BUDGET_MODES:
-            raise ValueError(f"unknown budget mode {mode!r}; expected 'per-stage' or 'joint'")
+        check_budget_mode(mode)
         if not 0 <= start < self.D:
             raise ValueError(f"start must lie in [0, {self.D}), got {start}")
         remaining = self.D - start
