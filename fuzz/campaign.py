@@ -6,8 +6,9 @@
    a transformer text ARDM, ``K = 27``, ``L = 8``) and two *foreign* models of the same
    architectures with other weights.
 2. Compress seed items with them: native and tiled shapes, several budgets, random,
-   low-entropy and all-zero data (an all-zero item has an empty payload); two tiled items
-   are also written as format version 2 files (one stream per tile), which are still read.
+   low-entropy and all-zero data (in format version 3 an all-zero item often had an empty
+   payload; in version 4 the stream holds at least the data checksum); two tiled items are
+   also written as format version 2 files (one stream per tile), which are still read.
 3. Feed ``decompress`` inputs derived from the seed files: a systematic phase (each file
    unchanged, cut at every length, every single-bit flip of its header, every value of its
    version and flags bytes) and then random mutations (bit flips, byte substitutions,
@@ -28,8 +29,8 @@
 
 Time bound per input: ``BASE_S + SLACK * call_s * calls`` where ``call_s`` is the measured
 median time of one network call of the decoding model and ``calls = tiles * min(budget, D)``
-from the input's own header, with ``tiles <= len(body) + 1`` (version 3: the payload of a tiled
-file has at least ``tiles - 1`` bytes; version 2: every tile but the last needs a length
+from the input's own header, with ``tiles <= len(body) + 1`` (versions 3 and 4: the payload of a
+tiled file has at least ``tiles - 1`` bytes; version 2: every tile but the last needs a length
 byte), i.e. proportional to the policy size. A watchdog (``faulthandler``) kills a
 worker whose input runs past ``--hard-timeout`` seconds and the campaign reports the input.
 
@@ -137,21 +138,25 @@ def build_models() -> dict[str, ARDM]:
 
 
 def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: int) -> bytes:
-    """The file of ``x`` that ardm writes (``version`` 3, as :func:`codec.compress` with order
-    seed ``seed``) or wrote (version 2: one ANS stream per tile, each but the last after its
-    length). The judge rebuilds files with it; the codec itself writes version 3 only."""
+    """The file of ``x`` that ardm writes (``version`` 4, as :func:`codec.compress` with order
+    seed ``seed``: the stream starts from the data checksum) or wrote (version 3: a ``crc32``
+    field and a stream from the empty state; version 2: also one ANS stream per tile, each but
+    the last after its length). The judge rebuilds files with it; the codec itself writes
+    version 4 only."""
     native = tuple(x.shape) == tuple(model.shape)
     if native:
         tiles, pad = x[None], torch.zeros((1, *model.shape), dtype=torch.bool)
     else:
         tiles, pad = codec.cut_tiles(x, tuple(model.shape))
     stages = codec.model_stages(model, budget, seed)
+    crc = container.data_crc32(x.numpy(), model.K)
+    field = version in container.CRC_VERSIONS  # versions 2, 3: a header field; 4: in the stream
     header = container.Header(
         kind=model.kind,
         budget=budget,
         seed=seed,
         fingerprint=model.fingerprint()[: container.FINGERPRINT_BYTES],
-        crc32=container.data_crc32(x.numpy(), model.K),
+        crc32=crc if field else None,
         K=None if native else model.K,
         shape=None if native else tuple(x.shape),
         version=version,
@@ -160,8 +165,9 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
         body = container.join_tiles(codec.encode(None, tiles, stages=stages, pad=pad))
     else:
         count = tiles.shape[0]
-        stream = codec.encode(None, tiles, stages=stages, pad=pad, groups=[count])[0]
-        body = container.pack_stream(stream, count)
+        initial = None if field else [crc]
+        streams = codec.encode(None, tiles, stages=stages, pad=pad, groups=[count], initial=initial)
+        body = container.pack_stream(streams[0], count)
     return container.pack(header, body)
 
 
@@ -267,8 +273,10 @@ def header_fields(blob: bytes, model_shape: tuple[int, ...]) -> list[Field]:
             fields.append(Field(f"dim{axis}", pos, end, "varint"))
             pos = end
     fields.append(Field("fingerprint", pos, pos + 4, "raw"))
-    fields.append(Field("crc32", pos + 4, pos + 8, "raw"))
-    pos += 8
+    pos += 4
+    if header.crc32 is not None:  # versions 2 and 3
+        fields.append(Field("crc32", pos, pos + 4, "raw"))
+        pos += 4
     if header.shape is not None and header.version == 2:
         count = math.prod(container.tile_grid(header.shape, model_shape))
         for i in range(count - 1):

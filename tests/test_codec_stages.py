@@ -6,9 +6,10 @@
   is coded as a high byte and a low byte given it, both from the step's one network call.
 
 Round trips at the smallest, a middle and the largest budget, native and tiled; coded size
-against the model's own likelihood under the same policy, per file for tiled files (one ANS
-stream for all tiles, format version 3); batch and thread invariance, native and tiled; the
-network call count; refusals (budget below ``S``, a file of another model).
+against the model's own likelihood under the same policy plus the 32-bit data checksum the
+stream starts from, per file for tiled files (one ANS stream for all tiles, format versions 3
+and 4); batch and thread invariance, native and tiled; the network call count; refusals
+(budget below ``S``, a file of another model).
 """
 
 from __future__ import annotations
@@ -188,8 +189,9 @@ def test_upscale_batch_and_thread_invariance() -> None:
         torch.set_num_threads(2)
         tiles = [container.unpack(f)[1] for f in batch]
         stages = codec.model_stages(model, 6, model.order_seed)
-        y = codec.decode(None, tiles, shape=model.shape, K=256, stages=stages)
+        y, rest = codec.decode_with_rest(None, tiles, shape=model.shape, K=256, stages=stages)
         assert torch.equal(y, x)
+        assert rest == [container.data_crc32(xi.numpy(), 256) for xi in x]  # the checksums
         # Tiled files (2 x 2 tiles, padded; one stream each): the same, batch vs alone.
         big = images(2, (1, 12, 10), seed=5)
         batch = codec.compress(model, big, budget=5)
@@ -266,13 +268,13 @@ def test_small_K_mixture_models_use_their_full_table() -> None:
 
 
 # ============================================================================ size and identity
-def _assert_size_close(bits: int, nll_bits: float, symbols: int, K: int) -> None:
-    """The payload is ``-log2 p`` of the coded values, up to the final ANS state (<= 64 bits,
-    and the empty start state that makes the last 0s free) and the smoothing floor."""
-    assert nll_bits - 48 <= bits <= nll_bits + 48 + symbols * ans.smoothing_cost_bits(K), (
-        bits,
-        nll_bits,
-    )
+def _assert_size_close(bits: int, nll_bits: float, symbols: int, K: int, crc: int) -> None:
+    """The payload (format version 4) is ``-log2 p`` of the coded values plus the bits of the
+    data checksum ``crc`` the stream starts from, rounded up to bytes: measured here -0.4 to
+    +7.4 bits over; the bound allows -2 to +12, plus the smoothing's worst cost per value."""
+    base = nll_bits + crc.bit_length()
+    slack = 12 + symbols * ans.smoothing_cost_bits(K)
+    assert base - 2 <= bits <= base + slack, (bits, nll_bits, crc.bit_length())
 
 
 def test_coded_size_is_the_models_own_nll_under_the_policy() -> None:
@@ -282,8 +284,9 @@ def test_coded_size_is_the_models_own_nll_under_the_policy() -> None:
         files = codec.compress(model, x, budget=budget)
         assert isinstance(files, list)
         nll = model.exact_nll_bpd(x, policy=model.policy_for_budget(budget)) * model.D  # (N,)
-        for f, n in zip(files, nll.tolist(), strict=True):
-            _assert_size_close(payload_bits(f), n, 2 * model.D, 256)  # two bytes per sample
+        for f, n, xi in zip(files, nll.tolist(), x, strict=True):
+            crc = container.data_crc32(xi.numpy(), model.K)
+            _assert_size_close(payload_bits(f), n, 2 * model.D, 256, crc)  # two bytes a sample
     up = upscale_audio_model(L=16)
     x = clips(3, 16, seed=8)
     for budget in (up.S, 7, up.S * up.D):
@@ -291,15 +294,16 @@ def test_coded_size_is_the_models_own_nll_under_the_policy() -> None:
         assert isinstance(files, list)
         policies = up.stage_policies(budget, mode="joint")
         nll = up.exact_nll_bpd(x, policies=policies) * up.D
-        for f, n in zip(files, nll.tolist(), strict=True):
-            _assert_size_close(payload_bits(f), n, up.S * up.D, 256)
+        for f, n, xi in zip(files, nll.tolist(), x, strict=True):
+            crc = container.data_crc32(xi.numpy(), up.K)
+            _assert_size_close(payload_bits(f), n, up.S * up.D, 256, crc)
 
 
 @pytest.mark.parametrize("kind", ["upscale-image", "upscale-audio", "dmol"])
 def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     """Data of several tiles (no padding): one stream for the file, within the bounds of
-    :func:`_assert_size_close` of the model's NLL summed over the tiles, and smaller than the
-    tiles' own streams together (format version 2)."""
+    :func:`_assert_size_close` of the model's NLL summed over the tiles plus the checksum's
+    bits, and smaller than the tiles' own streams together (format version 2)."""
     model: codec.CodingModel
     if kind == "upscale-image":
         model, budget = upscale_image_model(4), 9  # S = 4
@@ -313,7 +317,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     blob = codec.compress(model, x, budget=budget)
     assert isinstance(blob, bytes)
     header, body = container.unpack(blob)
-    assert header.version == 3 and header.shape == tuple(x.shape)
+    assert header.version == 4 and header.shape == tuple(x.shape)
     assert torch.equal(codec.decompress(model, blob), x)
     tiles, pad = codec.cut_tiles(x, tuple(model.shape))
     T, D = tiles.shape[0], model.D
@@ -326,7 +330,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     else:
         nll = float(up.exact_nll_bpd(tiles, policy=up.policy_for_budget(budget)).sum()) * D
         symbols = 2 * T * D  # two bytes per sample
-    _assert_size_close(8 * len(body), nll, symbols, 256)
+    _assert_size_close(8 * len(body), nll, symbols, 256, container.data_crc32(x.numpy(), model.K))
     stages = codec.model_stages(model, budget, model.order_seed)
     per_tile = codec.encode(None, tiles, stages=stages)
     assert len(body) < sum(len(p) for p in per_tile)

@@ -79,7 +79,8 @@ def test_seeded_campaign_has_no_failures() -> None:
 @pytest.mark.parametrize("name", ["img-tiled-4x8-b4", "txt-native-b8", "txt-tiled-21-b4-v2"])
 def test_systematic_inputs_of_one_file(name: str) -> None:
     """The file unchanged, cut at every length, every header bit flipped, every version and
-    flags byte: only the original data or a FormatError (a version-2 and a version-3 file)."""
+    flags byte: only the original data or a FormatError (a version-2 and two version-4
+    files)."""
     f = fuzzer()
     item = item_index(name)
     indices = [n for n, entry in enumerate(f.systematic) if entry[1] == item]
@@ -88,10 +89,10 @@ def test_systematic_inputs_of_one_file(name: str) -> None:
     kinds = report.kinds
     assert kinds["none"]["exact"] == 1
     assert kinds["truncate"]["FormatError"] == len(f.items[item].blob)  # every prefix refused
-    # A native file's payload is the same in versions 2 and 3: its other version reads it.
-    native = container.unpack(f.items[item].blob)[0].shape is None
-    assert kinds["header_byte"]["exact"] == int(native)
-    assert kinds["header_byte"]["FormatError"] == 2 * 255 - int(native)
+    # No other version reads a file: version 4 has no crc32 field and starts its stream from
+    # the checksum, versions 2 and 3 have the field (and 2 a length per tile).
+    assert kinds["header_byte"]["exact"] == 0
+    assert kinds["header_byte"]["FormatError"] == 2 * 255
     assert kinds["header_bitflip"]["failures"] == 0
 
 
@@ -115,13 +116,13 @@ def test_shape_permutation_is_refused(name: str) -> None:
         codec.decompress(fuzzer().models["image"], blob)
 
 
-@pytest.mark.parametrize("version", [3, 2])
+@pytest.mark.parametrize("version", [4, 3, 2])
 def test_huge_geometry_is_refused_before_allocation(
     monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
     """Shapes and tile counts are checked (and the body must hold a byte per tile but one:
-    version 3 pads a shorter stream, version 2 has a length per tile) before the codec cuts
-    tiles or decodes anything."""
+    versions 3 and 4 pad a shorter stream, version 2 has a length per tile) before the codec
+    cuts tiles or decodes anything."""
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("allocated before refusing the header")
@@ -131,9 +132,10 @@ def test_huge_geometry_is_refused_before_allocation(
     fingerprint = model.fingerprint()[: container.FINGERPRINT_BYTES]
     monkeypatch.setattr(codec, "cut_tiles", forbidden)
     monkeypatch.setattr(codec, "decode", forbidden)
+    monkeypatch.setattr(codec, "decode_with_rest", forbidden)
     cases = {
         # 2^20 tiles need at least 2^20 - 1 body bytes
-        (1, 4096, 4096): "at least 1048575 bytes" if version == 3 else "length of tile 0",
+        (1, 4096, 4096): "at least 1048575 bytes" if version > 2 else "length of tile 0",
         (1, 1, 1 << 24): "tiles of",  # 2^22 tiles x D = 2^26 > 2^25
         (4096, 4096, 2): "more than",  # 2^25 values > 2^24
         (1, 5, 1 << 30): "axis 2 has",

@@ -120,6 +120,7 @@ class StandInModel:
     """The part of :class:`ardm.model.ARDM` that compression uses, around any net."""
 
     training = False
+    S = 1
 
     def __init__(self, net: TinyNet, *, kind: str = "image", order_seed: int = 3) -> None:
         self.net = net.eval()

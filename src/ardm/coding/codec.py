@@ -14,14 +14,22 @@ default (``per_item=True``) every item is evaluated alone (batch 1) with one int
 and the items of a batch are spread over a pool of worker threads instead: each file decodes
 on its own, with any thread count, on the same software and CPU family.
 
-One stream per file (format version 3). The tiles of a file (data larger than the model's
-shape) share one ANS stream, so the stream's termination is paid once per file. They are
-interleaved in lockstep: every tile has the same (stage, step) list; at each step the
+One stream per file (format versions 3 and 4). The tiles of a file (data larger than the
+model's shape) share one ANS stream, so the stream's termination is paid once per file. They
+are interleaved in lockstep: every tile has the same (stage, step) list; at each step the
 decoder computes every tile's rows (each tile alone, on the worker pool), then pops tile 0's
 symbols, tile 1's, and so on; the encoder, which knows the data, pushes in exactly the
 reverse order (last step first, last tile first). Tiles with nothing to code at a step
 (padding) are skipped on both sides. :func:`encode` / :func:`decode` take the tile counts
 of the files as ``groups``; without them every item is its own stream.
+
+The checksum is the stream's initial state (format version 4). :func:`compress` starts each
+file's stream from the data's CRC-32 (:func:`ardm.coding.container.data_crc32`; ``encode``
+with ``initial``) instead of the empty state, and :func:`decompress` checks that the decoder,
+after the last value, is left with exactly that word for the decoded data
+(:func:`decode_with_rest`). The checksum rides in the stream for about 18 bits less than a
+4-byte header field (see :mod:`ardm.coding.ans`). Version-2 and -3 files have the field and
+an empty initial state; they still decode.
 
 A 16-bit OA-ARDM whose output is a discretised logistic mixture (no 65536-way table) codes
 each value as two 256-way symbols from the step's one network call: the decoder pops a tile's
@@ -30,12 +38,13 @@ first (:class:`Stage`, ``byte_pair``).
 
 Two levels:
 
-* :func:`encode` / :func:`decode` against any ``log_prob_fn(x, known, t) -> (N, *shape, K)``
-  (log-probabilities), a fixed order ``sigma`` and a ``policy``: raw payloads, no header.
+* :func:`encode` / :func:`decode` (:func:`decode_with_rest`) against any
+  ``log_prob_fn(x, known, t) -> (N, *shape, K)`` (log-probabilities), a fixed order
+  ``sigma`` and a ``policy``: raw payloads, no header.
 * :func:`compress` / :func:`decompress` against a model (an :class:`ardm.model.ARDM`): files
   with the header of :mod:`ardm.coding.container`, a data checksum and tiling for data
   larger or smaller than the model's shape (one stream per file; version-2 files, one
-  stream per tile, are still read).
+  stream per tile, and version-3 files, a checksum field, are still read).
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class CodingModel(Protocol):
     K: int
     shape: tuple[int, ...]
     D: int
+    S: int  # stages: 1 for an OA-ARDM
     kind: str
     order_seed: int
 
@@ -380,11 +390,13 @@ def _encode_tiles(
     plan: list[Stage],
     shape: tuple[int, ...],
     groups: list[int],
+    initial: list[int],
     workers: _Workers,
     *,
     per_item: bool,
 ) -> list[bytes]:
-    """Encode the tiles ``x (N, D)`` into one stream per group (``groups`` tile counts).
+    """Encode the tiles ``x (N, D)`` into one stream per group (``groups`` tile counts), each
+    started from its ``initial`` state.
 
     ANS is a stack, so everything is pushed in the reverse of the decoding order: the steps
     last first, within a step the tiles last first, within a tile's step (byte pairs) the low
@@ -392,7 +404,7 @@ def _encode_tiles(
     """
     N, D = x.shape
     owner = _owners(groups)
-    encoders = [Encoder() for _ in groups]
+    encoders = [Encoder(start) for start in initial]
     padn = pad.cpu().numpy()  # (N, D)
     digits = []  # per stage: values after it, values before it, its digits; (N, D) each
     for stage in plan:
@@ -424,9 +436,10 @@ def _decode_tiles(
     workers: _Workers,
     *,
     per_item: bool,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, list[Decoder]]:
     """Decode one stream per group into the tiles ``(N, D)``: the steps in order; at each,
-    every tile's rows (each alone on the workers), then the pops tile by tile in order."""
+    every tile's rows (each alone on the workers), then the pops tile by tile in order.
+    Also returns the decoders, with whatever is left on their stacks."""
     N, D = pad.shape
     owner = _owners(groups)
     decoders = [Decoder(s) for s in streams]
@@ -449,13 +462,10 @@ def _decode_tiles(
                     lo_rows = _rows(byte_pair(out, hi), BYTE)[0]  # (m, 256)
                     values = values * BYTE + _pop_tile(dec, coded[i], lo_rows)
                 x[i, work.positions] += torch.from_numpy(values).to(x.device) * unit
-    for dec in decoders:
-        if not dec.finished():
-            raise FormatError(
-                f"corrupt payload: {dec.bits_left} bits are left after decoding every value "
-                f"(truncated, extended, or encoded with another model, order or policy)"
-            )
-    return x
+    return x, decoders
+
+
+_LEFT_CAUSES = "truncated, extended, or encoded with another model, order or policy"
 
 
 def _check_pad(pad: torch.Tensor | None, n: int, D: int, device: torch.device) -> torch.Tensor:
@@ -486,6 +496,7 @@ def encode(
     stages: list[Stage] | None = None,
     pad: torch.Tensor | None = None,
     groups: Sequence[int] | None = None,
+    initial: Sequence[int] | None = None,
     per_item: bool = True,
     workers: int | None = None,
 ) -> list[bytes]:
@@ -502,6 +513,12 @@ def encode(
     stream interleaves its tiles step by step: the decoder walks the steps, and at each pops
     the tiles' symbols in order.
 
+    ``initial``: ``None`` (default) starts every stream from the empty state (decode it with
+    :func:`decode`); otherwise one 32-bit value per group (per item without ``groups``), the
+    stream's initial state (:class:`ardm.coding.ans.Encoder`), which
+    :func:`decode_with_rest` hands back after the last value (format version 4: the data
+    checksum). An initial state of 0 is the empty state.
+
     With ``per_item`` (default) each item is evaluated alone (batch 1) with one intra-op
     thread, so every payload decodes on its own; ``workers`` threads share the items at every
     step (default: the torch thread count; it never changes the payloads). With
@@ -514,11 +531,16 @@ def encode(
     D = math.prod(shape)
     plan = _plan(log_prob_fn, sigma, policy, stages, D)
     sizes = _check_groups(groups, N)
+    starts = [0] * len(sizes) if initial is None else [int(v) for v in initial]
+    if len(starts) != len(sizes):
+        raise ValueError(f"{len(starts)} initial states for {len(sizes)} groups")
+    if any(not 0 <= v < 1 << 32 for v in starts):
+        raise ValueError(f"initial states must lie in [0, 2**32), got {starts}")
     xf = x.reshape(N, D).long()  # (N, D)
     padf = _check_pad(pad, N, D, x.device)  # (N, D)
     xf = torch.where(padf, 0, xf)
     with _workers(N, workers, x.device, per_item=per_item) as pool:
-        return _encode_tiles(xf, padf, plan, shape, sizes, pool, per_item=per_item)
+        return _encode_tiles(xf, padf, plan, shape, sizes, starts, pool, per_item=per_item)
 
 
 def decode(
@@ -537,12 +559,91 @@ def decode(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Decode payloads of :func:`encode` (same order, policy or stages, ``pad``, ``groups``,
-    ``per_item``): one payload per group.
+    ``per_item``; no ``initial``): one payload per group.
 
     Returns ``(N, *shape)`` int64 on ``device``, ``N`` the number of items (``sum(groups)``).
-    Raises :class:`FormatError` if a payload is malformed or not consumed exactly (a data
-    checksum, as in :func:`decompress`, is the complete check).
+    Raises :class:`FormatError` if a payload is malformed or not consumed exactly, back to
+    the empty state (a data checksum, as in :func:`decompress`, is the complete check).
+    Payloads encoded with ``initial`` states: :func:`decode_with_rest`.
     """
+    x, decoders = _decode(
+        log_prob_fn,
+        payloads,
+        shape=shape,
+        K=K,
+        sigma=sigma,
+        policy=policy,
+        stages=stages,
+        pad=pad,
+        groups=groups,
+        per_item=per_item,
+        workers=workers,
+        device=device,
+    )
+    for dec in decoders:
+        if not dec.finished():
+            raise FormatError(
+                f"corrupt payload: {dec.bits_left} bits are left after decoding every value "
+                f"({_LEFT_CAUSES})"
+            )
+    return x
+
+
+def decode_with_rest(
+    log_prob_fn: LogProbFn | None,
+    payloads: list[bytes],
+    *,
+    shape: tuple[int, ...],
+    K: int,
+    sigma: torch.Tensor | None = None,
+    policy: np.ndarray | None = None,
+    stages: list[Stage] | None = None,
+    pad: torch.Tensor | None = None,
+    groups: Sequence[int] | None = None,
+    per_item: bool = True,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, list[int | None]]:
+    """:func:`decode` without its end check: the items, and what each group's stream has
+    left after its last value (:meth:`ardm.coding.ans.Decoder.remaining`).
+
+    For a payload of :func:`encode` with ``initial``, the rest is that group's initial state
+    (0 for the empty state); ``None`` means more than one 32-bit word is left. The caller
+    checks the rests (:func:`decompress`: the data checksum); a rest other than the expected
+    one means a corrupt payload, and then the items are garbage.
+    """
+    x, decoders = _decode(
+        log_prob_fn,
+        payloads,
+        shape=shape,
+        K=K,
+        sigma=sigma,
+        policy=policy,
+        stages=stages,
+        pad=pad,
+        groups=groups,
+        per_item=per_item,
+        workers=workers,
+        device=device,
+    )
+    return x, [dec.remaining() for dec in decoders]
+
+
+def _decode(
+    log_prob_fn: LogProbFn | None,
+    payloads: list[bytes],
+    *,
+    shape: tuple[int, ...],
+    K: int,
+    sigma: torch.Tensor | None,
+    policy: np.ndarray | None,
+    stages: list[Stage] | None,
+    pad: torch.Tensor | None,
+    groups: Sequence[int] | None,
+    per_item: bool,
+    workers: int | None,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, list[Decoder]]:
     sizes = [1] * len(payloads) if groups is None else _check_groups(groups, sum(groups))
     if len(sizes) != len(payloads):
         raise ValueError(f"{len(payloads)} payloads for {len(sizes)} groups")
@@ -555,8 +656,10 @@ def decode(
     dev = torch.device(device)
     padf = _check_pad(pad, N, D, dev)  # (N, D)
     with _workers(N, workers, dev, per_item=per_item) as pool:
-        x = _decode_tiles(list(payloads), padf, plan, shape, K, sizes, pool, per_item=per_item)
-    return x.view(N, *shape)
+        x, decoders = _decode_tiles(
+            list(payloads), padf, plan, shape, K, sizes, pool, per_item=per_item
+        )
+    return x.view(N, *shape), decoders
 
 
 def _plan(
@@ -627,8 +730,7 @@ def _check_eval(model: CodingModel) -> None:
 
 def model_calls(model: CodingModel) -> tuple[int, int]:
     """The fewest and the most network calls a file of ``model`` can use: ``(S, S * D)``."""
-    stages = int(getattr(model, "S", 1))
-    return stages, stages * model.D
+    return model.S, model.S * model.D
 
 
 def _codes_byte_pairs(model: CodingModel) -> bool:
@@ -662,7 +764,7 @@ def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
     ``order_from_seed(D, seed + s)`` and the joint DP: ``budget`` calls in total, split over
     the stages where they lower the expected cost most.
     """
-    stages = int(getattr(model, "S", 1))
+    stages = model.S
     if stages == 1:
         oa: Any = model  # an ardm.model.ARDM (or its mixture variant, DMoLARDM)
         sigma, policy = order_from_seed(model.D, seed), oa.policy_for_budget(budget)
@@ -728,6 +830,7 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
     tiles: list[torch.Tensor] = []
     pads: list[torch.Tensor] = []
     counts: list[int] = []
+    crcs: list[int] = []
     headers: list[Header] = []
     for item in items:
         values = item.long().cpu()
@@ -742,23 +845,24 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         tiles.append(t)
         pads.append(p)
         counts.append(t.shape[0])
+        crcs.append(data_crc32(values.numpy(), model.K))
         headers.append(
             Header(
                 kind=model.kind,
                 budget=budget,
                 seed=int(model.order_seed),
                 fingerprint=fingerprint,
-                crc32=data_crc32(values.numpy(), model.K),
                 K=None if native else model.K,
                 shape=None if native else tuple(values.shape),
             )
         )
-    streams = encode(  # one stream per file, shared by its tiles
+    streams = encode(  # one stream per file, shared by its tiles, from the data checksum
         None,
         torch.cat(tiles).to(device),
         stages=stages,
         pad=torch.cat(pads).to(device),
         groups=counts,
+        initial=crcs,
     )
     files = [
         pack(header, pack_stream(stream, count))
@@ -771,7 +875,9 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     """Decompress one file of :func:`compress` with the model that made it.
 
     Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
-    data kind, and data that does not match its stored checksum: wrong data is never returned.
+    data kind, and data that does not match its checksum (version 4: the stream's initial
+    state, all that may be left after the last value; versions 2 and 3: the header field):
+    wrong data is never returned.
     """
     _check_eval(model)
     header, body = unpack(blob)
@@ -812,18 +918,26 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         pad = torch.zeros((1, *tile), dtype=torch.bool)
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
-    tiles = decode(
-        None,
-        payloads,
-        shape=tile,
-        K=model.K,
-        stages=model_stages(model, header.budget, header.seed),
-        pad=pad.to(device),
-        groups=groups,
-        device=device,
-    ).cpu()  # (T, *tile)
+    args: dict[str, Any] = {
+        "shape": tile,
+        "K": model.K,
+        "stages": model_stages(model, header.budget, header.seed),
+        "pad": pad.to(device),
+        "groups": groups,
+        "device": device,
+    }
+    if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
+        tiles, expected = decode(None, payloads, **args).cpu(), header.crc32  # (T, *tile)
+    else:  # version 4: the stream started from the checksum, which must be all that is left
+        tiles, rests = decode_with_rest(None, payloads, **args)  # (T, *tile)
+        if rests[0] is None:
+            raise FormatError(
+                f"corrupt payload: more than the 32-bit checksum is left after decoding every "
+                f"value ({_LEFT_CAUSES})"
+            )
+        tiles, expected = tiles.cpu(), rests[0]
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
-    if data_crc32(x.numpy(), model.K) != header.crc32:
+    if data_crc32(x.numpy(), model.K) != expected:
         raise FormatError(
             "decoded data does not match its checksum: the file is corrupt or was encoded on "
             "a configuration whose network outputs differ"

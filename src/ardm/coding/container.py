@@ -1,26 +1,29 @@
 """The ``.ardm`` file format: a small header followed by the entropy-coded payload.
 
-Layout (version 3, every field documented byte by byte in ``docs/format.md``)::
+Layout (version 4, every field documented byte by byte in ``docs/format.md``)::
 
     magic      2 bytes   0xAD 0x4D ("\\xadM")
-    version    1 byte    3 (2 is still read)
+    version    1 byte    4 (2 and 3 are still read)
     flags      1 byte    bits 0-1 kind (0 image, 1 text, 2 audio), bit 2 SHAPE, bits 3-7 zero
     budget     varint    number of network calls per tile, 1..D
     seed       varint    order seed: sigma = order_from_seed(D, seed)
     [SHAPE]    varint K, 1 byte ndim (1..4), ndim varints: the true data shape (tiled)
     model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config)
-    crc32      4 bytes   CRC-32 of the data shape and values, little-endian
-    payload    the rest  one ANS stream for the whole file (all its tiles, interleaved);
+    payload    the rest  one ANS stream for the whole file (all its tiles, interleaved),
+                         started from the data checksum (:func:`data_crc32`) as the coder's
+                         initial state, which the decoder finds again after the last value;
                          a tiled file's payload has at least tiles - 1 bytes (a shorter
                          stream is padded with zero bytes, see :func:`pack_stream`)
 
-Version 2 (read only) differs in the payload of a tiled file: one stream per tile, each but
-the last preceded by its length as a varint (:func:`split_tiles`). A file of the model's
-native shape (one tile) has the same payload in both versions.
+Versions 2 and 3 (read only) have a field ``crc32`` (4 bytes, the same checksum,
+little-endian) after ``model``, and an ANS stream started from the empty state. Version 2
+also differs in the payload of a tiled file: one stream per tile, each but the last preceded
+by its length as a varint (:func:`split_tiles`); version 3 has one stream per file as
+version 4.
 
-A single item of the model's native shape with budget and seed below 128 has a 14-byte
-header. Parsing is defensive: anything unexpected raises :class:`ardm.errors.FormatError`
-with a one-line message, before any large allocation.
+A single item of the model's native shape with budget and seed below 128 has a 10-byte
+header (14 in versions 2 and 3). Parsing is defensive: anything unexpected raises
+:class:`ardm.errors.FormatError` with a one-line message, before any large allocation.
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ from ardm.coding.ans import MAX_K
 from ardm.errors import FormatError
 
 MAGIC = b"\xadM"
-VERSION = 3
+VERSION = 4
 """The version every writer writes."""
-READ_VERSIONS = (2, 3)
-"""The versions :func:`unpack` accepts (version 2: one ANS stream per tile)."""
+READ_VERSIONS = (2, 3, 4)
+"""The versions :func:`unpack` accepts (version 2: one ANS stream per tile; versions 2 and 3:
+a ``crc32`` header field, the stream started from the empty state)."""
+CRC_VERSIONS = (2, 3)
+"""The versions with a ``crc32`` header field (version 4 carries it in the ANS stream)."""
+CRC_BYTES = 4
 KINDS = ("image", "text", "audio")
 FINGERPRINT_BYTES = 4
 MAX_D = 1 << 24
@@ -54,13 +61,17 @@ _KNOWN_FLAGS = _KIND_MASK | _FLAG_SHAPE
 
 @dataclass(frozen=True)
 class Header:
-    """What a file says about itself. ``shape``/``K`` are ``None`` for the model's native shape."""
+    """What a file says about itself. ``shape``/``K`` are ``None`` for the model's native shape.
+
+    ``crc32``: the stored data checksum of a version-2 or -3 file (required there); ``None``
+    in version 4, whose checksum is the ANS stream's initial state, not a header field.
+    """
 
     kind: str
     budget: int
     seed: int
     fingerprint: bytes  # FINGERPRINT_BYTES bytes
-    crc32: int
+    crc32: int | None = None
     K: int | None = None
     shape: tuple[int, ...] | None = None
     version: int = VERSION  # the payload layout; writers write VERSION only
@@ -76,8 +87,17 @@ class Header:
             raise ValueError(f"seed must lie in [0, 2**63), got {self.seed}")
         if len(self.fingerprint) != FINGERPRINT_BYTES:
             raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
-        if not 0 <= self.crc32 < 1 << 32:
-            raise ValueError(f"crc32 must be a 32-bit unsigned value, got {self.crc32}")
+        if self.version not in CRC_VERSIONS:
+            if self.crc32 is not None:
+                raise ValueError(
+                    f"a version-{self.version} header has no crc32 field (the checksum is the "
+                    f"coder's initial state); give crc32=None"
+                )
+        elif self.crc32 is None or not 0 <= self.crc32 < 1 << 32:
+            raise ValueError(
+                f"a version-{self.version} header needs crc32, a 32-bit unsigned value, "
+                f"got {self.crc32}"
+            )
         if (self.shape is None) != (self.K is None):
             raise ValueError("give both K and shape (non-native geometry) or neither")
         if self.shape is not None:
@@ -149,7 +169,7 @@ def tile_grid(shape: tuple[int, ...], tile: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def pack_stream(stream: bytes, count: int) -> bytes:
-    """The payload (version 3) of a file of ``count`` tiles whose one ANS stream is ``stream``.
+    """The payload (versions 3, 4) of a file of ``count`` tiles whose one ANS stream is ``stream``.
 
     A payload has at least ``count - 1`` bytes, as in version 2 (where every tile but the last
     has a length byte), so a short file cannot declare a long decode: a shorter stream (only
@@ -160,7 +180,7 @@ def pack_stream(stream: bytes, count: int) -> bytes:
 
 
 def unpack_stream(payload: bytes, count: int) -> bytes:
-    """Inverse of :func:`pack_stream`: the ANS stream of a version-3 payload of ``count`` tiles.
+    """Inverse of :func:`pack_stream`: the ANS stream of a payload of ``count`` tiles (v3, v4).
 
     Refuses a payload shorter than ``count - 1`` bytes before anything is decoded. Zero bytes
     at the end are padding only in a payload of exactly ``count - 1`` bytes; anywhere else
@@ -205,7 +225,8 @@ def split_tiles(body: bytes, count: int) -> list[bytes]:
 def pack(header: Header, payload: bytes) -> bytes:
     """The bytes of a file: header fields (``header.version``), then the payload.
 
-    The codec writes :data:`VERSION` only; a version-2 header is for rebuilding old files."""
+    The codec writes :data:`VERSION` only; a version-2 or -3 header (with its ``crc32``
+    field) is for rebuilding old files."""
     flags = KINDS.index(header.kind)
     geometry = b""
     if header.shape is not None:
@@ -220,7 +241,7 @@ def pack(header: Header, payload: bytes) -> bytes:
             write_varint(header.seed),
             geometry,
             header.fingerprint,
-            header.crc32.to_bytes(4, "little"),
+            b"" if header.crc32 is None else header.crc32.to_bytes(CRC_BYTES, "little"),
             payload,
         ]
     )
@@ -285,11 +306,13 @@ def unpack(blob: bytes) -> tuple[Header, bytes]:
             _check_geometry(K, shape, exc=ValueError)
         except ValueError as e:  # name the culprit: the header, not the caller's data
             raise FormatError(f"corrupt header: {e}") from None
-    end = pos + FINGERPRINT_BYTES + 4
+    has_crc = version in CRC_VERSIONS
+    end = pos + FINGERPRINT_BYTES + (CRC_BYTES if has_crc else 0)
     if end > len(blob):
-        raise FormatError("truncated file: it ends inside the model fingerprint or checksum")
+        what = "model fingerprint or checksum" if has_crc else "model fingerprint"
+        raise FormatError(f"truncated file: it ends inside the {what}")
     fingerprint = blob[pos : pos + FINGERPRINT_BYTES]
-    crc = int.from_bytes(blob[pos + FINGERPRINT_BYTES : end], "little")
+    crc = int.from_bytes(blob[pos + FINGERPRINT_BYTES : end], "little") if has_crc else None
     header = Header(
         kind=KINDS[kind_index],
         budget=budget,
