@@ -566,7 +566,7 @@ def decode(
     the empty state (a data checksum, as in :func:`decompress`, is the complete check).
     Payloads encoded with ``initial`` states: :func:`decode_with_rest`.
     """
-    x, decoders = _decode(
+    x, rests = decode_with_rest(
         log_prob_fn,
         payloads,
         shape=shape,
@@ -580,12 +580,10 @@ def decode(
         workers=workers,
         device=device,
     )
-    for dec in decoders:
-        if not dec.finished():
-            raise FormatError(
-                f"corrupt payload: {dec.bits_left} bits are left after decoding every value "
-                f"({_LEFT_CAUSES})"
-            )
+    if any(rest != 0 for rest in rests):
+        raise FormatError(
+            f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES})"
+        )
     return x
 
 
@@ -612,38 +610,6 @@ def decode_with_rest(
     checks the rests (:func:`decompress`: the data checksum); a rest other than the expected
     one means a corrupt payload, and then the items are garbage.
     """
-    x, decoders = _decode(
-        log_prob_fn,
-        payloads,
-        shape=shape,
-        K=K,
-        sigma=sigma,
-        policy=policy,
-        stages=stages,
-        pad=pad,
-        groups=groups,
-        per_item=per_item,
-        workers=workers,
-        device=device,
-    )
-    return x, [dec.remaining() for dec in decoders]
-
-
-def _decode(
-    log_prob_fn: LogProbFn | None,
-    payloads: list[bytes],
-    *,
-    shape: tuple[int, ...],
-    K: int,
-    sigma: torch.Tensor | None,
-    policy: np.ndarray | None,
-    stages: list[Stage] | None,
-    pad: torch.Tensor | None,
-    groups: Sequence[int] | None,
-    per_item: bool,
-    workers: int | None,
-    device: torch.device | str,
-) -> tuple[torch.Tensor, list[Decoder]]:
     sizes = [1] * len(payloads) if groups is None else _check_groups(groups, sum(groups))
     if len(sizes) != len(payloads):
         raise ValueError(f"{len(payloads)} payloads for {len(sizes)} groups")
@@ -659,7 +625,7 @@ def _decode(
         x, decoders = _decode_tiles(
             list(payloads), padf, plan, shape, K, sizes, pool, per_item=per_item
         )
-    return x.view(N, *shape), decoders
+    return x.view(N, *shape), [dec.remaining() for dec in decoders]
 
 
 def _plan(
