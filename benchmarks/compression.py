@@ -8,7 +8,8 @@ Per dataset with a model (test split; the first ``--items`` items):
 * the model codec (:func:`ardm.coding.codec.compress`, one ``.ardm`` file per item) at each
   budget of ``--budgets``: bits per dim of the files *including every header byte*, header
   bytes per file, the model's own NLL of the same items under the same order and policy
-  (``model.exact_nll_bpd``, bits per dim), so the coder's overhead (payload − NLL) is visible,
+  (``model.exact_nll_bpd``, bits per dim), so the coder's overhead (payload − the 32-bit
+  checksum the stream carries − NLL) is visible,
   encode and decode speed, and decode == input checked for every file. A row codes
   ``min(--items, --max-calls // budget)`` items (one network call per step and item); its
   column "best classical, same items" compares on exactly those items.
