@@ -245,7 +245,7 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
         print(
             f"[{i}/{len(names)}] {name}: {model_spec(model).title}, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
-        items = {"text": 2, "audio": 5}.get(model.kind, 4 if model.D > 1000 else 8)
+        items = {"text": 2, "audio": 5}.get(model.kind, 2 if model.D > 1000 else 8)
         budgets = (20, 50) if model.D > 1000 else (20, 100)
         rows = compression_rows(model, name, items=items, budgets=budgets)
         what = {
@@ -259,7 +259,7 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
             name,
             out,
             (20, 100),
-            gif=name == "mnist",
+            gif=name in ("mnist", "cifar10-subset"),
         )
         report += [
             f"## {name}: {model_spec(model).title}",
