@@ -139,6 +139,7 @@ def bench_model(
     t_nll = time.perf_counter() - t
     n = x.shape[0]
     nll_total = float(nll.sum()) * D  # bits, all items
+    payload_minus_nll = (8 * (total - sum(headers)) - nll_total) / len(blobs)  # bits per file
     return Row(
         codec="ARDM (this model)" if not whole else "ARDM, one tiled file",
         setting=f"budget {budget}"
@@ -155,11 +156,9 @@ def bench_model(
         extra={
             "nll_seconds": t_nll,
             "network_calls_per_tile": calls,
-            "payload_minus_nll_bits_per_file": (8 * (total - sum(headers)) - nll_total)
-            / len(blobs),
+            "payload_minus_nll_bits_per_file": payload_minus_nll,
             # format v4: each stream starts from the file's 32-bit crc, which it carries
-            "coder_overhead_bits_per_file": (8 * (total - sum(headers)) - nll_total) / len(blobs)
-            - CRC_BITS,
+            "coder_overhead_bits_per_file": payload_minus_nll - CRC_BITS,
         },
     )
 

@@ -884,24 +884,30 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         pad = torch.zeros((1, *tile), dtype=torch.bool)
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
-    args: dict[str, Any] = {
-        "shape": tile,
-        "K": model.K,
-        "stages": model_stages(model, header.budget, header.seed),
-        "pad": pad.to(device),
-        "groups": groups,
-        "device": device,
-    }
+    tiles, rests = decode_with_rest(
+        None,
+        payloads,
+        shape=tile,
+        K=model.K,
+        stages=model_stages(model, header.budget, header.seed),
+        pad=pad.to(device),
+        groups=groups,
+        device=device,
+    )
+    tiles = tiles.cpu()  # (T, *tile)
     if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
-        tiles, expected = decode(None, payloads, **args).cpu(), header.crc32  # (T, *tile)
+        if any(rest != 0 for rest in rests):
+            raise FormatError(
+                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES})"
+            )
+        expected = header.crc32
     else:  # version 4: the stream started from the checksum, which must be all that is left
-        tiles, rests = decode_with_rest(None, payloads, **args)  # (T, *tile)
         if rests[0] is None:
             raise FormatError(
                 f"corrupt payload: more than the 32-bit checksum is left after decoding every "
                 f"value ({_LEFT_CAUSES})"
             )
-        tiles, expected = tiles.cpu(), rests[0]
+        expected = rests[0]
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
     if data_crc32(x.numpy(), model.K) != expected:
         raise FormatError(
