@@ -38,6 +38,7 @@ class DataConfig:
 PROCESSES = ("oa", "upscale", "d3pm")
 OUTPUTS = ("categorical", "dmol")
 PARAMETRISATIONS = ("data", "direct")
+OUTPUT_BIASES = ("zero", "marginal")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class ModelConfig:
     branching: int = 4  # "upscale": b
     parametrisation: str = "data"  # "upscale": "data" (K-way head) | "direct" (b-way per stage)
     d3pm_steps: int = 1000  # "d3pm": T
+    # Initial bias of the net's output layer: "zero", or "marginal" (the log-frequencies of
+    # the training data's classes or digits, so training starts from the marginal model and
+    # its gradients are about context; categorical outputs only).
+    output_bias: str = "zero"
     unet: UNetConfig = field(default_factory=UNetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     wavenet: WaveNetConfig = field(default_factory=WaveNetConfig)
@@ -71,6 +76,11 @@ class ModelConfig:
             raise ValueError(
                 f"model.parametrisation must be one of {', '.join(PARAMETRISATIONS)}, "
                 f"got {self.parametrisation!r}"
+            )
+        if self.output_bias not in OUTPUT_BIASES:
+            raise ValueError(
+                f"model.output_bias must be one of {', '.join(OUTPUT_BIASES)}, "
+                f"got {self.output_bias!r}"
             )
         if self.branching < 2:
             raise ValueError(f"model.branching must be >= 2, got {self.branching}")

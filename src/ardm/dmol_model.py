@@ -24,6 +24,7 @@ from ardm.core.dmol import (
     dmol_log_probs_range,
     dmol_sample,
 )
+from ardm.errors import ConfigError
 from ardm.model import ARDM
 
 MAX_FULL_K = 4096
@@ -59,6 +60,12 @@ class DMoLARDM(ARDM):
         self.dmol_bias: torch.Tensor
         # Derived from ``mixtures``, so not saved (checkpoints stay weights only).
         self.register_buffer("dmol_bias", dmol_init_bias(mixtures), persistent=False)
+
+    def marginal_logits(self, data: torch.Tensor) -> torch.Tensor:
+        raise ConfigError(
+            "model.output_bias='marginal' needs a categorical output; a discretised logistic "
+            "mixture has none (it starts near-uniform instead)"
+        )
 
     def params(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Mixture parameters ``(B, *shape, 3M)`` float32 given the known variables."""

@@ -13,7 +13,19 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from ardm.errors import ConfigError
+
 P = TypeVar("P", bound="Process")
+
+
+def log_frequencies(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Log relative frequencies ``(n,)`` of the integers ``values`` in ``[0, n)``.
+
+    Add-half smoothing keeps an unseen class finite (``log(0.5 / (N + n/2))``).
+    """
+    counts = torch.bincount(values.flatten().long().cpu(), minlength=n).double() + 0.5  # (n,)
+    return (counts / counts.sum()).log().float()
+
 
 BUDGET_MODES = ("per-stage", "joint")
 """How a budget is read by a model with stages (:meth:`ardm.upscale_model.UpscaleARDM.stage_policies`):
@@ -33,6 +45,17 @@ class Process(nn.Module):
 
     def loss(self, x: torch.Tensor, *, antithetic: bool = False, generator: Any = None) -> Any:
         raise NotImplementedError
+
+    def marginal_logits(self, data: torch.Tensor) -> torch.Tensor:
+        """Log-frequencies ``(out_classes,)`` of ``data``'s values, laid out like the net's output.
+
+        Used as the initial output bias (``model.output_bias = "marginal"``); only processes
+        with a categorical head have one.
+        """
+        raise ConfigError(
+            f"model.output_bias='marginal' needs a categorical output; "
+            f"{type(self).__name__} has none"
+        )
 
     @property
     def device(self) -> torch.device:

@@ -135,6 +135,8 @@ def train(
 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(dev)
+    if cfg.model.output_bias == "marginal":  # a resumed run loads its own bias below
+        model.net.set_output_bias(model.marginal_logits(train_data).to(dev))
     torch.manual_seed(tc.seed + rank)
     core_net = model.net
     ema_net = copy.deepcopy(core_net).requires_grad_(False)

@@ -63,7 +63,7 @@ from ardm.core.policy import (
 )
 from ardm.core.upscale import coarsen, digit, num_stages, refine, stage_log_probs
 from ardm.model import LossOutput, _sample_categorical, _steps
-from ardm.process import Process, check_budget_mode, given_values
+from ardm.process import Process, check_budget_mode, given_values, log_frequencies
 
 PARAMETRISATIONS = ("data", "direct")
 
@@ -135,6 +135,18 @@ class UpscaleARDM(Process):
         t = s * self.D + torch.as_tensor(t_in, dtype=torch.long, device=x_cur.device).expand(B)
         out = self.net(x_cur, known, t).float()  # (B, *shape, O)
         return self._stage_head(out, x_cur, s)
+
+    def marginal_logits(self, data: torch.Tensor) -> torch.Tensor:
+        """Log-frequencies of ``data`` ``(N, *shape)``, laid out like the net's output.
+
+        Data parametrisation: ``(K,)`` over the values. Direct: ``(S * b,)``, stage ``s``'s
+        slice the frequencies of the stage-``s`` digit.
+        """
+        if self.parametrisation == "data":
+            return log_frequencies(data, self.K)
+        return torch.cat(
+            [log_frequencies(digit(data, s, b=self.b, S=self.S), self.b) for s in range(self.S)]
+        )
 
     def _stage_head(self, out: torch.Tensor, x_cur: torch.Tensor, s: int) -> torch.Tensor:
         """The stage-``s`` digit's log-probabilities ``(..., b)`` from the net's output ``(..., O)``."""

@@ -176,6 +176,15 @@ class Transformer(nn.Module):
                     std = 0.02 / math.sqrt(2 * self.cfg.depth)
                 nn.init.normal_(p, mean=0.0, std=std)
 
+    @torch.no_grad()
+    def set_output_bias(self, bias: torch.Tensor) -> None:
+        """Set the output layer's bias to ``bias`` ``(out_classes,)`` (e.g. log-frequencies)."""
+        if bias.shape != (self.out_classes,):
+            raise ValueError(
+                f"output bias must have shape ({self.out_classes},), got {tuple(bias.shape)}"
+            )
+        self.head.bias.copy_(bias)
+
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.known_emb is None or self.stage_emb is None:
             x = torch.where(known, x, self.K)  # (B, L) unknown -> absorbing token K

@@ -223,6 +223,16 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(groups, c)
         self.conv_out = nn.Conv2d(c, channels * out_classes, 3, padding=1)
 
+    @torch.no_grad()
+    def set_output_bias(self, bias: torch.Tensor) -> None:
+        """Set the output layer's bias to ``bias`` ``(out_classes,)`` (e.g. log-frequencies)."""
+        if bias.shape != (self.out_classes,):
+            raise ValueError(
+                f"output bias must have shape ({self.out_classes},), got {tuple(bias.shape)}"
+            )
+        # conv_out's channels are (channel, class): every image channel gets the same bias
+        self.conv_out.bias.copy_(bias.repeat(self.shape[0]))  # type: ignore[union-attr]
+
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         mask = known.to(torch.float32)  # (B, C, H, W)

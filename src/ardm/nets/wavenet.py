@@ -142,6 +142,15 @@ class WaveNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)  # type: ignore[arg-type]  # bias=True: a Tensor
 
+    @torch.no_grad()
+    def set_output_bias(self, bias: torch.Tensor) -> None:
+        """Set the output layer's bias to ``bias`` ``(out_classes,)`` (e.g. log-frequencies)."""
+        if bias.shape != (self.out_classes,):
+            raise ValueError(
+                f"output bias must have shape ({self.out_classes},), got {tuple(bias.shape)}"
+            )
+        self.conv_out.bias.copy_(bias)  # type: ignore[union-attr]  # bias=True: a Tensor
+
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         B, L = x.shape
         mask = known.to(torch.float32)[:, None]  # (B, 1, L)
