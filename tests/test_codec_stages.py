@@ -24,7 +24,7 @@ import torch
 from ardm.coding import ans, codec, container
 from ardm.core.dmol import dmol_byte_log_probs
 from ardm.core.orders import order_from_seed
-from ardm.core.policy import naive_policy
+from ardm.core.policy import naive_policy, step_bounds
 from ardm.core.upscale import num_stages
 from ardm.dmol_model import DMoLARDM
 from ardm.errors import DataError, FormatError
@@ -258,10 +258,26 @@ def test_byte_pair_stage_with_padding(per_item: bool, groups: list[int] | None) 
 
 
 def test_small_K_mixture_models_use_their_full_table() -> None:
+    """A 256-class mixture is coded with its 256-way table, computed (by the stage's ``head``)
+    only at each step's variables: the stream is the one the whole-image table gives."""
     model = dmol_model(L=8, K=256)
     stages = codec.model_stages(model, 3, 0)
-    assert len(stages) == 1 and stages[0].byte_pair is None
-    round_trip(model, torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(0)), 3)
+    assert len(stages) == 1 and stages[0].byte_pair is None and stages[0].head is not None
+    x = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(0))
+    round_trip(model, x, 3)
+    calls: list[tuple[int, ...]] = []
+
+    def head(out: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(out.shape))
+        return codec.dmol_table(out, 256)
+
+    st = stages[0]
+    full = codec.Stage(model.log_probs, st.sigma, st.policy)
+    rows = codec.Stage(model.params, st.sigma, st.policy, head=head)
+    enc_full = codec.encode(None, x, stages=[full])
+    assert codec.encode(None, x, stages=[rows]) == enc_full
+    sizes = {right - left for left, right in step_bounds(st.policy, 8)}
+    assert {c[1] for c in calls} == sizes and len(calls) == 2 * len(st.policy)  # (n, m, 3M)
     with pytest.raises(ValueError, match="K=5000") as e:
         codec.model_stages(dmol_model(L=8, K=5000), 3, 0)
     one_line(e)

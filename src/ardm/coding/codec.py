@@ -75,7 +75,7 @@ from ardm.coding.container import (
     unpack,
     unpack_stream,
 )
-from ardm.core.dmol import BYTE, dmol_byte_log_probs
+from ardm.core.dmol import BYTE, dmol_byte_log_probs, dmol_log_probs_range
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import step_bounds
 from ardm.errors import DataError, FormatError
@@ -85,6 +85,10 @@ _T = TypeVar("_T")
 LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``log_prob_fn(x, known, t) -> log_probs``: ``x (N, *shape)`` int64 (zero where unknown),
 ``known (N, *shape)`` bool, ``t (N,)`` int64 number of known variables -> ``(N, *shape, K)``."""
+
+
+HeadFn = Callable[[torch.Tensor], torch.Tensor]
+"""``head(out) -> log_probs``: a network's output rows ``(n, m, O)`` -> ``(n, m, b)``."""
 
 
 class CodingModel(Protocol):
@@ -160,6 +164,11 @@ class Stage:
     values where ``known``, the stage's coarse values elsewhere) and ``t`` the number of known
     variables. ``sigma (D,)`` and ``policy`` order and group the stage's variables.
 
+    ``head`` (a mixture OA-ARDM with a small ``K``): ``log_prob_fn`` gives the network's
+    output ``(N, *shape, O)``, and ``head`` turns the rows ``(n, m, O)`` of a step's ``m``
+    variables into their log-probabilities ``(n, m, b)``, so the table is computed only where
+    it is used (a full ``(N, D, K)`` mixture table costs far more than the network).
+
     ``byte_pair`` (a 16-bit OA-ARDM without a 65536-way table, e.g. a discretised logistic
     mixture): ``log_prob_fn`` gives the network's output ``(N, *shape, O)`` instead, and every
     value ``v = 256 hi + lo`` is coded as two 256-way symbols from that one output, the high
@@ -172,6 +181,7 @@ class Stage:
     unit: int = 1
     b: int | None = None  # None: whatever the network gives (checked against K on decoding)
     byte_pair: ByteFn | None = None  # set: each value is coded as a high and a low byte
+    head: HeadFn | None = None  # set: log_prob_fn gives raw outputs, head the step's table
 
 
 def _step_out(
@@ -187,6 +197,11 @@ def _step_out(
     out = stage.log_prob_fn(x_cur.view(n, *shape), known.view(n, *shape), t)  # (n, *shape, O)
     out = out.reshape(n, -1, out.shape[-1])  # (n, D, O)
     return out[:, positions.to(out.device)]  # (n, m, O)
+
+
+def _table(stage: Stage, out: torch.Tensor) -> torch.Tensor:
+    """A step's log-probabilities ``(n, m, b)`` from the network's output ``out (n, m, O)``."""
+    return out if stage.head is None else stage.head(out)
 
 
 def _rows(log_probs: torch.Tensor, b: int | None) -> np.ndarray:
@@ -351,7 +366,8 @@ class _EncodeStep(_StepWork[_Pushes]):
         symbols = self.digits[i, self.positions].cpu()  # (m,) 0 at padding
         byte_pair = self.step.stage.byte_pair
         if byte_pair is None:
-            return [(_take(symbols.numpy(), coded), _take(_rows(out, None)[0], coded))]
+            rows = _rows(_table(self.step.stage, out), None)[0]  # (m, b)
+            return [(_take(symbols.numpy(), coded), _take(rows, coded))]
         # The decoder pops the high bytes, then the low bytes given them: push in reverse.
         hi = torch.div(symbols, BYTE, rounding_mode="floor")  # (m,)
         lo_rows = _rows(byte_pair(out, hi[None].to(out.device)), BYTE)[0]  # (m, 256)
@@ -375,7 +391,7 @@ class _DecodeStep(_StepWork[tuple[torch.Tensor | None, np.ndarray]]):
     def finish(self, i: int, out: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
         stage = self.step.stage
         if stage.byte_pair is None:
-            return None, _rows(out, stage.b or self.K)[0]  # (m, b)
+            return None, _rows(_table(stage, out), stage.b or self.K)[0]  # (m, b)
         return out, _rows(stage.byte_pair(out, None), BYTE)[0]  # the high bytes' rows
 
 
@@ -721,6 +737,12 @@ def _codes_byte_pairs(model: CodingModel) -> bool:
     return False
 
 
+def dmol_table(params: torch.Tensor, K: int) -> torch.Tensor:
+    """All ``K`` log-probabilities ``(..., K)`` of mixtures ``params (..., 3M)`` (``K <= 4096``),
+    exactly as :meth:`ardm.dmol_model.DMoLARDM.log_probs` computes them."""
+    return dmol_log_probs_range(params, 0, K, K)
+
+
 def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
     """The coding stages of ``model`` for ``budget`` network calls and order seed ``seed``.
 
@@ -736,6 +758,9 @@ def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
         sigma, policy = order_from_seed(model.D, seed), oa.policy_for_budget(budget)
         if _codes_byte_pairs(model):
             return [Stage(oa.params, sigma, policy, byte_pair=dmol_byte_log_probs)]
+        if getattr(model, "mixtures", None) is not None and hasattr(model, "params"):
+            K = model.K
+            return [Stage(oa.params, sigma, policy, head=lambda out: dmol_table(out, K))]
         return [Stage(oa.log_probs, sigma, policy)]
     upscale: Any = model  # an ardm.upscale_model.UpscaleARDM
     b = int(upscale.b)
