@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from ardm.checkpoint import load_model
 from ardm.demo import compression_rows
@@ -74,3 +77,38 @@ def test_demo_compression_rows_for_audio() -> None:
     assert 0 < rows[0]["bpd"] < 20  # bits per sample, headers included
     names = {r["codec"] for r in rows[1:]}
     assert {"WAV (16-bit PCM)", "xz (raw samples)"} <= names
+
+
+def test_demo_audio_pictures(tmp_path: Path) -> None:
+    """The demo's audio section: WAV samples at each budget, an infill of a test clip's second
+    half (the given half kept exactly) and one waveform picture of them all."""
+    from PIL import Image
+
+    from ardm.config import load_config
+    from ardm.data.audio import classes_to_samples
+    from ardm.demo import pictures
+    from ardm.model import build_model
+    from ardm.train import model_items
+
+    cfg = load_config(
+        "fsdd-cpu", ["data.seq_len=200", "model.wavenet.channels=8", "model.wavenet.blocks=2"]
+    )
+    model = build_model(cfg).eval()
+    lines = pictures(model, "tiny", tmp_path, (2, 4), gif=False)
+    assert sum("network calls" in line for line in lines) == 4
+    wavs = sorted(p.name for p in tmp_path.glob("*.wav"))
+    assert wavs == [
+        "tiny_infill.wav",
+        "tiny_sample_2_0.wav",
+        "tiny_sample_2_1.wav",
+        "tiny_sample_4_0.wav",
+        "tiny_sample_4_1.wav",
+    ]
+    from ardm.coding.files import ItemCodec
+
+    filled = ItemCodec.for_model(model).read((tmp_path / "tiny_infill.wav").read_bytes(), name="x")
+    clip = model_items(model, "test", 1)[0]
+    assert torch.equal(filled[:100], clip[:100])  # the given half is kept
+    assert classes_to_samples(filled).shape == (200,)
+    with Image.open(tmp_path / "tiny_waveforms.png") as im:
+        assert im.size == (800, 6 * (14 + 90))  # clip, infill, 2 budgets x 2 samples

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ardm.checkpoint import load_model
@@ -24,7 +25,7 @@ from ardm.coding.codec import compress, decompress
 from ardm.config import load_config
 from ardm.evaluation import evaluate, rows_to_markdown
 from ardm.model import ARDM
-from ardm.pictures import save_gif, save_grid
+from ardm.pictures import save_gif, save_grid, save_waveforms
 from ardm.pretrained import shipped_names
 from ardm.train import model_alphabet, model_items, model_spec, train
 
@@ -200,10 +201,12 @@ def pictures(
             path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
             lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
     elif model.kind == "audio":
-        from ardm.cli import generate
+        from ardm.cli import fill_in, generate
         from ardm.coding.files import ItemCodec
+        from ardm.data.audio import classes_to_samples
 
         wav = ItemCodec.for_model(model)
+        strips: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         for budget in budgets:
             x, calls = generate(
                 model,
@@ -217,6 +220,32 @@ def pictures(
                 path = out / f"{name}_sample_{calls}_{i}.wav"
                 path.write_bytes(wav.write(row))
                 lines.append(f"- {calls} network calls: [{path.name}]({path.name})")
+                strips.append((f"sample {i + 1}, {calls} calls", classes_to_samples(row), None))
+        # Infill: the second half of a test clip, given its first half.
+        clip = model_items(model, "test", 1)  # (1, D) the first test clip (padded window)
+        known = torch.arange(model.D) < model.D // 2  # (D,) the first half is given
+        calls = 20 * model.S
+        filled = fill_in(
+            model, clip, known, budget=calls, generator=torch.Generator().manual_seed(0)
+        )
+        path = out / f"{name}_infill.wav"
+        path.write_bytes(wav.write(filled[0].cpu()))
+        lines.append(
+            f"- the second half of a test clip, filled in with {calls} calls given the first half: "
+            f"[{path.name}]({path.name})"
+        )
+        half = known.numpy()
+        strips = [
+            ("test clip", classes_to_samples(clip[0]), None),
+            (
+                f"its second half filled in ({calls} calls; gray: given)",
+                classes_to_samples(filled[0]),
+                half,
+            ),
+            *strips,
+        ]
+        path = save_waveforms(strips, out / f"{name}_waveforms.png")
+        lines.append(f"- waveforms (a test clip, its infill, samples): ![]({path.name})")
     else:
         alphabet = model_alphabet(model)
         for budget in budgets:

@@ -63,6 +63,57 @@ def save_gif(
     return path
 
 
+def waveform_strip(
+    samples: np.ndarray,
+    *,
+    width: int = 800,
+    height: int = 90,
+    known: np.ndarray | None = None,
+    peak: float = 32768.0,
+) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 picture of int16 ``samples (L,)``: each pixel column
+    spans the min..max of its samples and the last sample before them (a connected line),
+    ``±peak`` the strip's height; the samples where ``known (L,)`` is True are gray, the rest
+    blue."""
+    x = np.clip(np.asarray(samples, dtype=np.float64) / peak, -1.0, 1.0)  # (L,)
+    L = len(x)
+    if L == 0:
+        raise ValueError("cannot draw an empty waveform")
+    out = np.full((height, width, 3), 255, dtype=np.uint8)
+    out[height // 2, :] = (220, 220, 220)  # the zero line
+    edges = np.linspace(0, L, width + 1).astype(np.int64)  # (width + 1,)
+    for c in range(width):
+        lo, hi = edges[c], max(edges[c + 1], edges[c] + 1)
+        seg = x[max(lo - 1, 0) : hi]
+        top = round(float(1 - seg.max()) * (height - 1) / 2)
+        bottom = round(float(1 - seg.min()) * (height - 1) / 2)
+        gray = known is not None and bool(np.asarray(known)[lo:hi].all())
+        out[top : bottom + 1, c] = (150, 150, 150) if gray else (31, 94, 168)
+    return out
+
+
+def save_waveforms(
+    strips: list[tuple[str, np.ndarray, np.ndarray | None]], path: Path | str, *, width: int = 800
+) -> Path:
+    """Save a PNG of labelled waveform strips ``(label, int16 samples, known or None)``, all
+    on one vertical scale: the largest absolute sample of any strip fills a strip's height."""
+    from PIL import ImageDraw
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label_h, strip_h = 14, 90
+    peak = max(1.0, *(float(np.abs(np.asarray(a, dtype=np.float64)).max()) for _, a, _ in strips))
+    canvas = Image.new("RGB", (width, len(strips) * (label_h + strip_h)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, samples, known) in enumerate(strips):
+        y = i * (label_h + strip_h)
+        draw.text((2, y + 1), label, fill=(0, 0, 0))
+        strip = waveform_strip(samples, width=width, height=strip_h, known=known, peak=peak)
+        canvas.paste(Image.fromarray(strip), (0, y + label_h))
+    canvas.save(path)
+    return path
+
+
 MAX_IMAGE_PIXELS = 1 << 26
 """Largest image (width x height) that :func:`read_image` decodes: 67 M pixels, 8192 x 8192.
 
