@@ -119,3 +119,19 @@ def test_training_sets_the_marginal_bias_before_the_first_step(tmp_path: Path) -
     # zero bias would give 1/256.
     assert bias.softmax(-1)[0] > 0.5
     assert math.isfinite(float(bias.min()))
+
+
+@pytest.mark.parametrize("process", ["upscale", "oa-dmol", "oa"])
+def test_output_bias_zero_stays_out_of_the_fingerprint(process: str) -> None:
+    """Models saved before ``output_bias`` existed keep their fingerprint (their compressed
+    files still decode); a model trained with a marginal bias gets another one."""
+    from ardm.model import stable_config
+
+    model = {"net": "wavenet", "process": process.removesuffix("-dmol"), "output_bias": "zero"}
+    if process == "oa-dmol":
+        model["output"] = "dmol"
+    config = {"model": model, "train": {"lr": 1e-3}}
+    older = {"model": {k: v for k, v in model.items() if k != "output_bias"}, "train": {"lr": 1e-3}}
+    assert stable_config(config) == stable_config(older)
+    marginal = {"model": {**model, "output_bias": "marginal"}, "train": {"lr": 1e-3}}
+    assert stable_config(marginal) != stable_config(older)

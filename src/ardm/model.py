@@ -296,10 +296,22 @@ _LATER_MODEL_SETTINGS = {
 }
 
 
+# Model settings added later still, for every process, with the value all earlier models had.
+_LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero"}
+
+
 def stable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config as fingerprinted: later settings at their old value left out."""
     model = config.get("model")
-    if not isinstance(model, dict) or model.get("process", "oa") != "oa":
+    if not isinstance(model, dict):
+        return config
+    model = {
+        k: v
+        for k, v in model.items()
+        if k not in _LATER_SETTINGS_ANY_PROCESS or v != _LATER_SETTINGS_ANY_PROCESS[k]
+    }
+    config = {**config, "model": model}
+    if model.get("process", "oa") != "oa":
         return config
     if model.get("output", "categorical") != "categorical":
         return config
