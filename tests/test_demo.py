@@ -11,7 +11,7 @@ from ardm.checkpoint import load_model
 from ardm.demo import compression_rows
 from ardm.pretrained import shipped_names
 
-SHIPPED = ("mnist", "fashion-mnist", "english", "cifar10-subset")
+SHIPPED = ("mnist", "fashion-mnist", "english", "cifar10-subset", "fsdd")
 
 
 def test_shipped_models_are_present() -> None:
@@ -20,7 +20,7 @@ def test_shipped_models_are_present() -> None:
 
 @pytest.mark.parametrize(
     ("name", "items", "most"),
-    [("mnist", 2, 8), ("english", 1, 8), ("cifar10-subset", 1, 8)],
+    [("mnist", 2, 8), ("english", 1, 8), ("cifar10-subset", 1, 8), ("fsdd", 1, 16)],
 )
 def test_demo_compression_rows(name: str, items: int, most: int) -> None:
     """Every shipped kind: the model's files decode to the input (``compression_rows``
