@@ -55,7 +55,7 @@ from ardm.core.loss_tracker import LossTracker
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
 from ardm.core.orders import sample_t
 from ardm.model import LossOutput, _sample_categorical
-from ardm.process import Process, log_frequencies
+from ardm.process import Process, log_frequencies, step_batches
 
 
 def absorb_mask(
@@ -186,6 +186,7 @@ class D3PMAbsorbing(Process):
         passes: int = 1,
         batch_size: int = 256,
         generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
         """Fresh ``L_t`` (bits per dim) for every step, ``(T,)``: each pass evaluates every ``t``.
 
@@ -193,14 +194,13 @@ class D3PMAbsorbing(Process):
         """
         device = self.device
         total = torch.zeros(self.T, dtype=torch.float64)
-        for _ in range(passes):
-            for slot in torch.arange(self.T).split(batch_size):
-                idx = torch.randint(0, items.shape[0], (len(slot),), generator=generator)
-                x = items[idx].to(device).long()  # (b, *shape)
-                step = slot + 1  # (b,)
-                absorbed = absorb_mask(len(slot), self.D, step / self.T, generator=generator)
-                S = self.absorbed_ll(x, absorbed.to(device))  # (b,)
-                total[slot] += d3pm_bound(S.double().cpu(), step, self.T, self.D).L_t
+        for slot in step_batches(self.T, batch_size, passes, progress=progress):
+            idx = torch.randint(0, items.shape[0], (len(slot),), generator=generator)
+            x = items[idx].to(device).long()  # (b, *shape)
+            step = slot + 1  # (b,)
+            absorbed = absorb_mask(len(slot), self.D, step / self.T, generator=generator)
+            S = self.absorbed_ll(x, absorbed.to(device))  # (b,)
+            total[slot] += d3pm_bound(S.double().cpu(), step, self.T, self.D).L_t
         return (total / passes).numpy()
 
     # ------------------------------------------------------------------ sampling

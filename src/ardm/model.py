@@ -30,7 +30,7 @@ from ardm.core.orders import (
 )
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
 from ardm.errors import ConfigError
-from ardm.process import Process, check_budget_mode, given_values, log_frequencies
+from ardm.process import Process, check_budget_mode, given_values, log_frequencies, step_batches
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ class ARDM(Process):
         passes: int = 1,
         batch_size: int = 256,
         generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
         """Fresh ``L_t`` (bits per dim) for every step: each pass evaluates every ``t`` once.
 
@@ -130,14 +131,13 @@ class ARDM(Process):
         """
         device = self.device
         total = torch.zeros(self.D, dtype=torch.float64)
-        for _ in range(passes):
-            for t in torch.arange(self.D).split(batch_size):
-                idx = torch.randint(0, items.shape[0], (len(t),), generator=generator)
-                x = items[idx].to(device).long()  # (b, *shape)
-                sigma = random_orders(len(t), self.D, generator=generator, device=device)
-                known = known_mask(sigma, t.to(device)).view(len(t), *self.shape)
-                S = self.masked_ll(x, known, t.to(device), ~known)
-                total[t] += ardm_bound(S, t.to(device), self.D).L_t.double().cpu()
+        for t in step_batches(self.D, batch_size, passes, progress=progress):
+            idx = torch.randint(0, items.shape[0], (len(t),), generator=generator)
+            x = items[idx].to(device).long()  # (b, *shape)
+            sigma = random_orders(len(t), self.D, generator=generator, device=device)
+            known = known_mask(sigma, t.to(device)).view(len(t), *self.shape)
+            S = self.masked_ll(x, known, t.to(device), ~known)
+            total[t] += ardm_bound(S, t.to(device), self.D).L_t.double().cpu()
         return (total / passes).numpy()
 
     # ------------------------------------------------------------------ policies

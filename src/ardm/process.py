@@ -8,10 +8,12 @@ network (the EMA weights in training).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ardm.errors import ConfigError
 
@@ -25,6 +27,21 @@ def log_frequencies(values: torch.Tensor, n: int) -> torch.Tensor:
     """
     counts = torch.bincount(values.flatten().long().cpu(), minlength=n).double() + 0.5  # (n,)
     return (counts / counts.sum()).log().float()
+
+
+def step_batches(
+    steps: int, batch_size: int, passes: int, *, progress: bool = False
+) -> Iterator[torch.Tensor]:
+    """The steps ``0..steps-1`` in batches ``(<= batch_size,)``, ``passes`` times over (for
+    ``estimate_L``), with a progress bar when ``progress``."""
+    batches = torch.arange(steps).split(batch_size)
+    with tqdm(
+        total=passes * len(batches), desc="calibrating L_t", unit="batch", disable=not progress
+    ) as bar:
+        for _ in range(passes):
+            for t in batches:
+                yield t
+                bar.update(1)
 
 
 BUDGET_MODES = ("per-stage", "joint")

@@ -281,18 +281,18 @@ def train(
             text_chunks(train_data[: 1 << 20], spec.shape[0]) if spec.kind == "text" else train_data
         )
         g = torch.Generator().manual_seed(tc.seed + 17)
-        steps_L = len(model.tracker.L())
-        if rank == 0 and progress:
+        show = rank == 0 and progress
+        if show:
+            steps_L = len(model.tracker.L())
             print(
                 f"calibrating L_t with the EMA weights: {tc.calibrate_passes} pass(es) over "
                 f"{steps_L} steps ({tc.calibrate_passes * steps_L} examples)",
                 flush=True,
             )
-        started = time.perf_counter()
-        calibrated = ema_model.estimate_L(items, passes=tc.calibrate_passes, generator=g)
+        calibrated = ema_model.estimate_L(
+            items, passes=tc.calibrate_passes, generator=g, progress=show
+        )
         model.tracker.set_all(calibrated)
-        if rank == 0 and progress:
-            print(f"calibrated in {time.perf_counter() - started:.0f} s", flush=True)
         last_saved = -1  # the calibrated L_t must reach the checkpoint
     if last_saved != step or not ckpt_path.exists():
         checkpoint()

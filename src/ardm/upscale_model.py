@@ -63,7 +63,7 @@ from ardm.core.policy import (
 )
 from ardm.core.upscale import coarsen, digit, num_stages, refine, stage_log_probs
 from ardm.model import LossOutput, _sample_categorical, _steps
-from ardm.process import Process, check_budget_mode, given_values, log_frequencies
+from ardm.process import Process, check_budget_mode, given_values, log_frequencies, step_batches
 
 PARAMETRISATIONS = ("data", "direct")
 
@@ -236,6 +236,7 @@ class UpscaleARDM(Process):
         passes: int = 1,
         batch_size: int = 256,
         generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
         """Fresh ``L`` ``(S*D,)`` (bits per dim): each pass evaluates every (stage, ``t_in``) once.
 
@@ -243,12 +244,11 @@ class UpscaleARDM(Process):
         """
         device = self.device
         total = torch.zeros(self.S * self.D, dtype=torch.float64)
-        for _ in range(passes):
-            for t in torch.arange(self.S * self.D).split(batch_size):
-                idx = torch.randint(0, items.shape[0], (len(t),), generator=generator)
-                x = items[idx].to(device).long()  # (n, *shape)
-                sigma = random_orders(len(t), self.D, generator=generator, device=device)
-                total[t] += self.bound_terms(x, t.to(device), sigma).L_t.double().cpu()
+        for t in step_batches(self.S * self.D, batch_size, passes, progress=progress):
+            idx = torch.randint(0, items.shape[0], (len(t),), generator=generator)
+            x = items[idx].to(device).long()  # (n, *shape)
+            sigma = random_orders(len(t), self.D, generator=generator, device=device)
+            total[t] += self.bound_terms(x, t.to(device), sigma).L_t.double().cpu()
         return (total / passes).numpy()
 
     # ------------------------------------------------------------------ policies
