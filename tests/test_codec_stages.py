@@ -269,7 +269,7 @@ def test_small_K_mixture_models_use_their_full_table() -> None:
 
     def head(out: torch.Tensor) -> torch.Tensor:
         calls.append(tuple(out.shape))
-        return codec.dmol_table(out, 256)
+        return model.table(out)
 
     st = stages[0]
     full = codec.Stage(model.log_probs, st.sigma, st.policy)

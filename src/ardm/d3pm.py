@@ -55,7 +55,7 @@ from ardm.core.loss_tracker import LossTracker
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
 from ardm.core.orders import sample_t
 from ardm.model import LossOutput, _sample_categorical
-from ardm.process import Process, log_frequencies, step_batches
+from ardm.process import Process, step_batches
 
 
 def absorb_mask(
@@ -117,10 +117,6 @@ class D3PMAbsorbing(Process):
         self.last_sample_calls = 0  # network calls made by the latest ``sample``
 
     # ------------------------------------------------------------------ network
-    def marginal_logits(self, data: torch.Tensor) -> torch.Tensor:
-        """Log-frequencies ``(K,)`` of the values in ``data`` ``(N, *shape)``."""
-        return log_frequencies(data, self.K)
-
     def log_probs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-probabilities ``(B, *shape, K)`` (float32) of ``x0`` given the unabsorbed ones."""
         logits = self.net(x, known, t)  # (B, *shape, K)

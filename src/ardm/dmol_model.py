@@ -79,7 +79,12 @@ class DMoLARDM(ARDM):
                 "log-probabilities; use masked_ll (likelihoods), draw (samples) or "
                 "byte_log_probs (coding)"
             )
-        return dmol_log_probs_range(self.params(x, known, t), 0, self.K, self.K)
+        return self.table(self.params(x, known, t))
+
+    def table(self, params: torch.Tensor) -> torch.Tensor:
+        """All ``K`` log-probabilities ``(..., K)`` of mixture parameters ``params (..., 3M)``
+        (:meth:`params`); only for ``K <= 4096``."""
+        return dmol_log_probs_range(params, 0, self.K, self.K)
 
     def masked_ll(
         self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, select: torch.Tensor

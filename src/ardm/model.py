@@ -30,7 +30,7 @@ from ardm.core.orders import (
 )
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
 from ardm.errors import ConfigError
-from ardm.process import Process, check_budget_mode, given_values, log_frequencies, step_batches
+from ardm.process import Process, check_budget_mode, given_values, step_batches
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,6 @@ class ARDM(Process):
         self.order_seed = order_seed
         self.tracker = LossTracker(self.D, self.K)
         self.config: dict[str, Any] = {}  # resolved config, set by build_model
-
-    def marginal_logits(self, data: torch.Tensor) -> torch.Tensor:
-        """Log-frequencies ``(K,)`` of the values in ``data`` ``(N, *shape)``."""
-        return log_frequencies(data, self.K)
 
     # ------------------------------------------------------------------ network
     def log_probs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

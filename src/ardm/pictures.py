@@ -81,13 +81,14 @@ def waveform_strip(
         raise ValueError("cannot draw an empty waveform")
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     out[height // 2, :] = (220, 220, 220)  # the zero line
+    given = None if known is None else np.asarray(known, dtype=bool)  # (L,)
     edges = np.linspace(0, L, width + 1).astype(np.int64)  # (width + 1,)
     for c in range(width):
         lo, hi = edges[c], max(edges[c + 1], edges[c] + 1)
         seg = x[max(lo - 1, 0) : hi]
         top = round(float(1 - seg.max()) * (height - 1) / 2)
         bottom = round(float(1 - seg.min()) * (height - 1) / 2)
-        gray = known is not None and bool(np.asarray(known)[lo:hi].all())
+        gray = given is not None and bool(given[lo:hi].all())
         out[top : bottom + 1, c] = (150, 150, 150) if gray else (31, 94, 168)
     return out
 

@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ardm.errors import ConfigError
-
 P = TypeVar("P", bound="Process")
 
 
@@ -59,20 +57,16 @@ class Process(nn.Module):
     :class:`ardm.d3pm.D3PMAbsorbing`."""
 
     net: nn.Module
+    K: int
 
     def loss(self, x: torch.Tensor, *, antithetic: bool = False, generator: Any = None) -> Any:
         raise NotImplementedError
 
     def marginal_logits(self, data: torch.Tensor) -> torch.Tensor:
-        """Log-frequencies ``(out_classes,)`` of ``data``'s values, laid out like the net's output.
-
-        Used as the initial output bias (``model.output_bias = "marginal"``); only processes
-        with a categorical head have one.
-        """
-        raise ConfigError(
-            f"model.output_bias='marginal' needs a categorical output; "
-            f"{type(self).__name__} has none"
-        )
+        """Log-frequencies of ``data``'s values ``(N, *shape)``, laid out like the net's output:
+        ``(K,)`` for a ``K``-way head. The initial output bias of ``model.output_bias =
+        "marginal"``; a process whose head is laid out otherwise overrides this."""
+        return log_frequencies(data, self.K)
 
     @property
     def device(self) -> torch.device:

@@ -143,7 +143,7 @@ class UpscaleARDM(Process):
         slice the frequencies of the stage-``s`` digit.
         """
         if self.parametrisation == "data":
-            return log_frequencies(data, self.K)
+            return super().marginal_logits(data)
         return torch.cat(
             [log_frequencies(digit(data, s, b=self.b, S=self.S), self.b) for s in range(self.S)]
         )

@@ -75,7 +75,7 @@ from ardm.coding.container import (
     unpack,
     unpack_stream,
 )
-from ardm.core.dmol import BYTE, dmol_byte_log_probs, dmol_log_probs_range
+from ardm.core.dmol import BYTE, dmol_byte_log_probs
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import step_bounds
 from ardm.errors import DataError, FormatError
@@ -715,6 +715,12 @@ def model_calls(model: CodingModel) -> tuple[int, int]:
     return model.S, model.S * model.D
 
 
+def _is_mixture(model: CodingModel) -> bool:
+    """Whether ``model`` is a discretised-logistic-mixture OA-ARDM
+    (:class:`ardm.dmol_model.DMoLARDM`: ``mixtures``, ``params`` and ``table``)."""
+    return getattr(model, "mixtures", None) is not None and hasattr(model, "params")
+
+
 def _codes_byte_pairs(model: CodingModel) -> bool:
     """Whether ``model`` is coded as byte pairs: a discretised-logistic-mixture OA-ARDM
     (:class:`ardm.dmol_model.DMoLARDM`, with ``mixtures`` and ``params``) over 16-bit values.
@@ -723,7 +729,7 @@ def _codes_byte_pairs(model: CodingModel) -> bool:
     value is two 256-way symbols (:func:`ardm.core.dmol.dmol_byte_log_probs`). A mixture model
     with a small ``K`` (at most 4096) has a full table and is coded like any OA-ARDM.
     """
-    if getattr(model, "mixtures", None) is None or not hasattr(model, "params"):
+    if not _is_mixture(model):
         return False
     if model.K == BYTE * BYTE:
         return True
@@ -735,12 +741,6 @@ def _codes_byte_pairs(model: CodingModel) -> bool:
             f"full table) or K = 65536 (two bytes per value)"
         )
     return False
-
-
-def dmol_table(params: torch.Tensor, K: int) -> torch.Tensor:
-    """All ``K`` log-probabilities ``(..., K)`` of mixtures ``params (..., 3M)`` (``K <= 4096``),
-    exactly as :meth:`ardm.dmol_model.DMoLARDM.log_probs` computes them."""
-    return dmol_log_probs_range(params, 0, K, K)
 
 
 def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
@@ -758,9 +758,8 @@ def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
         sigma, policy = order_from_seed(model.D, seed), oa.policy_for_budget(budget)
         if _codes_byte_pairs(model):
             return [Stage(oa.params, sigma, policy, byte_pair=dmol_byte_log_probs)]
-        if getattr(model, "mixtures", None) is not None and hasattr(model, "params"):
-            K = model.K
-            return [Stage(oa.params, sigma, policy, head=lambda out: dmol_table(out, K))]
+        if _is_mixture(model):  # its K-way table only at each step's variables
+            return [Stage(oa.params, sigma, policy, head=oa.table)]
         return [Stage(oa.log_probs, sigma, policy)]
     upscale: Any = model  # an ardm.upscale_model.UpscaleARDM
     b = int(upscale.b)

@@ -64,6 +64,12 @@ def split_step(t: torch.Tensor, D: int) -> tuple[torch.Tensor, torch.Tensor]:
     return stage, t - stage * D
 
 
+def check_output_bias(bias: torch.Tensor, out_classes: int) -> None:
+    """A network's ``set_output_bias`` argument must be one value per output, ``(out_classes,)``."""
+    if bias.shape != (out_classes,):
+        raise ValueError(f"output bias must have shape ({out_classes},), got {tuple(bias.shape)}")
+
+
 def check_stages(stages: int, out_classes: int) -> None:
     """Validate a network's ``stages`` and ``out_classes`` arguments."""
     if stages < 1:

@@ -24,6 +24,7 @@ from torch import nn
 from ardm.nets.embeddings import (
     TimeEmbedding,
     apply_rotary,
+    check_output_bias,
     check_stages,
     rotary_cos_sin,
     split_step,
@@ -179,10 +180,7 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def set_output_bias(self, bias: torch.Tensor) -> None:
         """Set the output layer's bias to ``bias`` ``(out_classes,)`` (e.g. log-frequencies)."""
-        if bias.shape != (self.out_classes,):
-            raise ValueError(
-                f"output bias must have shape ({self.out_classes},), got {tuple(bias.shape)}"
-            )
+        check_output_bias(bias, self.out_classes)
         self.head.bias.copy_(bias)
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

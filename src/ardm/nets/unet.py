@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.nets.embeddings import TimeEmbedding, check_stages, split_step
+from ardm.nets.embeddings import TimeEmbedding, check_output_bias, check_stages, split_step
 
 
 @dataclass(frozen=True)
@@ -226,10 +226,7 @@ class UNet(nn.Module):
     @torch.no_grad()
     def set_output_bias(self, bias: torch.Tensor) -> None:
         """Set the output layer's bias to ``bias`` ``(out_classes,)`` (e.g. log-frequencies)."""
-        if bias.shape != (self.out_classes,):
-            raise ValueError(
-                f"output bias must have shape ({self.out_classes},), got {tuple(bias.shape)}"
-            )
+        check_output_bias(bias, self.out_classes)
         # conv_out's channels are (channel, class): every image channel gets the same bias
         self.conv_out.bias.copy_(bias.repeat(self.shape[0]))  # type: ignore[union-attr]
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.nets.embeddings import TimeEmbedding, check_stages, split_step
+from ardm.nets.embeddings import TimeEmbedding, check_output_bias, check_stages, split_step
 
 _VALUE_BUCKETS = 256  # the embedding sees the top 8 bits of a value
 
@@ -145,10 +145,7 @@ class WaveNet(nn.Module):
     @torch.no_grad()
     def set_output_bias(self, bias: torch.Tensor) -> None:
         """Set the output layer's bias to ``bias`` ``(out_classes,)`` (e.g. log-frequencies)."""
-        if bias.shape != (self.out_classes,):
-            raise ValueError(
-                f"output bias must have shape ({self.out_classes},), got {tuple(bias.shape)}"
-            )
+        check_output_bias(bias, self.out_classes)
         self.conv_out.bias.copy_(bias)  # type: ignore[union-attr]  # bias=True: a Tensor
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
