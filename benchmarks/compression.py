@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from ardm.coding import classical
+from ardm.coding.stages import coding_probs
 from benchmarks.machine import write_results
 
 Codec = tuple[Callable[[Any], bytes], Callable[[bytes], Any]]
@@ -186,7 +187,7 @@ def _coder_throughput(
     conv, probs = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        probs = [codec.coding_probs(lp) for lp in log_probs]  # steps x (m, K) float64
+        probs = [coding_probs(lp) for lp in log_probs]  # steps x (m, K) float64
         conv.append(time.perf_counter() - t)
     cdf = [np.cumsum(p, axis=1) for p in probs]
     symbols = [
@@ -559,10 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="compression", help="results/<name>.json and .md")
     args = p.parse_args(argv)
 
-    from ardm.checkpoint import load_model
     from ardm.config import Config, from_dict
     from ardm.data import dataset_spec, load_split
-    from ardm.train import eval_items
+    from ardm.data.items import eval_items
+    from ardm.training.pretrained import load_model
 
     datasets = []
     jobs = [

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ardm.checkpoint import load_model
 from ardm.config import load_config
+from ardm.data.items import eval_items
 from ardm.evaluation import evaluate, rows_to_dicts, rows_to_markdown
-from ardm.train import eval_items, train
+from ardm.training.pretrained import load_model
+from ardm.training.train import train
 from benchmarks.machine import write_results
 
 

@@ -36,12 +36,13 @@ from typing import Any
 
 import torch
 
-from ardm.checkpoint import load_model
 from ardm.config import Config, from_dict, load_config
 from ardm.data import dataset_spec
+from ardm.data.items import eval_items
 from ardm.evaluation import evaluate, rows_to_dicts
 from ardm.nets.build import count_params
-from ardm.train import eval_items, train
+from ardm.training.pretrained import load_model
+from ardm.training.train import train
 from benchmarks.machine import machine
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ardm.checkpoint import load_model
 from ardm.core.policy import (
     monotone_losses,
     optimal_policy,
@@ -29,7 +28,8 @@ from ardm.core.policy import (
     policy_costs,
     split_budget,
 )
-from ardm.train import model_items
+from ardm.data.items import model_items
+from ardm.training.pretrained import load_model
 from benchmarks.machine import write_results
 
 

@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from ardm.data.items import model_items
 from ardm.evaluation import evaluate, rows_to_dicts, rows_to_markdown
-from ardm.pretrained import load, shipped_names
-from ardm.train import model_items
+from ardm.training.pretrained import load, shipped_names
 from benchmarks.machine import write_results
 
 UNITS = {"text": "bpc", "audio": "bits/sample"}

@@ -17,7 +17,7 @@ import torch
 
 from ardm.config import load_config, preset_names
 from ardm.data import dataset_spec
-from ardm.model import build_model
+from ardm.models.build import build_model
 from ardm.nets.build import count_params, forward_flops
 from benchmarks.machine import write_results
 

@@ -60,8 +60,11 @@ import numpy as np
 import torch
 
 from ardm.coding import codec, container
+from ardm.coding.lockstep import encode
+from ardm.coding.stages import model_stages
+from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.errors import ArdmError, FormatError
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig
@@ -147,8 +150,8 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
     if native:
         tiles, pad = x[None], torch.zeros((1, *model.shape), dtype=torch.bool)
     else:
-        tiles, pad = codec.cut_tiles(x, tuple(model.shape))
-    stages = codec.model_stages(model, budget, seed)
+        tiles, pad = cut_tiles(x, tuple(model.shape))
+    stages = model_stages(model, budget, seed)
     crc = container.data_crc32(x.numpy(), model.K)
     field = version in container.CRC_VERSIONS  # versions 2, 3: a header field; 4: in the stream
     header = container.Header(
@@ -162,11 +165,11 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
         version=version,
     )
     if version == 2:
-        body = container.join_tiles(codec.encode(None, tiles, stages=stages, pad=pad))
+        body = container.join_tiles(encode(None, tiles, stages=stages, pad=pad))
     else:
         count = tiles.shape[0]
         initial = None if field else [crc]
-        streams = codec.encode(None, tiles, stages=stages, pad=pad, groups=[count], initial=initial)
+        streams = encode(None, tiles, stages=stages, pad=pad, groups=[count], initial=initial)
         body = container.pack_stream(streams[0], count)
     return container.pack(header, body)
 
@@ -278,7 +281,7 @@ def header_fields(blob: bytes, model_shape: tuple[int, ...]) -> list[Field]:
         fields.append(Field("crc32", pos, pos + 4, "raw"))
         pos += 4
     if header.shape is not None and header.version == 2:
-        count = math.prod(container.tile_grid(header.shape, model_shape))
+        count = math.prod(tile_grid(header.shape, model_shape))
         for i in range(count - 1):
             n, end = container.read_varint(blob, pos, "tile length")
             fields.append(Field(f"tile_len{i}", pos, end, "varint"))
@@ -508,7 +511,7 @@ class Fuzzer:
         tiles = 1
         if header.shape is not None:
             try:
-                tiles = math.prod(container.tile_grid(header.shape, model.shape))
+                tiles = math.prod(tile_grid(header.shape, model.shape))
             except FormatError:
                 tiles = 0
             tiles = min(tiles, len(body) + 1)  # a payload has at least tiles - 1 bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig

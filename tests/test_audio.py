@@ -32,8 +32,8 @@ from ardm.data.audio import (
     wav_bytes,
     write_wav,
 )
-from ardm.dmol_model import DMoLARDM
 from ardm.errors import ArdmError, DataError
+from ardm.models.dmol import DMoLARDM
 from ardm.nets.wavenet import WaveNet, WaveNetConfig
 from tests.conftest import perturb
 

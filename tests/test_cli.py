@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ardm.cli import main
+from ardm.cli.commands import main
 from tests.test_train import TINY
 
 

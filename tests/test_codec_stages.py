@@ -22,16 +22,19 @@ import pytest
 import torch
 
 from ardm.coding import ans, codec, container
+from ardm.coding.lockstep import decode, decode_with_rest, encode
+from ardm.coding.stages import CodingModel, Stage, model_calls, model_stages
+from ardm.coding.tiles import cut_tiles
 from ardm.core.dmol import dmol_byte_log_probs
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import naive_policy, step_bounds
 from ardm.core.upscale import num_stages
-from ardm.dmol_model import DMoLARDM
 from ardm.errors import DataError, FormatError
+from ardm.models.dmol import DMoLARDM
+from ardm.models.upscale import UpscaleARDM
 from ardm.nets.build import build_net
 from ardm.nets.unet import UNetConfig
 from ardm.nets.wavenet import WaveNet, WaveNetConfig
-from ardm.upscale_model import UpscaleARDM
 from tests.conftest import perturb
 
 WAVENET = WaveNetConfig(channels=8, blocks=2, dilation_cycle=2, value_emb_dim=4)
@@ -94,7 +97,7 @@ def images(n: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(seed))
 
 
-def round_trip(model: codec.CodingModel, x: torch.Tensor, budget: int) -> list[bytes]:
+def round_trip(model: CodingModel, x: torch.Tensor, budget: int) -> list[bytes]:
     """Compress a batch, check the header budget and that each file decodes alone to its item."""
     files = codec.compress(model, x, budget=budget)
     assert isinstance(files, list) and len(files) == x.shape[0]
@@ -151,7 +154,7 @@ def test_upscale_direct_parametrisation_audio_round_trip() -> None:
 def test_upscale_budget_is_clamped_and_below_the_stage_count_refused() -> None:
     model = upscale_image_model(4)  # S = 4
     x = images(1, model.shape)[0]
-    assert codec.model_calls(model) == (4, 4 * model.D)
+    assert model_calls(model) == (4, 4 * model.D)
     assert codec.compress(model, x, budget=10_000) == codec.compress(model, x, budget=4 * model.D)
     with pytest.raises(DataError, match="4 stages: it needs a budget of at least 4") as e:
         codec.compress(model, x, budget=3)
@@ -188,8 +191,8 @@ def test_upscale_batch_and_thread_invariance() -> None:
             assert torch.equal(codec.decompress(model, batch[i]), x[i])
         torch.set_num_threads(2)
         tiles = [container.unpack(f)[1] for f in batch]
-        stages = codec.model_stages(model, 6, model.order_seed)
-        y, rest = codec.decode_with_rest(None, tiles, shape=model.shape, K=256, stages=stages)
+        stages = model_stages(model, 6, model.order_seed)
+        y, rest = decode_with_rest(None, tiles, shape=model.shape, K=256, stages=stages)
         assert torch.equal(y, x)
         assert rest == [container.data_crc32(xi.numpy(), 256) for xi in x]  # the checksums
         # Tiled files (2 x 2 tiles, padded; one stream each): the same, batch vs alone.
@@ -244,24 +247,24 @@ def test_byte_pair_stage_with_padding(per_item: bool, groups: list[int] | None) 
     x = clips(3, 12, seed=6)
     pad = torch.rand(3, 12, generator=torch.Generator().manual_seed(0)) < 0.3
     pad[2] = True  # an item with nothing to code
-    stage = codec.Stage(
+    stage = Stage(
         model.params, order_from_seed(12, 1), naive_policy(12, 4), byte_pair=dmol_byte_log_probs
     )
     args = {"stages": [stage], "pad": pad, "groups": groups, "per_item": per_item}
-    payloads = codec.encode(None, x, **args)
+    payloads = encode(None, x, **args)
     assert len(payloads) == (3 if groups is None else len(groups))
     assert payloads[-1] == b"" or groups == [3]
-    y = codec.decode(None, payloads, shape=(12,), K=65536, **args)
+    y = decode(None, payloads, shape=(12,), K=65536, **args)
     assert torch.equal(y, torch.where(pad, 0, x))
     with pytest.raises(ValueError, match="K = 65536"):
-        codec.decode(None, payloads, shape=(12,), K=256, stages=[stage], pad=pad)
+        decode(None, payloads, shape=(12,), K=256, stages=[stage], pad=pad)
 
 
 def test_small_K_mixture_models_use_their_full_table() -> None:
     """A 256-class mixture is coded with its 256-way table, computed (by the stage's ``head``)
     only at each step's variables: the stream is the one the whole-image table gives."""
     model = dmol_model(L=8, K=256)
-    stages = codec.model_stages(model, 3, 0)
+    stages = model_stages(model, 3, 0)
     assert len(stages) == 1 and stages[0].byte_pair is None and stages[0].head is not None
     x = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(0))
     round_trip(model, x, 3)
@@ -272,14 +275,14 @@ def test_small_K_mixture_models_use_their_full_table() -> None:
         return model.table(out)
 
     st = stages[0]
-    full = codec.Stage(model.log_probs, st.sigma, st.policy)
-    rows = codec.Stage(model.params, st.sigma, st.policy, head=head)
-    enc_full = codec.encode(None, x, stages=[full])
-    assert codec.encode(None, x, stages=[rows]) == enc_full
+    full = Stage(model.log_probs, st.sigma, st.policy)
+    rows = Stage(model.params, st.sigma, st.policy, head=head)
+    enc_full = encode(None, x, stages=[full])
+    assert encode(None, x, stages=[rows]) == enc_full
     sizes = {right - left for left, right in step_bounds(st.policy, 8)}
     assert {c[1] for c in calls} == sizes and len(calls) == 2 * len(st.policy)  # (n, m, 3M)
     with pytest.raises(ValueError, match="K=5000") as e:
-        codec.model_stages(dmol_model(L=8, K=5000), 3, 0)
+        model_stages(dmol_model(L=8, K=5000), 3, 0)
     one_line(e)
 
 
@@ -320,7 +323,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     """Data of several tiles (no padding): one stream for the file, within the bounds of
     :func:`_assert_size_close` of the model's NLL summed over the tiles plus the checksum's
     bits, and smaller than the tiles' own streams together (format version 2)."""
-    model: codec.CodingModel
+    model: CodingModel
     if kind == "upscale-image":
         model, budget = upscale_image_model(4), 9  # S = 4
         x = images(1, (1, 8, 12), seed=11)[0]  # 2 x 3 tiles
@@ -335,7 +338,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     header, body = container.unpack(blob)
     assert header.version == 4 and header.shape == tuple(x.shape)
     assert torch.equal(codec.decompress(model, blob), x)
-    tiles, pad = codec.cut_tiles(x, tuple(model.shape))
+    tiles, pad = cut_tiles(x, tuple(model.shape))
     T, D = tiles.shape[0], model.D
     assert T >= 4 and not pad.any()
     up: UpscaleARDM | DMoLARDM = model  # type: ignore[assignment]
@@ -347,8 +350,8 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
         nll = float(up.exact_nll_bpd(tiles, policy=up.policy_for_budget(budget)).sum()) * D
         symbols = 2 * T * D  # two bytes per sample
     _assert_size_close(8 * len(body), nll, symbols, 256, container.data_crc32(x.numpy(), model.K))
-    stages = codec.model_stages(model, budget, model.order_seed)
-    per_tile = codec.encode(None, tiles, stages=stages)
+    stages = model_stages(model, budget, model.order_seed)
+    per_tile = encode(None, tiles, stages=stages)
     assert len(body) < sum(len(p) for p in per_tile)
 
 

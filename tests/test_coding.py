@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 
 from ardm.coding import ans, codec, container
 from ardm.coding.container import Header
+from ardm.coding.lockstep import decode, decode_with_rest, encode
+from ardm.coding.stages import coding_probs, model_stages, policy_nll_bits
+from ardm.coding.tiles import cut_tiles, paste_tiles, tile_grid
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import naive_policy, step_bounds
 from ardm.errors import DataError, FormatError
@@ -63,8 +66,8 @@ def policy_nll(
             inp = torch.where(known, xf, 0).view(x.shape)
             lp = net(inp, known.reshape(x.shape), known.sum(1)).reshape(N, D, -1)
             step = (sigma >= left) & (sigma < right)
-            raw += codec.policy_nll_bits(lp[:, step], xf[:, step])
-            probs = torch.from_numpy(codec.coding_probs(lp[:, step]))
+            raw += policy_nll_bits(lp[:, step], xf[:, step])
+            probs = torch.from_numpy(coding_probs(lp[:, step]))
             smoothed -= torch.log2(probs.gather(-1, xf[:, step][..., None])[..., 0]).sum(1)
     return raw, smoothed
 
@@ -78,7 +81,7 @@ def test_smoothing_floor_and_cost_bound() -> None:
         assert ans.smoothing_eps(K) * K <= 1 / 128
         assert ans.smoothing_cost_bits(K) <= -math.log2(1 - 1 / 128) + 1e-12
     lp = torch.log_softmax(torch.randn(5, 300) * 30, dim=-1)
-    p = codec.coding_probs(lp)
+    p = coding_probs(lp)
     assert p.dtype == np.float64 and p.min() >= ans.smoothing_eps(300)
     assert np.allclose(p.sum(-1), 1.0, atol=1e-5)
 
@@ -348,10 +351,10 @@ def test_stream_padding(stream: bytes, count: int) -> None:
 def test_cut_paste_tiles(shape: list[int], tile: list[int]) -> None:
     tile = tile[: len(shape)]
     x = torch.randint(1, 100, shape)
-    tiles, pad = codec.cut_tiles(x, tuple(tile))
+    tiles, pad = cut_tiles(x, tuple(tile))
     assert tiles.shape[1:] == tuple(tile) and pad.shape == tiles.shape
     assert int((~pad).sum()) == x.numel() and bool((tiles[pad] == 0).all())
-    assert torch.equal(codec.paste_tiles(tiles, tuple(shape)), x)
+    assert torch.equal(paste_tiles(tiles, tuple(shape)), x)
 
 
 # ============================================================================ codec round trips
@@ -387,8 +390,8 @@ def coding_cases(draw: st.DrawFn) -> Case:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_and_size(case: Case) -> None:
     net, x, sigma, policy = case
-    payloads = codec.encode(net, x, sigma=sigma, policy=policy, workers=1)
-    y = codec.decode(net, payloads, shape=net.shape, K=net.K, sigma=sigma, policy=policy, workers=1)
+    payloads = encode(net, x, sigma=sigma, policy=policy, workers=1)
+    y = decode(net, payloads, shape=net.shape, K=net.K, sigma=sigma, policy=policy, workers=1)
     assert torch.equal(y, x)
     raw, smoothed = policy_nll(net, x, sigma, policy)
     for p, r, s in zip(payloads, raw.tolist(), smoothed.tolist(), strict=True):
@@ -405,8 +408,8 @@ def test_round_trip_with_padding(case: Case, data: st.DataObject) -> None:
     net, x, sigma, policy = case
     pad = torch.tensor(data.draw(st.lists(st.booleans(), min_size=x.numel(), max_size=x.numel())))
     pad = pad.view(x.shape)
-    payloads = codec.encode(net, x, sigma=sigma, policy=policy, pad=pad, workers=1)
-    y = codec.decode(
+    payloads = encode(net, x, sigma=sigma, policy=policy, pad=pad, workers=1)
+    y = decode(
         net, payloads, shape=net.shape, K=net.K, sigma=sigma, policy=policy, pad=pad, workers=1
     )
     assert torch.equal(y, torch.where(pad, 0, x))
@@ -432,12 +435,12 @@ def test_groups_share_one_stream(case: Case, data: st.DataObject) -> None:
         pad = pad.view(x.shape)
     workers = data.draw(st.sampled_from([1, 2]))
     args = {"sigma": sigma, "policy": policy, "pad": pad}
-    streams = codec.encode(net, x, groups=groups, workers=workers, **args)
+    streams = encode(net, x, groups=groups, workers=workers, **args)
     assert len(streams) == len(groups)
-    y = codec.decode(net, streams, shape=net.shape, K=net.K, groups=groups, workers=1, **args)
+    y = decode(net, streams, shape=net.shape, K=net.K, groups=groups, workers=1, **args)
     assert torch.equal(y, x if pad is None else torch.where(pad, 0, x))
-    alone = codec.encode(net, x, workers=1, **args)
-    assert codec.encode(net, x, groups=[1] * N, **args) == alone
+    alone = encode(net, x, workers=1, **args)
+    assert encode(net, x, groups=[1] * N, **args) == alone
     for g, stream, first in zip(groups, streams, np.cumsum([0, *groups]), strict=False):
         if g == 1:
             assert stream == alone[first]
@@ -447,7 +450,7 @@ def test_groups_share_one_stream(case: Case, data: st.DataObject) -> None:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_initial_states_come_back_and_cost_their_bits(case: Case, data: st.DataObject) -> None:
     """Streams started from 32-bit words (format version 4: the data checksum) decode to the
-    items, with each stream's word as its rest; :func:`codec.decode`, which wants streams from
+    items, with each stream's word as its rest; :func:`decode`, which wants streams from
     the empty state, refuses them. From a word of at least ``2**24`` a stream is ``-log2 p``
     plus the word's bits, rounded up to bytes (measured over 900 random cases: -0.8 to +7.9
     bits over)."""
@@ -456,10 +459,10 @@ def test_initial_states_come_back_and_cost_their_bits(case: Case, data: st.DataO
     word = st.sampled_from([0, 1, 0xABCDEF, 1 << 24, 2**32 - 1]) | st.integers(0, 2**32 - 1)
     initial = data.draw(st.lists(word, min_size=N, max_size=N))
     args = {"sigma": sigma, "policy": policy}
-    payloads = codec.encode(net, x, initial=initial, workers=1, **args)
+    payloads = encode(net, x, initial=initial, workers=1, **args)
     for p in payloads:
         assert not p or p[-1] != 0
-    y, rest = codec.decode_with_rest(net, payloads, shape=net.shape, K=net.K, workers=1, **args)
+    y, rest = decode_with_rest(net, payloads, shape=net.shape, K=net.K, workers=1, **args)
     assert torch.equal(y, x) and rest == initial
     _, smoothed = policy_nll(net, x, sigma, policy)
     for p, s, w in zip(payloads, smoothed.tolist(), initial, strict=True):
@@ -468,26 +471,26 @@ def test_initial_states_come_back_and_cost_their_bits(case: Case, data: st.DataO
             assert -2 <= extra <= 12, (extra, s)
     if any(initial):
         with pytest.raises(FormatError, match="bits are left") as e:
-            codec.decode(net, payloads, shape=net.shape, K=net.K, workers=1, **args)
+            decode(net, payloads, shape=net.shape, K=net.K, workers=1, **args)
         one_line(e)
-    assert codec.encode(net, x, initial=[0] * N, **args) == codec.encode(net, x, **args)
+    assert encode(net, x, initial=[0] * N, **args) == encode(net, x, **args)
     with pytest.raises(ValueError, match="initial states"):
-        codec.encode(net, x, initial=[1] * (N + 1), **args)
+        encode(net, x, initial=[1] * (N + 1), **args)
     with pytest.raises(ValueError, match="initial states"):
-        codec.encode(net, x, initial=[2**32] * N, **args)
+        encode(net, x, initial=[2**32] * N, **args)
 
 
 def test_batched_mode_round_trips_with_the_same_batch() -> None:
     net = TinyConvNet(50, (2, 4, 4), seed=5).eval()
     x = torch.randint(0, 50, (4, 2, 4, 4))
     sigma, policy = order_from_seed(32, 9), naive_policy(32, 5)
-    p = codec.encode(net, x, sigma=sigma, policy=policy, per_item=False)
-    y = codec.decode(net, p, shape=net.shape, K=50, sigma=sigma, policy=policy, per_item=False)
+    p = encode(net, x, sigma=sigma, policy=policy, per_item=False)
+    y = decode(net, p, shape=net.shape, K=50, sigma=sigma, policy=policy, per_item=False)
     assert torch.equal(y, x)
     args = {"sigma": sigma, "policy": policy, "groups": [3, 1], "per_item": False}
-    p = codec.encode(net, x, **args)
+    p = encode(net, x, **args)
     assert len(p) == 2
-    assert torch.equal(codec.decode(net, p, shape=net.shape, K=50, **args), x)
+    assert torch.equal(decode(net, p, shape=net.shape, K=50, **args), x)
 
 
 def test_codec_rejects_bad_arguments() -> None:
@@ -496,18 +499,16 @@ def test_codec_rejects_bad_arguments() -> None:
     sigma = order_from_seed(6, 0)
     for policy in ([1, 3], [0, 4, 2], [0, 6], []):
         with pytest.raises(ValueError):
-            codec.encode(net, x, sigma=sigma, policy=np.array(policy))
+            encode(net, x, sigma=sigma, policy=np.array(policy))
     with pytest.raises(ValueError):
-        codec.encode(net, x, sigma=torch.tensor([0, 0, 1, 2, 3, 4]), policy=np.array([0]))
+        encode(net, x, sigma=torch.tensor([0, 0, 1, 2, 3, 4]), policy=np.array([0]))
     with pytest.raises(ValueError, match="classes"):
-        codec.decode(net, [b"\x01"], shape=(6,), K=7, sigma=sigma, policy=np.array([0]))
+        decode(net, [b"\x01"], shape=(6,), K=7, sigma=sigma, policy=np.array([0]))
     for groups in ([2], [0, 1], [1, 1]):
         with pytest.raises(ValueError, match="groups"):
-            codec.encode(net, x, sigma=sigma, policy=np.array([0]), groups=groups)
+            encode(net, x, sigma=sigma, policy=np.array([0]), groups=groups)
     with pytest.raises(ValueError, match="2 payloads for 1 groups"):
-        codec.decode(
-            net, [b"", b""], shape=(6,), K=5, sigma=sigma, policy=np.array([0]), groups=[2]
-        )
+        decode(net, [b"", b""], shape=(6,), K=5, sigma=sigma, policy=np.array([0]), groups=[2])
 
 
 # ============================================================================ determinism
@@ -540,16 +541,16 @@ def test_batch_and_thread_invariance(make: Callable[[], torch.nn.Module]) -> Non
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        batch = codec.encode(net, x, sigma=sigma, policy=policy)  # 2 workers
+        batch = encode(net, x, sigma=sigma, policy=policy)  # 2 workers
         assert torch.get_num_threads() == 2  # restored
         torch.set_num_threads(1)
         for i in (0, 7, 15):
-            alone = codec.encode(net, x[i : i + 1], sigma=sigma, policy=policy)
+            alone = encode(net, x[i : i + 1], sigma=sigma, policy=policy)
             assert alone == [batch[i]]  # byte-identical, batch 16 vs 1, 2 threads vs 1
-            y = codec.decode(net, [batch[i]], shape=shape, K=K, sigma=sigma, policy=policy)
+            y = decode(net, [batch[i]], shape=shape, K=K, sigma=sigma, policy=policy)
             assert torch.equal(y[0], x[i])
         torch.set_num_threads(2)
-        y = codec.decode(net, batch, shape=shape, K=K, sigma=sigma, policy=policy)
+        y = decode(net, batch, shape=shape, K=K, sigma=sigma, policy=policy)
         assert torch.equal(y, x)
     finally:
         torch.set_num_threads(threads)
@@ -639,7 +640,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     header, body = container.unpack(blob)
     assert header.version == 4 and header.shape == shape
     assert torch.equal(codec.decompress(m, blob), x)
-    tiles, pad = codec.cut_tiles(x, net.shape)
+    tiles, pad = cut_tiles(x, net.shape)
     assert tiles.shape[0] == 6 and not pad.any()
     sigma, policy = order_from_seed(net.D, 5), m.policy_for_budget(budget)
     _, smoothed = policy_nll(net.eval(), tiles, sigma, policy)
@@ -647,7 +648,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     crc = container.data_crc32(x.numpy(), net.K)
     assert crc >= 1 << 24  # a full word (this data)
     assert nll + crc.bit_length() - 2 <= bits <= nll + crc.bit_length() + 12, (bits, nll)
-    per_tile = codec.encode(net, tiles, sigma=sigma, policy=policy)  # version 2: one per tile
+    per_tile = encode(net, tiles, sigma=sigma, policy=policy)  # version 2: one per tile
     assert len(body) < sum(len(p) for p in per_tile) < len(container.join_tiles(per_tile))
     for n in range(len(blob)):
         with pytest.raises(FormatError) as e:
@@ -748,11 +749,11 @@ def test_a_stream_from_another_word_is_refused() -> None:
     (or from the empty state, as in version 3) decodes to the right values but is refused."""
     m, x, files = _corruption_fixture()
     crc = container.data_crc32(x[0].numpy(), m.K)
-    stages = codec.model_stages(m, 5, m.order_seed)
+    stages = model_stages(m, 5, m.order_seed)
     header = files[0][: len(files[0]) - len(container.unpack(files[0])[1])]
-    assert header + codec.encode(None, x[:1], stages=stages, initial=[crc])[0] == files[0]
+    assert header + encode(None, x[:1], stages=stages, initial=[crc])[0] == files[0]
     for word in (crc ^ 1, crc ^ (1 << 31), 0, 12345):
-        stream = codec.encode(None, x[:1], stages=stages, initial=[word])[0]
+        stream = encode(None, x[:1], stages=stages, initial=[word])[0]
         with pytest.raises(FormatError, match="does not match its checksum") as e:
             codec.decompress(m, header + stream)
         one_line(e)
@@ -811,15 +812,15 @@ def test_checksum_edges(target: int, shape: tuple[int, ...]) -> None:
     assert isinstance(blob, bytes) and blob[-1] != 0
     assert torch.equal(codec.decompress(m, blob), x)
     header, body = container.unpack(blob)
-    count = 1 if header.shape is None else math.prod(container.tile_grid(shape, m.shape))
+    count = 1 if header.shape is None else math.prod(tile_grid(shape, m.shape))
     stream = container.unpack_stream(body, count)
-    stages = codec.model_stages(m, 3, m.order_seed)
-    tiles, pad = codec.cut_tiles(x, m.shape)
+    stages = model_stages(m, 3, m.order_seed)
+    tiles, pad = cut_tiles(x, m.shape)
     args = {"shape": m.shape, "K": 256, "stages": stages, "pad": pad, "groups": [count]}
-    y, rest = codec.decode_with_rest(None, [stream], **args)
+    y, rest = decode_with_rest(None, [stream], **args)
     assert rest == [target] and torch.equal(y, tiles)
     if target == 0:  # a stream from the empty state: version 3's decoder reads it too
-        assert torch.equal(codec.decode(None, [stream], **args), tiles)
+        assert torch.equal(decode(None, [stream], **args), tiles)
     for n in range(len(blob)):
         with pytest.raises(FormatError) as e:
             codec.decompress(m, blob[:n])
@@ -967,15 +968,15 @@ def test_golden_files(name: str) -> None:
     assert header.version == container.VERSION and header.crc32 is None
     assert header.shape == (None if tuple(x.shape) == model.shape else tuple(x.shape))
     assert torch.equal(codec.decompress(model, path.read_bytes()), x)
-    count = 1 if header.shape is None else math.prod(container.tile_grid(header.shape, model.shape))
-    stages = codec.model_stages(model, budget, model.order_seed)
-    _, rest = codec.decode_with_rest(
+    count = 1 if header.shape is None else math.prod(tile_grid(header.shape, model.shape))
+    stages = model_stages(model, budget, model.order_seed)
+    _, rest = decode_with_rest(
         None,
         [container.unpack_stream(body, count)],
         shape=model.shape,
         K=model.K,
         stages=stages,
-        pad=codec.cut_tiles(x, model.shape)[1],
+        pad=cut_tiles(x, model.shape)[1],
         groups=[count],
     )
     assert rest == [container.data_crc32(x.numpy(), model.K)]  # the checksum, in the stream

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ardm.cli import main
+from ardm.cli.commands import main
 from ardm.coding import container, files
 from ardm.data import TextAlphabet
 from ardm.errors import DataError

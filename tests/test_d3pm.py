@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ardm.core.objective import LN2, masked_log_likelihood
-from ardm.d3pm import D3PMAbsorbing, d3pm_bound
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
+from ardm.models.d3pm import D3PMAbsorbing, d3pm_bound
 from tests.tiny_nets import IntegerNet, TinyAttnNet
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ardm.checkpoint import load_model
-from ardm.demo import compression_rows
-from ardm.pretrained import shipped_names
+from ardm.cli.demo import compression_rows
+from ardm.training.pretrained import load_model, shipped_names
 
 SHIPPED = ("mnist", "fashion-mnist", "english", "cifar10-subset", "fsdd")
 
@@ -47,7 +46,7 @@ def test_files_of_the_first_release_still_decode() -> None:
     import torch
 
     from ardm.coding.codec import decompress
-    from ardm.train import model_items
+    from ardm.data.items import model_items
 
     model = load_model("mnist")
     assert model.fingerprint()[:4].hex() == "07477916"
@@ -59,7 +58,7 @@ def test_demo_compression_rows_for_audio() -> None:
     """The demo's audio table: real test clips coded by an (untrained) tiny model and checked,
     next to WAV, FLAC, xz and zstd on the same clips."""
     from ardm.config import load_config
-    from ardm.model import build_model
+    from ardm.models.build import build_model
 
     cfg = load_config(
         "fsdd-tiny",
@@ -84,11 +83,11 @@ def test_demo_audio_pictures(tmp_path: Path) -> None:
     half (the given half kept exactly) and one waveform picture of them all."""
     from PIL import Image
 
+    from ardm.cli.demo import pictures
     from ardm.config import load_config
     from ardm.data.audio import classes_to_samples
-    from ardm.demo import pictures
-    from ardm.model import build_model
-    from ardm.train import model_items
+    from ardm.data.items import model_items
+    from ardm.models.build import build_model
 
     cfg = load_config(
         "fsdd-cpu", ["data.seq_len=200", "model.wavenet.channels=8", "model.wavenet.blocks=2"]

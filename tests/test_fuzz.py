@@ -131,7 +131,6 @@ def test_huge_geometry_is_refused_before_allocation(
     model = f.models["image"]
     fingerprint = model.fingerprint()[: container.FINGERPRINT_BYTES]
     monkeypatch.setattr(codec, "cut_tiles", forbidden)
-    monkeypatch.setattr(codec, "decode", forbidden)
     monkeypatch.setattr(codec, "decode_with_rest", forbidden)
     cases = {
         # 2^20 tiles need at least 2^20 - 1 body bytes

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
 from tests.conftest import tiny_image_model, tiny_text_model
 
 

@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from ardm.checkpoint import load_model
 from ardm.config import load_config
 from ardm.core.upscale import digit
-from ardm.dmol_model import DMoLARDM
 from ardm.errors import ConfigError
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
+from ardm.models.dmol import DMoLARDM
+from ardm.models.process import log_frequencies
+from ardm.models.upscale import UpscaleARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig
 from ardm.nets.wavenet import WaveNet, WaveNetConfig
-from ardm.process import log_frequencies
-from ardm.train import train
-from ardm.upscale_model import UpscaleARDM
+from ardm.training.pretrained import load_model
+from ardm.training.train import train
 
 WAVENET = WaveNetConfig(channels=8, blocks=2, dilation_cycle=2, value_emb_dim=4)
 
@@ -125,7 +125,7 @@ def test_training_sets_the_marginal_bias_before_the_first_step(tmp_path: Path) -
 def test_output_bias_zero_stays_out_of_the_fingerprint(process: str) -> None:
     """Models saved before ``output_bias`` existed keep their fingerprint (their compressed
     files still decode); a model trained with a marginal bias gets another one."""
-    from ardm.model import stable_config
+    from ardm.models.ardm import stable_config
 
     model = {"net": "wavenet", "process": process.removesuffix("-dmol"), "output_bias": "zero"}
     if process == "oa-dmol":

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ardm.checkpoint import load_model
 from ardm.config import load_config
 from ardm.errors import CheckpointError
-from ardm.model import build_model
-from ardm.pretrained import export_weights, load_weights
+from ardm.models.build import build_model
+from ardm.training.pretrained import export_weights, load_model, load_weights
 from tests.test_train import TINY
 
 

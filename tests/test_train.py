@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ardm.checkpoint import load_checkpoint, load_model
 from ardm.config import load_config
 from ardm.errors import CheckpointError
-from ardm.train import train
+from ardm.training.checkpoint import load_checkpoint
+from ardm.training.pretrained import load_model
+from ardm.training.train import train
 
 TINY = [
     "model.unet.ch=8",
@@ -128,8 +129,8 @@ def test_kill_9_then_same_command_resumes(tmp_path: Path) -> None:
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ardm.model import ARDM
-    from ardm.train import TrainingDiverged
+    from ardm.models.ardm import ARDM
+    from ardm.training.train import TrainingDiverged
 
     real_loss = ARDM.loss
     calls = {"n": 0}

@@ -20,18 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from ardm.checkpoint import (
-    FORMAT,
-    atomic_write_bytes,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-)
 from ardm.coding import codec, files
 from ardm.data.images import read_png
 from ardm.data.text import SHAKESPEARE_ALPHABET, TEXT8_ALPHABET, TextAlphabet, read_shakespeare
 from ardm.errors import CheckpointError, DataError, FormatError
+from ardm.filesystem import atomic_write_bytes
 from ardm.pictures import MAX_IMAGE_PIXELS, read_image
+from ardm.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from ardm.training.pretrained import load_model
 from tests.conftest import tiny_image_model, tiny_text_model
 
 

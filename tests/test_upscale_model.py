@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from ardm.core.policy import monotone_losses, policy_cost, policy_costs
 from ardm.core.upscale import num_stages
+from ardm.models.upscale import UpscaleARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig
-from ardm.upscale_model import UpscaleARDM
 from tests.conftest import perturb
 
 CASES = [  # (K, b, parametrisation): powers of b and not

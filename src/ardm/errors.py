@@ -21,3 +21,8 @@ class CheckpointError(ArdmError):
 
 class FormatError(ArdmError):
     """A compressed file is corrupt, truncated, of an unknown version or for another model."""
+
+
+def first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ardm.d3pm import D3PMAbsorbing
+from ardm.models.d3pm import D3PMAbsorbing
 
 
 @dataclass(frozen=True)

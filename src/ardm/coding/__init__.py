@@ -10,6 +10,7 @@ Typical use::
     x = decompress(model, blob)  # raises ardm.errors.FormatError, never returns wrong data
 """
 
-from ardm.coding.codec import compress, decode, decompress, encode
+from ardm.coding.codec import compress, decompress
+from ardm.coding.lockstep import decode, encode
 
 __all__ = ["compress", "decode", "decompress", "encode"]

@@ -159,15 +159,6 @@ def _check_geometry(K: int, shape: tuple[int, ...], *, exc: type[Exception]) -> 
         raise exc(f"shape {shape} has more than {MAX_D} values")
 
 
-def tile_grid(shape: tuple[int, ...], tile: tuple[int, ...]) -> tuple[int, ...]:
-    """Number of tiles along each axis when ``shape`` is cut into ``tile``-shaped pieces."""
-    if len(shape) != len(tile):
-        raise FormatError(
-            f"data of shape {shape} cannot be cut into tiles of the model's shape {tile}"
-        )
-    return tuple(-(-n // m) for n, m in zip(shape, tile, strict=True))
-
-
 def pack_stream(stream: bytes, count: int) -> bytes:
     """The payload (versions 3, 4) of a file of ``count`` tiles whose one ANS stream is ``stream``.
 

@@ -383,7 +383,7 @@ def check_writable(path: str | Path, *, force: bool) -> None:
 def write_output(path: str | Path, data: bytes, *, force: bool) -> None:
     """Write ``data`` atomically to ``path`` (``-``: standard output), never over an existing
     file unless ``force``."""
-    from ardm.checkpoint import atomic_write_bytes
+    from ardm.filesystem import atomic_write_bytes
 
     if str(path) == STDIO:
         sys.stdout.buffer.write(data)

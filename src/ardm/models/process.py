@@ -8,12 +8,17 @@ network (the EMA weights in training).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from ardm.core.objective import BoundTerms
+from ardm.core.policy import step_bounds
 
 P = TypeVar("P", bound="Process")
 
@@ -121,3 +126,38 @@ def given_values(
     if bool((counts != g).any()):
         raise ValueError("every item must have the same number of given variables")
     return values, mask, g
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    loss: torch.Tensor  # () scalar to minimise: mean bound + ce_weight * mean ce, bits per dim
+    terms: BoundTerms  # per-example terms, (B,) each
+    t: torch.Tensor  # (B,) sampled number of known variables
+
+
+def _one_stage(policies: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """The policy of a one-stage model: ``policy`` itself or the only entry of ``[policy]``."""
+    if isinstance(policies, np.ndarray) and policies.ndim == 1:
+        return policies
+    if len(policies) != 1:
+        raise ValueError(f"expected 1 policy (an OA-ARDM has one stage), got {len(policies)}")
+    return np.asarray(policies[0])
+
+
+def _steps(policy: np.ndarray | None, D: int) -> list[tuple[int, int]]:
+    """Steps ``[l, r)`` of a policy whose first boundary may be ``g > 0`` (``g`` variables given)."""
+    if policy is None:
+        raise ValueError("a policy or a budget is needed")
+    start = int(policy[0])
+    return [
+        (left + start, right + start)
+        for left, right in step_bounds(np.asarray(policy) - start, D - start)
+    ]
+
+
+def _sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Gumbel-max sample of the last axis: ``(..., K) -> (...)``."""
+    u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64)
+    u = u.clamp(1e-300, 1.0 - 1e-16)  # keep both logarithms finite
+    gumbel = -torch.log(-torch.log(u)).float()  # (..., K) standard Gumbel noise
+    return (log_probs + gumbel.to(log_probs.device)).argmax(dim=-1)

@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ardm.checkpoint import load_model
 from ardm.coding import classical
 from ardm.coding.codec import compress, decompress
 from ardm.config import load_config
+from ardm.data.items import model_alphabet, model_items, model_spec
 from ardm.evaluation import evaluate, rows_to_markdown
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
 from ardm.pictures import save_gif, save_grid, save_waveforms
-from ardm.pretrained import shipped_names
-from ardm.train import model_alphabet, model_items, model_spec, train
+from ardm.training.pretrained import load_model, shipped_names
+from ardm.training.train import train
 
 
 def _measure(
@@ -201,9 +201,9 @@ def pictures(
             path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
             lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
     elif model.kind == "audio":
-        from ardm.cli import fill_in, generate
         from ardm.coding.files import ItemCodec
         from ardm.data.audio import classes_to_samples
+        from ardm.generation import fill_in, generate
 
         wav = ItemCodec.for_model(model)
         strips: list[tuple[str, np.ndarray, np.ndarray | None]] = []

@@ -21,11 +21,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ardm.checkpoint import load_checkpoint, save_checkpoint
-from ardm.config import Config, from_dict, to_dict
-from ardm.data import BatchSampler, DataSpec, TextAlphabet, dataset_spec, load_split, text_chunks
-from ardm.errors import ArdmError, CheckpointError, DataError
-from ardm.model import ARDM, build_model
+from ardm.config import Config, to_dict
+from ardm.data import BatchSampler, dataset_spec, load_split, text_chunks
+from ardm.data.items import eval_items
+from ardm.devices import pick_device
+from ardm.errors import ArdmError, CheckpointError
+from ardm.models.build import build_model
+from ardm.training.checkpoint import load_checkpoint, save_checkpoint
 
 # Settings that may change between a run and its resumption (they do not change the model).
 RESUMABLE_CHANGES = {
@@ -50,41 +52,6 @@ class TrainResult:
     rank: int = 0
     last_eval: dict[str, float] = field(default_factory=dict)
     examples_per_s: float = 0.0
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def eval_items(cfg: Config, split: str = "test", limit: int | None = None) -> torch.Tensor:
-    """The evaluation items of a split: images, or consecutive text chunks ``(N, *shape)``."""
-    spec = dataset_spec(cfg.data.name, seq_len=cfg.data.seq_len)
-    data = load_split(
-        cfg.data.name, split, data_dir=cfg.data.data_dir or None, seq_len=cfg.data.seq_len
-    )
-    items = text_chunks(data, spec.shape[0]) if spec.kind == "text" else data
-    return items[:limit].long() if limit else items.long()
-
-
-def model_spec(model: ARDM) -> DataSpec:
-    """The dataset spec a trained model was built for (from its stored config)."""
-    data = model.config["data"]
-    return dataset_spec(data["name"], seq_len=data["seq_len"])
-
-
-def model_items(model: ARDM, split: str = "test", limit: int | None = None) -> torch.Tensor:
-    """Evaluation items ``(N, *shape)`` of the dataset a trained model was built for."""
-    return eval_items(from_dict(Config, model.config), split, limit)
-
-
-def model_alphabet(model: ARDM) -> TextAlphabet:
-    """The alphabet of a text model; a one-line error for other models."""
-    alphabet = model_spec(model).alphabet
-    if alphabet is None:
-        raise DataError(f"{model.kind} models have no alphabet")
-    return TextAlphabet(alphabet)
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:

@@ -8,37 +8,18 @@ the data sampler and RNG states; it loads with ``weights_only=True`` (no pickle 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ardm.config import Config, from_dict
-from ardm.errors import CheckpointError
-from ardm.model import ARDM, build_model
+from ardm.errors import CheckpointError, first_line
+from ardm.filesystem import atomic_write_bytes
+from ardm.models.ardm import ARDM
+from ardm.models.build import build_model
 
 FORMAT = "ardm-checkpoint-1"
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: never a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
@@ -62,11 +43,6 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return state
 
 
-def first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 def model_from_state(state: dict[str, Any], *, ema: bool = True) -> ARDM:
     """Rebuild the model of a loaded checkpoint (EMA weights by default)."""
     missing = [k for k in ("config", "model", "tracker") if k not in state]
@@ -86,27 +62,3 @@ def model_from_state(state: dict[str, Any], *, ema: bool = True) -> ARDM:
     model.tracker.load_state_dict(state["tracker"])
     model.order_seed = int(state.get("order_seed", 0))
     return model.eval()
-
-
-def load_model(path: Path | str, *, device: str | torch.device = "cpu", ema: bool = True) -> ARDM:
-    """Load a model for evaluation, sampling or coding.
-
-    ``path`` is a run folder, a checkpoint file, a shipped-weights ``.safetensors`` file, or
-    the name of a model shipped with ardm (``mnist``, ``english``, ...).
-    """
-    from ardm import pretrained
-
-    path = Path(path)
-    if path.suffix == ".safetensors" and path.is_file():
-        return pretrained.load_weights(path).to(device)
-    if not path.exists():
-        if len(path.parts) == 1 and str(path) in pretrained.shipped_names():
-            return pretrained.load(str(path), device=device)
-        shipped = ", ".join(pretrained.shipped_names()) or "none yet"
-        raise CheckpointError(
-            f"no run folder, checkpoint or weights file {path}, and no shipped model of that "
-            f"name (shipped: {shipped})"
-        )
-    if path.is_dir():
-        path = path / "ckpt.pt"
-    return model_from_state(load_checkpoint(path), ema=ema).to(device)

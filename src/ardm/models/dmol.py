@@ -25,7 +25,7 @@ from ardm.core.dmol import (
     dmol_sample,
 )
 from ardm.errors import ConfigError
-from ardm.model import ARDM
+from ardm.models.ardm import ARDM
 
 MAX_FULL_K = 4096
 """Largest ``K`` for which :meth:`DMoLARDM.log_probs` builds the full ``(…, K)`` table."""

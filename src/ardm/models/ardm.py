@@ -12,15 +12,17 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ardm.coding.fingerprint import (
+    stable_config,
+)
 from ardm.core.loss_tracker import LossTracker
-from ardm.core.objective import LN2, BoundTerms, ardm_bound, masked_log_likelihood
+from ardm.core.objective import LN2, ardm_bound, masked_log_likelihood
 from ardm.core.orders import (
     known_mask,
     order_from_seed,
@@ -28,16 +30,17 @@ from ardm.core.orders import (
     random_orders,
     sample_t,
 )
-from ardm.core.policy import naive_policy, optimal_policy, policy_cost, step_bounds
-from ardm.errors import ConfigError
-from ardm.process import Process, check_budget_mode, given_values, step_batches
-
-
-@dataclass(frozen=True)
-class LossOutput:
-    loss: torch.Tensor  # () scalar to minimise: mean bound + ce_weight * mean ce, bits per dim
-    terms: BoundTerms  # per-example terms, (B,) each
-    t: torch.Tensor  # (B,) sampled number of known variables
+from ardm.core.policy import naive_policy, optimal_policy, policy_cost
+from ardm.models.process import (
+    LossOutput,
+    Process,
+    _one_stage,
+    _sample_categorical,
+    _steps,
+    check_budget_mode,
+    given_values,
+    step_batches,
+)
 
 
 class ARDM(Process):
@@ -277,132 +280,3 @@ class ARDM(Process):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.digest()
-
-
-# Model settings added after the first release, with the value every earlier model had. Left
-# out of fingerprints while they keep that value, so files compressed with earlier versions
-# of the same model still decode.
-_LATER_MODEL_SETTINGS = {
-    "process": "oa",
-    "output": "categorical",
-    "mixtures": 30,
-    "branching": 4,
-    "parametrisation": "data",
-    "d3pm_steps": 1000,
-}
-
-
-# Model settings added later still, for every process, with the value all earlier models had.
-_LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero"}
-
-
-def stable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config as fingerprinted: later settings at their old value left out."""
-    model = config.get("model")
-    if not isinstance(model, dict):
-        return config
-    model = {
-        k: v
-        for k, v in model.items()
-        if k not in _LATER_SETTINGS_ANY_PROCESS or v != _LATER_SETTINGS_ANY_PROCESS[k]
-    }
-    config = {**config, "model": model}
-    if model.get("process", "oa") != "oa":
-        return config
-    if model.get("output", "categorical") != "categorical":
-        return config
-    kept = {k: v for k, v in model.items() if k not in _LATER_MODEL_SETTINGS}
-    if model.get("net") != "wavenet":
-        kept.pop("wavenet", None)  # the audio network's settings mean nothing to other nets
-    return {**config, "model": kept}
-
-
-def _one_stage(policies: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """The policy of a one-stage model: ``policy`` itself or the only entry of ``[policy]``."""
-    if isinstance(policies, np.ndarray) and policies.ndim == 1:
-        return policies
-    if len(policies) != 1:
-        raise ValueError(f"expected 1 policy (an OA-ARDM has one stage), got {len(policies)}")
-    return np.asarray(policies[0])
-
-
-def _steps(policy: np.ndarray | None, D: int) -> list[tuple[int, int]]:
-    """Steps ``[l, r)`` of a policy whose first boundary may be ``g > 0`` (``g`` variables given)."""
-    if policy is None:
-        raise ValueError("a policy or a budget is needed")
-    start = int(policy[0])
-    return [
-        (left + start, right + start)
-        for left, right in step_bounds(np.asarray(policy) - start, D - start)
-    ]
-
-
-def _sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Gumbel-max sample of the last axis: ``(..., K) -> (...)``."""
-    u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64)
-    u = u.clamp(1e-300, 1.0 - 1e-16)  # keep both logarithms finite
-    gumbel = -torch.log(-torch.log(u)).float()  # (..., K) standard Gumbel noise
-    return (log_probs + gumbel.to(log_probs.device)).argmax(dim=-1)
-
-
-def build_model(cfg: Any) -> Any:
-    """An untrained model for a :class:`ardm.config.Config` (network, process and data from it).
-
-    ``model.process`` picks the class: :class:`ARDM` (or its discretised-logistic variant for
-    ``model.output = "dmol"``), :class:`ardm.upscale_model.UpscaleARDM` or
-    :class:`ardm.d3pm.D3PMAbsorbing`; all share the training interface (``loss``,
-    ``bound_bpd``, ``estimate_L``, ``tracker``, ``with_net``, ``fingerprint``).
-    """
-    from ardm.config import to_dict
-    from ardm.core.upscale import num_stages
-    from ardm.data import dataset_spec
-    from ardm.nets.build import build_net
-
-    mc = cfg.model
-    if mc.output != "categorical" and mc.process != "oa":  # checked here: overrides come one by one
-        raise ConfigError(
-            f"model.output={mc.output!r} is only for model.process='oa'; "
-            f"set model.output='categorical' for process {mc.process!r}"
-        )
-    spec = dataset_spec(cfg.data.name, seq_len=cfg.data.seq_len)
-    stages, out_classes = 1, spec.K
-    if mc.process == "upscale":
-        stages = num_stages(spec.K, mc.branching)
-        if mc.parametrisation == "direct":
-            out_classes = stages * mc.branching
-    elif mc.output == "dmol":
-        out_classes = 3 * mc.mixtures
-    net = build_net(
-        mc.net,
-        K=spec.K,
-        shape=spec.shape,
-        transformer=mc.transformer,
-        unet=mc.unet,
-        wavenet=mc.wavenet,
-        stages=stages,
-        out_classes=out_classes,
-    )
-    model: Any
-    if mc.process == "upscale":
-        from ardm.upscale_model import UpscaleARDM
-
-        model = UpscaleARDM(
-            net,
-            kind=spec.kind,
-            K=spec.K,
-            branching=mc.branching,
-            parametrisation=mc.parametrisation,
-            ce_weight=mc.ce_weight,
-        )
-    elif mc.process == "d3pm":
-        from ardm.d3pm import D3PMAbsorbing
-
-        model = D3PMAbsorbing(net, kind=spec.kind, steps=mc.d3pm_steps, ce_weight=mc.ce_weight)
-    elif mc.output == "dmol":
-        from ardm.dmol_model import DMoLARDM
-
-        model = DMoLARDM(net, kind=spec.kind, ce_weight=mc.ce_weight, mixtures=mc.mixtures)
-    else:
-        model = ARDM(net, kind=spec.kind, ce_weight=mc.ce_weight)
-    model.config = to_dict(cfg)
-    return model

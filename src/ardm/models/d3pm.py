@@ -54,8 +54,8 @@ from torch import nn
 from ardm.core.loss_tracker import LossTracker
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
 from ardm.core.orders import sample_t
-from ardm.model import LossOutput, _sample_categorical
-from ardm.process import Process, step_batches
+from ardm.models.ardm import LossOutput, _sample_categorical
+from ardm.models.process import Process, step_batches
 
 
 def absorb_mask(

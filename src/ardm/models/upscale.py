@@ -62,8 +62,14 @@ from ardm.core.policy import (
     split_budget,
 )
 from ardm.core.upscale import coarsen, digit, num_stages, refine, stage_log_probs
-from ardm.model import LossOutput, _sample_categorical, _steps
-from ardm.process import Process, check_budget_mode, given_values, log_frequencies, step_batches
+from ardm.models.ardm import LossOutput, _sample_categorical, _steps
+from ardm.models.process import (
+    Process,
+    check_budget_mode,
+    given_values,
+    log_frequencies,
+    step_batches,
+)
 
 PARAMETRISATIONS = ("data", "direct")
 

@@ -18,10 +18,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ardm.checkpoint import atomic_write_bytes, first_line
 from ardm.config import Config, from_dict
-from ardm.errors import CheckpointError
-from ardm.model import ARDM, build_model
+from ardm.errors import CheckpointError, first_line
+from ardm.filesystem import atomic_write_bytes
+from ardm.models.ardm import ARDM
+from ardm.models.build import build_model
+from ardm.training.checkpoint import load_checkpoint, model_from_state
 
 FORMAT = "ardm-weights-1"
 L_KEY = "__L_t__"
@@ -109,3 +111,25 @@ def load_weights(path: Path | str) -> ARDM:
 def load(name: str, *, device: str | torch.device = "cpu") -> ARDM:
     """A shipped model by name, e.g. ``ardm.load("mnist")``."""
     return load_weights(shipped_path(name)).to(device)
+
+
+def load_model(path: Path | str, *, device: str | torch.device = "cpu", ema: bool = True) -> ARDM:
+    """Load a model for evaluation, sampling or coding.
+
+    ``path`` is a run folder, a checkpoint file, a shipped-weights ``.safetensors`` file, or
+    the name of a model shipped with ardm (``mnist``, ``english``, ...).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_weights(path).to(device)
+    if not path.exists():
+        if len(path.parts) == 1 and str(path) in shipped_names():
+            return load(str(path), device=device)
+        shipped = ", ".join(shipped_names()) or "none yet"
+        raise CheckpointError(
+            f"no run folder, checkpoint or weights file {path}, and no shipped model of that "
+            f"name (shipped: {shipped})"
+        )
+    if path.is_dir():
+        path = path / "ckpt.pt"
+    return model_from_state(load_checkpoint(path), ema=ema).to(device)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ardm.data.masks import image_mask
 from ardm.errors import ArdmError, DataError
+from ardm.generation import fill_in, generate
 
 
 def _budgets(text: str) -> list[int]:
@@ -197,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     from ardm.config import load_config
-    from ardm.train import train
+    from ardm.training.train import train
 
     cfg = load_config(args.preset, args.overrides)
     out = Path(args.out or f"runs/{Path(args.preset).stem}")
@@ -213,8 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ardm.checkpoint import load_model
-    from ardm.train import pick_device
+    from ardm.devices import pick_device
+    from ardm.training.pretrained import load_model
 
     return load_model(args.model, device=pick_device(args.device))
 
@@ -224,8 +226,8 @@ def _unit(model) -> str:  # type: ignore[no-untyped-def]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ardm.data.items import model_items
     from ardm.evaluation import evaluate, rows_to_dicts, rows_to_markdown
-    from ardm.train import model_items
 
     model = _load(args)
     items = model_items(model, args.split, args.items)
@@ -242,40 +244,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate(model, n: int, *, budget: int | None, naive: bool, temperature: float, generator):  # type: ignore[no-untyped-def]
-    """``n`` samples from any model kind, and the network calls each took.
-
-    OA-ARDM: ``budget`` calls (default ``D``) under the DP (or naive) policy. Upscale ARDM:
-    ``budget`` calls in total over its ``S`` stages, split by the joint DP (default ``S * D``).
-    D3PM: ``budget`` steps (default its training ``T``).
-    """
-    from ardm.d3pm import D3PMAbsorbing
-
-    if isinstance(model, D3PMAbsorbing):
-        x = model.sample(n, steps=budget, temperature=temperature, generator=generator)
-        return x, model.last_sample_calls
-    if budget is not None and budget < model.S:
-        raise DataError(f"this model has {model.S} stages: the budget must be at least {model.S}")
-    most = model.S * model.D
-    calls = min(budget or most, most)
-    x = model.sample(
-        n, budget=calls, mode="joint", naive=naive, temperature=temperature, generator=generator
-    )
-    return x, calls
-
-
-def fill_in(model, x: torch.Tensor, known: torch.Tensor, *, budget: int | None, generator):  # type: ignore[no-untyped-def]
-    """Conditional generation with any ARDM: ``budget`` calls in all (upscale: joint DP)."""
-    from ardm.d3pm import D3PMAbsorbing
-
-    if isinstance(model, D3PMAbsorbing):
-        raise DataError("conditional generation is for ARDMs; the D3PM baseline does not do it")
-    return model.complete(x, known, budget=budget, mode="joint", generator=generator)
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
+    from ardm.data.items import model_alphabet
     from ardm.pictures import save_grid
-    from ardm.train import model_alphabet
 
     model = _load(args)
     g = torch.Generator().manual_seed(args.seed)
@@ -318,29 +289,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_mask(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """``known`` mask (C, H, W) that hides one part of an image."""
-    C, H, W = shape
-    known = torch.ones(C, H, W, dtype=torch.bool)
-    if kind == "bottom":
-        known[:, H // 2 :] = False
-    elif kind == "top":
-        known[:, : H // 2] = False
-    elif kind == "left":
-        known[:, :, : W // 2] = False
-    elif kind == "right":
-        known[:, :, W // 2 :] = False
-    elif kind == "center":
-        known[:, H // 4 : 3 * H // 4, W // 4 : 3 * W // 4] = False
-    else:  # a random half, the same for every item
-        g = torch.Generator().manual_seed(seed)
-        known.view(-1)[torch.randperm(known.numel(), generator=g)[: known.numel() // 2]] = False
-    return known
-
-
 def cmd_inpaint(args: argparse.Namespace) -> int:
+    from ardm.data.items import model_items
     from ardm.pictures import read_image, save_grid
-    from ardm.train import model_items
 
     model = _load(args)
     if model.kind != "image":
@@ -354,7 +305,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     else:
         x = model_items(model, "test", args.index + args.n)[args.index :]
     x = x.long()
-    known = _image_mask(args.mask, model.shape, args.seed)
+    known = image_mask(args.mask, model.shape, args.seed)
     g = torch.Generator().manual_seed(args.seed)
     out = fill_in(model, x.to(model.device), known, budget=args.budget, generator=g).cpu()
     shown = torch.where(known, x, torch.full_like(x, 128))
@@ -364,7 +315,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from ardm.train import model_alphabet
+    from ardm.data.items import model_alphabet
 
     model = _load(args)
     if model.kind != "text":
@@ -388,7 +339,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ardm.d3pm import D3PMAbsorbing
+    from ardm.models.d3pm import D3PMAbsorbing
 
     model = _load(args)
     if isinstance(model, D3PMAbsorbing):
@@ -494,7 +445,7 @@ def _summary(
 def cmd_compress(args: argparse.Namespace) -> int:
     import time
 
-    from ardm.coding import codec, files
+    from ardm.coding import files, stages
     from ardm.coding.codec import compress
     from ardm.errors import FormatError
 
@@ -525,7 +476,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         item_codec.unit,
         time.perf_counter() - start,
         files.STDIO in outs,
-        f", budget {min(args.budget, codec.model_calls(model)[1])}"
+        f", budget {min(args.budget, stages.model_calls(model)[1])}"
         + (", verified" if args.verify else ""),
     )
     return 0
@@ -575,15 +526,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ardm.demo import run_demo
+    from ardm.cli.demo import run_demo
 
     run_demo(Path(args.out), minutes=args.minutes, fresh=args.fresh, train_first=args.train)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ardm.checkpoint import load_model
-    from ardm.pretrained import export_weights
+    from ardm.training.pretrained import export_weights, load_model
 
     model = load_model(args.model)
     path = export_weights(model, args.output, dtype=torch.float32 if args.fp32 else torch.float16)

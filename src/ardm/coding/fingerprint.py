@@ -1,0 +1,44 @@
+"""Model identity in files: the resolved config as fingerprinted, with the compatibility table
+of settings added after the first release (left out while they keep their old value, so
+older files still decode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Model settings added after the first release, with the value every earlier model had. Left
+# out of fingerprints while they keep that value, so files compressed with earlier versions
+# of the same model still decode.
+_LATER_MODEL_SETTINGS = {
+    "process": "oa",
+    "output": "categorical",
+    "mixtures": 30,
+    "branching": 4,
+    "parametrisation": "data",
+    "d3pm_steps": 1000,
+}
+
+
+# Model settings added later still, for every process, with the value all earlier models had.
+_LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero"}
+
+
+def stable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as fingerprinted: later settings at their old value left out."""
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return config
+    model = {
+        k: v
+        for k, v in model.items()
+        if k not in _LATER_SETTINGS_ANY_PROCESS or v != _LATER_SETTINGS_ANY_PROCESS[k]
+    }
+    config = {**config, "model": model}
+    if model.get("process", "oa") != "oa":
+        return config
+    if model.get("output", "categorical") != "categorical":
+        return config
+    kept = {k: v for k, v in model.items() if k not in _LATER_MODEL_SETTINGS}
+    if model.get("net") != "wavenet":
+        kept.pop("wavenet", None)  # the audio network's settings mean nothing to other nets
+    return {**config, "model": kept}

@@ -1,0 +1,172 @@
+"""Coding stages: what a model hands the coder. One :class:`Stage` per generation stage (its
+network function, order ``sigma``, policy and digit arithmetic), the model adapter
+(:func:`model_stages`) and the one conversion of log-probabilities to coder rows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ardm.coding.ans import smooth
+from ardm.core.dmol import BYTE, dmol_byte_log_probs
+from ardm.core.orders import order_from_seed
+
+LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``log_prob_fn(x, known, t) -> log_probs``: ``x (N, *shape)`` int64 (zero where unknown),
+``known (N, *shape)`` bool, ``t (N,)`` int64 number of known variables -> ``(N, *shape, K)``."""
+
+
+HeadFn = Callable[[torch.Tensor], torch.Tensor]
+"""``head(out) -> log_probs``: a network's output rows ``(n, m, O)`` -> ``(n, m, b)``."""
+
+
+class CodingModel(Protocol):
+    """What :func:`compress` / :func:`decompress` need from every model.
+
+    The rest depends on the kind (:func:`model_stages`): an OA-ARDM (:class:`ardm.model.ARDM`)
+    has ``log_probs(x, known, t)`` and ``policy_for_budget(budget)``, a mixture model
+    (:class:`ardm.dmol_model.DMoLARDM`) also ``mixtures`` and ``params(x, known, t)``, an
+    Upscale ARDM (:class:`ardm.upscale_model.UpscaleARDM`) ``S``, ``b``,
+    ``stage_log_probs`` and ``stage_policies``.
+    """
+
+    K: int
+    shape: tuple[int, ...]
+    D: int
+    S: int  # stages: 1 for an OA-ARDM
+    kind: str
+    order_seed: int
+
+    def fingerprint(self) -> bytes: ...
+
+
+# ---------------------------------------------------------------------------- probabilities
+def coding_probs(log_probs: torch.Tensor) -> np.ndarray:
+    """Log-probabilities ``(..., K)`` -> smoothed float64 probabilities ``(..., K)`` for the coder.
+
+    The one conversion used by both encoder and decoder: float64, ``exp``, then
+    ``(1 - eps*K) p + eps`` (:func:`ardm.coding.ans.smooth`).
+    """
+    probs = log_probs.detach().to(device="cpu", dtype=torch.float64, copy=True).exp_()  # (..., K)
+    return smooth(probs.numpy())
+
+
+def policy_nll_bits(log_probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``-log2 p(x)`` of the coded values under unsmoothed log-probs ``(N, M, K)``, ``x (N, M)``."""
+    lp = log_probs.detach().double().gather(-1, x[..., None].long())[..., 0]  # (N, M)
+    return -lp.sum(dim=-1) / math.log(2.0)  # (N,)
+
+
+# ---------------------------------------------------------------------------- steps
+def _order(sigma: torch.Tensor, D: int) -> torch.Tensor:
+    """The variables in generation order: ``order[s]`` is the variable with ``sigma == s``."""
+    sigma = torch.as_tensor(sigma).reshape(-1).long().cpu()  # (D,)
+    if sigma.numel() != D or not torch.equal(torch.sort(sigma).values, torch.arange(D)):
+        raise ValueError(f"sigma must be a permutation of 0..{D - 1}")
+    return torch.argsort(sigma)  # (D,)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of coding: every variable gets one base-``b`` digit worth ``unit``.
+
+    An OA-ARDM has one stage (``unit = 1``, ``b = K``: the digit is the value); an Upscale
+    ARDM has ``S`` stages, coarse digits first. ``log_prob_fn(x_cur, known, t)`` gives the
+    digit's log-probabilities ``(N, *shape, b)`` given the current values ``x_cur`` (finer
+    values where ``known``, the stage's coarse values elsewhere) and ``t`` the number of known
+    variables. ``sigma (D,)`` and ``policy`` order and group the stage's variables.
+
+    ``head`` (a mixture OA-ARDM with a small ``K``): ``log_prob_fn`` gives the network's
+    output ``(N, *shape, O)``, and ``head`` turns the rows ``(n, m, O)`` of a step's ``m``
+    variables into their log-probabilities ``(n, m, b)``, so the table is computed only where
+    it is used (a full ``(N, D, K)`` mixture table costs far more than the network).
+
+    ``byte_pair`` (a 16-bit OA-ARDM without a 65536-way table, e.g. a discretised logistic
+    mixture): ``log_prob_fn`` gives the network's output ``(N, *shape, O)`` instead, and every
+    value ``v = 256 hi + lo`` is coded as two 256-way symbols from that one output, the high
+    byte ``byte_pair(out, None)`` and then the low byte ``byte_pair(out, hi)`` given it.
+    """
+
+    log_prob_fn: LogProbFn
+    sigma: torch.Tensor
+    policy: np.ndarray
+    unit: int = 1
+    b: int | None = None  # None: whatever the network gives (checked against K on decoding)
+    byte_pair: ByteFn | None = None  # set: each value is coded as a high and a low byte
+    head: HeadFn | None = None  # set: log_prob_fn gives raw outputs, head the step's table
+
+
+def model_calls(model: CodingModel) -> tuple[int, int]:
+    """The fewest and the most network calls a file of ``model`` can use: ``(S, S * D)``."""
+    return model.S, model.S * model.D
+
+
+def _is_mixture(model: CodingModel) -> bool:
+    """Whether ``model`` is a discretised-logistic-mixture OA-ARDM
+    (:class:`ardm.dmol_model.DMoLARDM`: ``mixtures``, ``params`` and ``table``)."""
+    return getattr(model, "mixtures", None) is not None and hasattr(model, "params")
+
+
+def _codes_byte_pairs(model: CodingModel) -> bool:
+    """Whether ``model`` is coded as byte pairs: a discretised-logistic-mixture OA-ARDM
+    (:class:`ardm.dmol_model.DMoLARDM`, with ``mixtures`` and ``params``) over 16-bit values.
+
+    Such a model has no ``(..., 65536)`` table: one network call gives the mixture, and each
+    value is two 256-way symbols (:func:`ardm.core.dmol.dmol_byte_log_probs`). A mixture model
+    with a small ``K`` (at most 4096) has a full table and is coded like any OA-ARDM.
+    """
+    if not _is_mixture(model):
+        return False
+    if model.K == BYTE * BYTE:
+        return True
+    from ardm.models.dmol import MAX_FULL_K
+
+    if model.K > MAX_FULL_K:
+        raise ValueError(
+            f"a mixture model with K={model.K} classes can be coded only with K <= 4096 (a "
+            f"full table) or K = 65536 (two bytes per value)"
+        )
+    return False
+
+
+def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
+    """The coding stages of ``model`` for ``budget`` network calls and order seed ``seed``.
+
+    An OA-ARDM has one stage with the DP policy for ``budget``; a 16-bit mixture model
+    (:func:`_codes_byte_pairs`) codes that stage's values as byte pairs. An Upscale ARDM (a model with
+    ``S`` stages of base-``b`` digits) has one stage per digit, coarse first, with the order
+    ``order_from_seed(D, seed + s)`` and the joint DP: ``budget`` calls in total, split over
+    the stages where they lower the expected cost most.
+    """
+    stages = model.S
+    if stages == 1:
+        oa: Any = model  # an ardm.model.ARDM (or its mixture variant, DMoLARDM)
+        sigma, policy = order_from_seed(model.D, seed), oa.policy_for_budget(budget)
+        if _codes_byte_pairs(model):
+            return [Stage(oa.params, sigma, policy, byte_pair=dmol_byte_log_probs)]
+        if _is_mixture(model):  # its K-way table only at each step's variables
+            return [Stage(oa.params, sigma, policy, head=oa.table)]
+        return [Stage(oa.log_probs, sigma, policy)]
+    upscale: Any = model  # an ardm.upscale_model.UpscaleARDM
+    b = int(upscale.b)
+    policies = upscale.stage_policies(budget, mode="joint")
+    stage_fn = upscale.stage_log_probs
+
+    def fn(s: int) -> LogProbFn:
+        return lambda x, known, t: stage_fn(x, known, s, t)
+
+    return [
+        Stage(fn(s), order_from_seed(model.D, seed + s), policies[s], b ** (stages - s - 1), b)
+        for s in range(stages)
+    ]
+
+
+ByteFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""``byte_fn(out, hi)``: from the network's output ``out (n, m, O)`` at a step's variables, the
+log-probabilities ``(n, m, 256)`` of the high byte (``hi=None``) or of the low byte given the
+high bytes ``hi (n, m)`` (e.g. :func:`ardm.core.dmol.dmol_byte_log_probs`)."""
