@@ -168,6 +168,16 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
     return files[0] if single else files
 
 
+def float_coder_note(version: int) -> str:
+    """What a failed decode of a float-coder file (format versions 2-4) adds to its error: such a
+    file's probabilities came from float32 network outputs, which differ in the last bits between
+    CPU kinds (AVX2, AVX-512, plain kernels), thread counts, batch sizes and devices."""
+    return (
+        f"; this file was made by the float coder of an earlier release (format v{version}) and "
+        "may only decode on the machine type that made it"
+    )
+
+
 def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     """Decompress one file of :func:`compress` with the model that made it.
 
@@ -226,23 +236,24 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         device=device,
     )
     tiles = tiles.cpu()  # (T, *tile)
+    where = float_coder_note(header.version)
     if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
         if any(rest != 0 for rest in rests):
             raise FormatError(
-                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES})"
+                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES}){where}"
             )
         expected = header.crc32
     else:  # version 4: the stream started from the checksum, which must be all that is left
         if rests[0] is None:
             raise FormatError(
                 f"corrupt payload: more than the 32-bit checksum is left after decoding every "
-                f"value ({_LEFT_CAUSES})"
+                f"value ({_LEFT_CAUSES}){where}"
             )
         expected = rests[0]
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
     if data_crc32(x.numpy(), model.K) != expected:
         raise FormatError(
             "decoded data does not match its checksum: the file is corrupt or was encoded on "
-            "a configuration whose network outputs differ"
+            f"a configuration whose network outputs differ{where}"
         )
     return x
