@@ -173,8 +173,8 @@ def float_coder_note(version: int) -> str:
     file's probabilities came from float32 network outputs, which differ in the last bits between
     CPU kinds (AVX2, AVX-512, plain kernels), thread counts, batch sizes and devices."""
     return (
-        f"; this file was made by the float coder of an earlier release (format v{version}) and "
-        "may only decode on the machine type that made it"
+        f"; this file was made by the float coder (format v{version}) and may only decode on the "
+        "machine type that made it (CPU kind, thread count, device)"
     )
 
 
