@@ -15,6 +15,7 @@ import math
 import os
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from ardm.coding import ans, codec, container
 from ardm.coding.container import Header
-from ardm.coding.lockstep import decode, decode_with_rest, encode
+from ardm.coding.lockstep import CodingSetup, decode, decode_with_rest, encode, single_stage
 from ardm.coding.stages import coding_probs, model_stages, policy_nll_bits
 from ardm.coding.tiles import cut_tiles, paste_tiles, tile_grid
 from ardm.core.orders import order_from_seed
@@ -390,8 +391,9 @@ def coding_cases(draw: st.DrawFn) -> Case:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_and_size(case: Case) -> None:
     net, x, sigma, policy = case
-    payloads = encode(net, x, sigma=sigma, policy=policy, workers=1)
-    y = decode(net, payloads, shape=net.shape, K=net.K, sigma=sigma, policy=policy, workers=1)
+    setup = CodingSetup(single_stage(net, sigma, policy), net.shape, net.K, workers=1)
+    payloads = encode(setup, x)
+    y = decode(setup, payloads)
     assert torch.equal(y, x)
     raw, smoothed = policy_nll(net, x, sigma, policy)
     for p, r, s in zip(payloads, raw.tolist(), smoothed.tolist(), strict=True):
@@ -408,10 +410,9 @@ def test_round_trip_with_padding(case: Case, data: st.DataObject) -> None:
     net, x, sigma, policy = case
     pad = torch.tensor(data.draw(st.lists(st.booleans(), min_size=x.numel(), max_size=x.numel())))
     pad = pad.view(x.shape)
-    payloads = encode(net, x, sigma=sigma, policy=policy, pad=pad, workers=1)
-    y = decode(
-        net, payloads, shape=net.shape, K=net.K, sigma=sigma, policy=policy, pad=pad, workers=1
-    )
+    setup = CodingSetup(single_stage(net, sigma, policy), net.shape, net.K, pad=pad, workers=1)
+    payloads = encode(setup, x)
+    y = decode(setup, payloads)
     assert torch.equal(y, torch.where(pad, 0, x))
     for p, m in zip(payloads, pad.reshape(len(payloads), -1), strict=True):
         assert p == b"" or not bool(m.all())
@@ -434,13 +435,13 @@ def test_groups_share_one_stream(case: Case, data: st.DataObject) -> None:
         )
         pad = pad.view(x.shape)
     workers = data.draw(st.sampled_from([1, 2]))
-    args = {"sigma": sigma, "policy": policy, "pad": pad}
-    streams = encode(net, x, groups=groups, workers=workers, **args)
+    setup = CodingSetup(single_stage(net, sigma, policy), net.shape, net.K, pad=pad)
+    streams = encode(replace(setup, groups=groups, workers=workers), x)
     assert len(streams) == len(groups)
-    y = decode(net, streams, shape=net.shape, K=net.K, groups=groups, workers=1, **args)
+    y = decode(replace(setup, groups=groups, workers=1), streams)
     assert torch.equal(y, x if pad is None else torch.where(pad, 0, x))
-    alone = encode(net, x, workers=1, **args)
-    assert encode(net, x, groups=[1] * N, **args) == alone
+    alone = encode(replace(setup, workers=1), x)
+    assert encode(replace(setup, groups=[1] * N), x) == alone
     for g, stream, first in zip(groups, streams, np.cumsum([0, *groups]), strict=False):
         if g == 1:
             assert stream == alone[first]
@@ -458,11 +459,11 @@ def test_initial_states_come_back_and_cost_their_bits(case: Case, data: st.DataO
     N = x.shape[0]
     word = st.sampled_from([0, 1, 0xABCDEF, 1 << 24, 2**32 - 1]) | st.integers(0, 2**32 - 1)
     initial = data.draw(st.lists(word, min_size=N, max_size=N))
-    args = {"sigma": sigma, "policy": policy}
-    payloads = encode(net, x, initial=initial, workers=1, **args)
+    setup = CodingSetup(single_stage(net, sigma, policy), net.shape, net.K)
+    payloads = encode(replace(setup, workers=1), x, initial=initial)
     for p in payloads:
         assert not p or p[-1] != 0
-    y, rest = decode_with_rest(net, payloads, shape=net.shape, K=net.K, workers=1, **args)
+    y, rest = decode_with_rest(replace(setup, workers=1), payloads)
     assert torch.equal(y, x) and rest == initial
     _, smoothed = policy_nll(net, x, sigma, policy)
     for p, s, w in zip(payloads, smoothed.tolist(), initial, strict=True):
@@ -471,26 +472,27 @@ def test_initial_states_come_back_and_cost_their_bits(case: Case, data: st.DataO
             assert -2 <= extra <= 12, (extra, s)
     if any(initial):
         with pytest.raises(FormatError, match="bits are left") as e:
-            decode(net, payloads, shape=net.shape, K=net.K, workers=1, **args)
+            decode(replace(setup, workers=1), payloads)
         one_line(e)
-    assert encode(net, x, initial=[0] * N, **args) == encode(net, x, **args)
+    assert encode(setup, x, initial=[0] * N) == encode(setup, x)
     with pytest.raises(ValueError, match="initial states"):
-        encode(net, x, initial=[1] * (N + 1), **args)
+        encode(setup, x, initial=[1] * (N + 1))
     with pytest.raises(ValueError, match="initial states"):
-        encode(net, x, initial=[2**32] * N, **args)
+        encode(setup, x, initial=[2**32] * N)
 
 
 def test_batched_mode_round_trips_with_the_same_batch() -> None:
     net = TinyConvNet(50, (2, 4, 4), seed=5).eval()
     x = torch.randint(0, 50, (4, 2, 4, 4))
     sigma, policy = order_from_seed(32, 9), naive_policy(32, 5)
-    p = encode(net, x, sigma=sigma, policy=policy, per_item=False)
-    y = decode(net, p, shape=net.shape, K=50, sigma=sigma, policy=policy, per_item=False)
+    setup = CodingSetup(single_stage(net, sigma, policy), net.shape, 50, per_item=False)
+    p = encode(setup, x)
+    y = decode(setup, p)
     assert torch.equal(y, x)
-    args = {"sigma": sigma, "policy": policy, "groups": [3, 1], "per_item": False}
-    p = encode(net, x, **args)
+    setup = replace(setup, groups=[3, 1])
+    p = encode(setup, x)
     assert len(p) == 2
-    assert torch.equal(decode(net, p, shape=net.shape, K=50, **args), x)
+    assert torch.equal(decode(setup, p), x)
 
 
 def test_codec_rejects_bad_arguments() -> None:
@@ -499,16 +501,20 @@ def test_codec_rejects_bad_arguments() -> None:
     sigma = order_from_seed(6, 0)
     for policy in ([1, 3], [0, 4, 2], [0, 6], []):
         with pytest.raises(ValueError):
-            encode(net, x, sigma=sigma, policy=np.array(policy))
+            encode(CodingSetup(single_stage(net, sigma, np.array(policy)), (6,), 5), x)
     with pytest.raises(ValueError):
-        encode(net, x, sigma=torch.tensor([0, 0, 1, 2, 3, 4]), policy=np.array([0]))
+        repeated = torch.tensor([0, 0, 1, 2, 3, 4])
+        encode(CodingSetup(single_stage(net, repeated, np.array([0])), (6,), 5), x)
+    one_step = single_stage(net, sigma, np.array([0]))
     with pytest.raises(ValueError, match="classes"):
-        decode(net, [b"\x01"], shape=(6,), K=7, sigma=sigma, policy=np.array([0]))
+        decode(CodingSetup(one_step, (6,), 7), [b"\x01"])
     for groups in ([2], [0, 1], [1, 1]):
         with pytest.raises(ValueError, match="groups"):
-            encode(net, x, sigma=sigma, policy=np.array([0]), groups=groups)
+            encode(CodingSetup(one_step, (6,), 5, groups=groups), x)
     with pytest.raises(ValueError, match="2 payloads for 1 groups"):
-        decode(net, [b"", b""], shape=(6,), K=5, sigma=sigma, policy=np.array([0]), groups=[2])
+        decode(CodingSetup(one_step, (6,), 5, groups=[2]), [b"", b""])
+    with pytest.raises(ValueError, match="shape"):
+        encode(CodingSetup(one_step, (5,), 5), x)
 
 
 # ============================================================================ determinism
@@ -538,19 +544,20 @@ def test_batch_and_thread_invariance(make: Callable[[], torch.nn.Module]) -> Non
     D = math.prod(shape)
     x = torch.randint(0, K, (16, *shape), generator=torch.Generator().manual_seed(0))
     sigma, policy = order_from_seed(D, 2), naive_policy(D, 6)
+    setup = CodingSetup(single_stage(net, sigma, policy), shape, K)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        batch = encode(net, x, sigma=sigma, policy=policy)  # 2 workers
+        batch = encode(setup, x)  # 2 workers
         assert torch.get_num_threads() == 2  # restored
         torch.set_num_threads(1)
         for i in (0, 7, 15):
-            alone = encode(net, x[i : i + 1], sigma=sigma, policy=policy)
+            alone = encode(setup, x[i : i + 1])
             assert alone == [batch[i]]  # byte-identical, batch 16 vs 1, 2 threads vs 1
-            y = decode(net, [batch[i]], shape=shape, K=K, sigma=sigma, policy=policy)
+            y = decode(setup, [batch[i]])
             assert torch.equal(y[0], x[i])
         torch.set_num_threads(2)
-        y = decode(net, batch, shape=shape, K=K, sigma=sigma, policy=policy)
+        y = decode(setup, batch)
         assert torch.equal(y, x)
     finally:
         torch.set_num_threads(threads)
@@ -648,7 +655,9 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     crc = container.data_crc32(x.numpy(), net.K)
     assert crc >= 1 << 24  # a full word (this data)
     assert nll + crc.bit_length() - 2 <= bits <= nll + crc.bit_length() + 12, (bits, nll)
-    per_tile = encode(net, tiles, sigma=sigma, policy=policy)  # version 2: one per tile
+    per_tile = encode(
+        CodingSetup(single_stage(net, sigma, policy), net.shape, net.K), tiles
+    )  # version 2: one per tile
     assert len(body) < sum(len(p) for p in per_tile) < len(container.join_tiles(per_tile))
     for n in range(len(blob)):
         with pytest.raises(FormatError) as e:
@@ -751,9 +760,10 @@ def test_a_stream_from_another_word_is_refused() -> None:
     crc = container.data_crc32(x[0].numpy(), m.K)
     stages = model_stages(m, 5, m.order_seed)
     header = files[0][: len(files[0]) - len(container.unpack(files[0])[1])]
-    assert header + encode(None, x[:1], stages=stages, initial=[crc])[0] == files[0]
+    setup = CodingSetup(stages, m.shape, m.K)
+    assert header + encode(setup, x[:1], initial=[crc])[0] == files[0]
     for word in (crc ^ 1, crc ^ (1 << 31), 0, 12345):
-        stream = encode(None, x[:1], stages=stages, initial=[word])[0]
+        stream = encode(setup, x[:1], initial=[word])[0]
         with pytest.raises(FormatError, match="does not match its checksum") as e:
             codec.decompress(m, header + stream)
         one_line(e)
@@ -816,11 +826,11 @@ def test_checksum_edges(target: int, shape: tuple[int, ...]) -> None:
     stream = container.unpack_stream(body, count)
     stages = model_stages(m, 3, m.order_seed)
     tiles, pad = cut_tiles(x, m.shape)
-    args = {"shape": m.shape, "K": 256, "stages": stages, "pad": pad, "groups": [count]}
-    y, rest = decode_with_rest(None, [stream], **args)
+    setup = CodingSetup(stages, m.shape, 256, pad=pad, groups=[count])
+    y, rest = decode_with_rest(setup, [stream])
     assert rest == [target] and torch.equal(y, tiles)
     if target == 0:  # a stream from the empty state: version 3's decoder reads it too
-        assert torch.equal(decode(None, [stream], **args), tiles)
+        assert torch.equal(decode(setup, [stream]), tiles)
     for n in range(len(blob)):
         with pytest.raises(FormatError) as e:
             codec.decompress(m, blob[:n])
@@ -970,15 +980,10 @@ def test_golden_files(name: str) -> None:
     assert torch.equal(codec.decompress(model, path.read_bytes()), x)
     count = 1 if header.shape is None else math.prod(tile_grid(header.shape, model.shape))
     stages = model_stages(model, budget, model.order_seed)
-    _, rest = decode_with_rest(
-        None,
-        [container.unpack_stream(body, count)],
-        shape=model.shape,
-        K=model.K,
-        stages=stages,
-        pad=cut_tiles(x, model.shape)[1],
-        groups=[count],
+    setup = CodingSetup(
+        stages, model.shape, model.K, pad=cut_tiles(x, model.shape)[1], groups=[count]
     )
+    _, rest = decode_with_rest(setup, [container.unpack_stream(body, count)])
     assert rest == [container.data_crc32(x.numpy(), model.K)]  # the checksum, in the stream
     for n in range(len(blob)):  # every truncation: a one-line FormatError
         with pytest.raises(FormatError) as e:
