@@ -177,7 +177,7 @@ def test_upscale_one_network_call_per_step() -> None:
 
 def test_upscale_batch_and_thread_invariance() -> None:
     """Encode 6 items at 2 threads; every file is the item's file alone at 1 thread, and
-    decodes alone at 1 thread and as a batch at 2 (mirrors the OA test of test_coding)."""
+    decodes alone at 1 thread and as a batch at 2 (mirrors the OA test of test_lockstep)."""
     model = upscale_image_model(16, shape=(1, 8, 8), ch=32, seed=1)
     x = images(6, model.shape, seed=4)
     threads = torch.get_num_threads()
