@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,10 +14,28 @@ from typing import Any
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _shown(arg: str) -> str:
+    """``arg``, relative to the repository when it is an absolute path inside it."""
+    if not os.path.isabs(arg):
+        return arg
+    try:
+        return str(Path(arg).resolve().relative_to(REPO))
+    except ValueError:
+        return arg
+
+
+def command() -> str:
+    """The command line that ran this benchmark, with paths relative to the repository (a
+    result records no folder of the machine it ran on)."""
+    return shlex.join([Path(sys.executable).name, *(_shown(a) for a in sys.argv)])
 
 
 def machine() -> dict[str, Any]:
+    """The command, the CPU (and GPU), the thread count and the library versions."""
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -24,7 +45,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     info: dict[str, Any] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command(),
         "cpu": cpu,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -32,12 +53,8 @@ def machine() -> dict[str, Any]:
         "numpy": np.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    try:
-        import os
-
+    with contextlib.suppress(OSError):
         info["load_avg_1min"] = os.getloadavg()[0]
-    except OSError:
-        pass
     return info
 
 

@@ -64,14 +64,17 @@ def cpu_model() -> str:
 
 
 def _shown_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+    """``path`` relative to the repository when it lies inside it (a result records no folder
+    of the machine it ran on)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return path
 
 
 def environment() -> dict[str, Any]:
     env: dict[str, Any] = {
-        "command": shlex.join([_shown_path(sys.executable), *sys.argv]),
+        "command": shlex.join([_shown_path(sys.executable), *map(_shown_path, sys.argv)]),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

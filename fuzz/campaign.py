@@ -53,14 +53,14 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from ardm.coding import codec, container
-from ardm.coding.lockstep import encode
+from ardm.coding.lockstep import CodingSetup, encode
 from ardm.coding.stages import model_stages
 from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.errors import ArdmError, FormatError
@@ -164,12 +164,13 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
         shape=None if native else tuple(x.shape),
         version=version,
     )
+    setup = CodingSetup(stages, tuple(model.shape), model.K, pad=pad)
     if version == 2:
-        body = container.join_tiles(encode(None, tiles, stages=stages, pad=pad))
+        body = container.join_tiles(encode(setup, tiles))
     else:
         count = tiles.shape[0]
         initial = None if field else [crc]
-        streams = encode(None, tiles, stages=stages, pad=pad, groups=[count], initial=initial)
+        streams = encode(replace(setup, groups=[count]), tiles, initial=initial)
         body = container.pack_stream(streams[0], count)
     return container.pack(header, body)
 

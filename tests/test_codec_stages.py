@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from ardm.coding import ans, codec, container
-from ardm.coding.lockstep import decode, decode_with_rest, encode
+from ardm.coding.lockstep import CodingSetup, decode, decode_with_rest, encode
 from ardm.coding.stages import CodingModel, Stage, model_calls, model_stages
 from ardm.coding.tiles import cut_tiles
 from ardm.core.dmol import dmol_byte_log_probs
@@ -177,7 +177,7 @@ def test_upscale_one_network_call_per_step() -> None:
 
 def test_upscale_batch_and_thread_invariance() -> None:
     """Encode 6 items at 2 threads; every file is the item's file alone at 1 thread, and
-    decodes alone at 1 thread and as a batch at 2 (mirrors the OA test of test_coding)."""
+    decodes alone at 1 thread and as a batch at 2 (mirrors the OA test of test_lockstep)."""
     model = upscale_image_model(16, shape=(1, 8, 8), ch=32, seed=1)
     x = images(6, model.shape, seed=4)
     threads = torch.get_num_threads()
@@ -192,7 +192,7 @@ def test_upscale_batch_and_thread_invariance() -> None:
         torch.set_num_threads(2)
         tiles = [container.unpack(f)[1] for f in batch]
         stages = model_stages(model, 6, model.order_seed)
-        y, rest = decode_with_rest(None, tiles, shape=model.shape, K=256, stages=stages)
+        y, rest = decode_with_rest(CodingSetup(stages, model.shape, 256), tiles)
         assert torch.equal(y, x)
         assert rest == [container.data_crc32(xi.numpy(), 256) for xi in x]  # the checksums
         # Tiled files (2 x 2 tiles, padded; one stream each): the same, batch vs alone.
@@ -250,14 +250,14 @@ def test_byte_pair_stage_with_padding(per_item: bool, groups: list[int] | None) 
     stage = Stage(
         model.params, order_from_seed(12, 1), naive_policy(12, 4), byte_pair=dmol_byte_log_probs
     )
-    args = {"stages": [stage], "pad": pad, "groups": groups, "per_item": per_item}
-    payloads = encode(None, x, **args)
+    setup = CodingSetup([stage], (12,), 65536, pad=pad, groups=groups, per_item=per_item)
+    payloads = encode(setup, x)
     assert len(payloads) == (3 if groups is None else len(groups))
     assert payloads[-1] == b"" or groups == [3]
-    y = decode(None, payloads, shape=(12,), K=65536, **args)
+    y = decode(setup, payloads)
     assert torch.equal(y, torch.where(pad, 0, x))
     with pytest.raises(ValueError, match="K = 65536"):
-        decode(None, payloads, shape=(12,), K=256, stages=[stage], pad=pad)
+        decode(CodingSetup([stage], (12,), 256, pad=pad), payloads)
 
 
 def test_small_K_mixture_models_use_their_full_table() -> None:
@@ -277,8 +277,8 @@ def test_small_K_mixture_models_use_their_full_table() -> None:
     st = stages[0]
     full = Stage(model.log_probs, st.sigma, st.policy)
     rows = Stage(model.params, st.sigma, st.policy, head=head)
-    enc_full = encode(None, x, stages=[full])
-    assert encode(None, x, stages=[rows]) == enc_full
+    enc_full = encode(CodingSetup([full], (8,), 256), x)
+    assert encode(CodingSetup([rows], (8,), 256), x) == enc_full
     sizes = {right - left for left, right in step_bounds(st.policy, 8)}
     assert {c[1] for c in calls} == sizes and len(calls) == 2 * len(st.policy)  # (n, m, 3M)
     with pytest.raises(ValueError, match="K=5000") as e:
@@ -351,7 +351,7 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
         symbols = 2 * T * D  # two bytes per sample
     _assert_size_close(8 * len(body), nll, symbols, 256, container.data_crc32(x.numpy(), model.K))
     stages = model_stages(model, budget, model.order_seed)
-    per_tile = encode(None, tiles, stages=stages)
+    per_tile = encode(CodingSetup(stages, tuple(model.shape), model.K), tiles)
     assert len(body) < sum(len(p) for p in per_tile)
 
 

@@ -10,182 +10,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ardm.cli.parser import parser
 from ardm.data.masks import image_mask
 from ardm.errors import ArdmError, DataError
 from ardm.generation import fill_in, generate
 
 
-def _budgets(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"budgets must be integers separated by commas, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("budgets must be positive integers")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ardm",
-        description="Autoregressive Diffusion Models: train, evaluate, sample, compress.",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def add_model(q: argparse.ArgumentParser) -> None:
-        q.add_argument("model", help="run folder or checkpoint file (ckpt.pt)")
-        q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-
-    q = sub.add_parser("train", help="train a model from a preset")
-    q.add_argument(
-        "--preset", default="mnist-tiny", help="preset name or TOML file (see `ardm presets`)"
-    )
-    q.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. train.lr=3e-4",
-    )
-    q.add_argument("--out", help="run folder (default: runs/<preset>)")
-    q.add_argument(
-        "--fresh", action="store_true", help="start over even if the folder holds a checkpoint"
-    )
-    q.add_argument("--device", default="auto")
-    q.add_argument("--quiet", action="store_true")
-
-    q = sub.add_parser("eval", help="bits/dim: bound, exact fixed order, DP and naive budgets")
-    add_model(q)
-    q.add_argument("--split", default="test")
-    q.add_argument("--items", type=int, default=500, help="items for the stochastic bound")
-    q.add_argument("--passes", type=int, default=4)
-    q.add_argument("--exact-items", type=int, default=16, help="items for the exact rows")
-    q.add_argument("--budgets", type=_budgets, default=[10, 50, 100])
-    q.add_argument("--json", help="also write the rows as JSON here")
-
-    q = sub.add_parser(
-        "sample", help="generate samples (PNG grid for images, text for text, WAV for audio)"
-    )
-    add_model(q)
-    q.add_argument("-n", type=int, default=16)
-    q.add_argument(
-        "--budget",
-        type=_positive_int,
-        help="network calls (default: one per variable; an upscale model's budget counts all "
-        "its stages; a D3PM model's is its number of steps)",
-    )
-    q.add_argument(
-        "--naive", action="store_true", help="evenly spaced steps instead of the DP policy"
-    )
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--temperature", type=float, default=1.0)
-    q.add_argument(
-        "-o",
-        "--output",
-        help="output file (.png / .txt / .wav; default: print text, samples.png or "
-        "samples_NNN.wav)",
-    )
-
-    q = sub.add_parser("inpaint", help="complete the missing part of images")
-    add_model(q)
-    q.add_argument("--input", help="image file (default: items of the test split)")
-    q.add_argument("--index", type=int, default=0, help="first test item when no --input is given")
-    q.add_argument("-n", type=int, default=8, help="test items when no --input is given")
-    q.add_argument(
-        "--mask",
-        default="bottom",
-        choices=["bottom", "top", "left", "right", "center", "random"],
-        help="which part is missing",
-    )
-    q.add_argument("--budget", type=int)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("-o", "--output", default="inpaint.png")
-
-    q = sub.add_parser("complete", help="fill in text: '_' marks a missing character")
-    add_model(q)
-    q.add_argument("text", help="text with '_' for unknown characters, e.g. 'the qu___ brown fox'")
-    q.add_argument("--hole", default="_", help="the character marking unknowns (default: _)")
-    q.add_argument("--budget", type=int)
-    q.add_argument("-n", type=int, default=4, help="completions")
-    q.add_argument("--seed", type=int, default=0)
-
-    q = sub.add_parser("plan", help="the DP policy and its expected cost per budget")
-    add_model(q)
-    q.add_argument("--budgets", type=_budgets, default=[1, 2, 5, 10, 20, 50, 100, 200, 500])
-    q.add_argument("--show-policy", action="store_true", help="print the step boundaries")
-    q.add_argument("--json", help="also write the plan as JSON here")
-
-    for name in ("compress", "decompress"):
-        q = sub.add_parser(
-            name,
-            help="compress images or text losslessly into .ardm files"
-            if name == "compress"
-            else "decompress .ardm files into PNG images or UTF-8 text",
-        )
-        q.add_argument("inputs", nargs="+", metavar="IN", help="input files ('-': standard input)")
-        q.add_argument(
-            "-o",
-            "--output",
-            metavar="OUT",
-            help="output file; a directory for several inputs; '-': standard output "
-            + ("(default: IN.ardm beside each input)" if name == "compress" else "")
-            + ("(default: IN without .ardm, beside it)" if name == "decompress" else ""),
-        )
-        q.add_argument("--model", required=True, help="run folder or checkpoint file (ckpt.pt)")
-        if name == "compress":
-            q.add_argument(
-                "--budget",
-                type=_positive_int,
-                default=100,
-                help="network calls per item (per tile of the model's shape); more calls "
-                "usually give smaller files (default: 100; at most D, or S*D for an upscale "
-                "model with S stages, which needs at least S)",
-            )
-            q.add_argument(
-                "--verify", action="store_true", help="decode every file and compare before writing"
-            )
-        q.add_argument("--force", action="store_true", help="overwrite existing outputs")
-        q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-        q.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    sub.add_parser("presets", help="list the shipped presets")
-
-    q = sub.add_parser("demo", help="train a tiny MNIST model, evaluate it, sample and inpaint")
-    q.add_argument("--out", default="runs/demo")
-    q.add_argument("--minutes", type=float, default=1.0, help="training time (default: 1)")
-    q.add_argument("--fresh", action="store_true")
-    q.add_argument(
-        "--train",
-        action="store_true",
-        help="train a tiny MNIST model first instead of using the shipped models",
-    )
-
-    q = sub.add_parser("export", help="write a run's EMA weights as a shipped-weights file")
-    q.add_argument("model", help="run folder or checkpoint")
-    q.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
-    q.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         return int(COMMANDS[args.command](args) or 0)
     except ArdmError as e:
@@ -423,22 +260,28 @@ def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
     return tqdm(total=total, unit="file", disable=True if quiet else None, leave=False)
 
 
-def _summary(
-    verb: str,
-    n: int,
-    in_bytes: int,
-    out_bytes: int,
-    bits: float,
-    unit: str,
-    seconds: float,
-    to_stdout: bool,
-    extra: str = "",
-) -> None:
+@dataclass(frozen=True)
+class _Summary:
+    """What ``ardm compress/decompress`` did, for its one-line summary."""
+
+    verb: str
+    n_files: int
+    in_bytes: int
+    out_bytes: int
+    bits: float  # per value of the data, all header bytes included
+    unit: str
+    seconds: float
+    to_stdout: bool
+    extra: str = ""
+
+
+def _summary(s: _Summary) -> None:
     """The one-line summary (on stderr when the data go to stdout)."""
     print(
-        f"{verb} {n} file{'s' if n != 1 else ''}: {in_bytes:,} -> {out_bytes:,} bytes, "
-        f"{bits:.4f} {unit} (all header bytes included){extra}, {seconds:.2f} s",
-        file=sys.stderr if to_stdout else sys.stdout,
+        f"{s.verb} {s.n_files} file{'s' if s.n_files != 1 else ''}: {s.in_bytes:,} -> "
+        f"{s.out_bytes:,} bytes, {s.bits:.4f} {s.unit} (all header bytes included){s.extra}, "
+        f"{s.seconds:.2f} s",
+        file=sys.stderr if s.to_stdout else sys.stdout,
     )
 
 
@@ -468,16 +311,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
             bar.update(len(batch))
     values = sum(x.numel() for x in items)
     _summary(
-        "compressed",
-        len(items),
-        sum(len(r) for r in raws),
-        written,
-        8 * written / values,
-        item_codec.unit,
-        time.perf_counter() - start,
-        files.STDIO in outs,
-        f", budget {min(args.budget, stages.model_calls(model)[1])}"
-        + (", verified" if args.verify else ""),
+        _Summary(
+            "compressed",
+            n_files=len(items),
+            in_bytes=sum(len(r) for r in raws),
+            out_bytes=written,
+            bits=8 * written / values,
+            unit=item_codec.unit,
+            seconds=time.perf_counter() - start,
+            to_stdout=files.STDIO in outs,
+            extra=f", budget {min(args.budget, stages.model_calls(model)[1])}"
+            + (", verified" if args.verify else ""),
+        )
     )
     return 0
 
@@ -505,14 +350,16 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             bar.update(len(batch))
     read = sum(len(r) for r in raws)
     _summary(
-        "decompressed",
-        len(raws),
-        read,
-        written,
-        8 * read / max(values, 1),
-        item_codec.unit,
-        time.perf_counter() - start,
-        files.STDIO in outs,
+        _Summary(
+            "decompressed",
+            n_files=len(raws),
+            in_bytes=read,
+            out_bytes=written,
+            bits=8 * read / max(values, 1),
+            unit=item_codec.unit,
+            seconds=time.perf_counter() - start,
+            to_stdout=files.STDIO in outs,
+        )
     )
     return 0
 

@@ -11,6 +11,6 @@ Typical use::
 """
 
 from ardm.coding.codec import compress, decompress
-from ardm.coding.lockstep import decode, encode
+from ardm.coding.lockstep import CodingSetup, decode, encode, single_stage
 
-__all__ = ["compress", "decode", "decompress", "encode"]
+__all__ = ["CodingSetup", "compress", "decode", "decompress", "encode", "single_stage"]

@@ -66,6 +66,7 @@ from ardm.coding.container import (
 )
 from ardm.coding.lockstep import (
     _LEFT_CAUSES,
+    CodingSetup,
     decode_with_rest,
     encode,
 )
@@ -153,14 +154,16 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
                 shape=None if native else tuple(values.shape),
             )
         )
-    streams = encode(  # one stream per file, shared by its tiles, from the data checksum
-        None,
-        torch.cat(tiles).to(device),
-        stages=stages,
+    setup = CodingSetup(
+        stages,
+        tuple(model.shape),
+        model.K,
         pad=torch.cat(pads).to(device),
         groups=counts,
-        initial=crcs,
+        device=device,
     )
+    # One stream per file, shared by its tiles, from the data checksum.
+    streams = encode(setup, torch.cat(tiles).to(device), initial=crcs)
     files = [
         pack(header, pack_stream(stream, count))
         for header, stream, count in zip(headers, streams, counts, strict=True)
@@ -225,16 +228,15 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         pad = torch.zeros((1, *tile), dtype=torch.bool)
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
-    tiles, rests = decode_with_rest(
-        None,
-        payloads,
-        shape=tile,
-        K=model.K,
-        stages=model_stages(model, header.budget, header.seed),
+    setup = CodingSetup(
+        model_stages(model, header.budget, header.seed),
+        tile,
+        model.K,
         pad=pad.to(device),
         groups=groups,
         device=device,
     )
+    tiles, rests = decode_with_rest(setup, payloads)
     tiles = tiles.cpu()  # (T, *tile)
     where = float_coder_note(header.version)
     if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field

@@ -362,25 +362,14 @@ def _check_groups(groups: Sequence[int] | None, n: int) -> list[int]:
     return out
 
 
-def encode(
-    log_prob_fn: LogProbFn | None,
-    x: torch.Tensor,
-    *,
-    sigma: torch.Tensor | None = None,
-    policy: np.ndarray | None = None,
-    stages: list[Stage] | None = None,
-    pad: torch.Tensor | None = None,
-    groups: Sequence[int] | None = None,
-    initial: Sequence[int] | None = None,
-    per_item: bool = True,
-    workers: int | None = None,
-) -> list[bytes]:
-    """Encode the items of ``x (N, *shape)`` (int64 in ``[0, K)``): one payload per group.
+@dataclass(frozen=True)
+class CodingSetup:
+    """What the encoder and the decoder of a batch of tiles agree on.
 
-    Either ``log_prob_fn`` with the order ``sigma (D,)`` shared by all items and ``policy``
-    the step boundaries (one stage: an OA-ARDM), or ``stages`` (an Upscale ARDM, byte
-    pairs). ``pad (N, *shape)`` bool marks variables that are not coded: they are known from
-    the start with value 0 (tiles at the border of an image).
+    ``stages``: the coding stages (one for an OA-ARDM, :func:`single_stage`; ``S`` for an
+    Upscale ARDM; byte pairs). ``shape`` and ``K``: a tile's shape and its number of classes.
+    ``pad (N, *shape)`` bool marks variables that are not coded: they are known from the
+    start with value 0 (tiles at the border of an image); ``None``: none.
 
     ``groups``: ``None`` (default) gives every item its own payload (independent items);
     otherwise tile counts adding up to ``N``: the first ``groups[0]`` items share one ANS
@@ -388,73 +377,72 @@ def encode(
     stream interleaves its tiles step by step: the decoder walks the steps, and at each pops
     the tiles' symbols in order.
 
+    With ``per_item`` (default) each item is evaluated alone (batch 1) with one intra-op
+    thread, so every payload decodes on its own; ``workers`` threads share the items at every
+    step (default: the torch thread count; it never changes the payloads). With
+    ``per_item=False`` there is one network call per step for the whole batch (faster, but
+    only decodable with the same batch and thread count). Network tensors live on ``device``.
+    """
+
+    stages: Sequence[Stage]
+    shape: tuple[int, ...]
+    K: int
+    pad: torch.Tensor | None = None
+    groups: Sequence[int] | None = None
+    per_item: bool = True
+    workers: int | None = None
+    device: torch.device | str = "cpu"
+
+
+def single_stage(
+    log_prob_fn: LogProbFn, sigma: torch.Tensor | np.ndarray, policy: np.ndarray
+) -> list[Stage]:
+    """The one stage of an OA-ARDM: the order ``sigma (D,)``, shared by all items, and
+    ``policy`` the step boundaries."""
+    return [Stage(log_prob_fn, torch.as_tensor(sigma), np.asarray(policy))]
+
+
+def encode(
+    setup: CodingSetup, x: torch.Tensor, *, initial: Sequence[int] | None = None
+) -> list[bytes]:
+    """Encode the items of ``x (N, *shape)`` (int64 in ``[0, K)``): one payload per group.
+
     ``initial``: ``None`` (default) starts every stream from the empty state (decode it with
     :func:`decode`); otherwise one 32-bit value per group (per item without ``groups``), the
     stream's initial state (:class:`ardm.coding.ans.Encoder`), which
     :func:`decode_with_rest` hands back after the last value (format version 4: the data
     checksum). An initial state of 0 is the empty state.
-
-    With ``per_item`` (default) each item is evaluated alone (batch 1) with one intra-op
-    thread, so every payload decodes on its own; ``workers`` threads share the items at every
-    step (default: the torch thread count; it never changes the payloads). With
-    ``per_item=False`` there is one network call per step for the whole batch (faster, but
-    only decodable with the same batch and thread count). Network tensors live on
-    ``x.device``.
     """
     N = x.shape[0]
     shape = tuple(x.shape[1:])
+    if shape != tuple(setup.shape):
+        raise ValueError(f"items of shape {shape}, but the set-up codes {tuple(setup.shape)}")
     D = math.prod(shape)
-    plan = _plan(log_prob_fn, sigma, policy, stages, D)
-    sizes = _check_groups(groups, N)
+    plan = _plan(setup.stages, D)
+    sizes = _check_groups(setup.groups, N)
     starts = [0] * len(sizes) if initial is None else [int(v) for v in initial]
     if len(starts) != len(sizes):
         raise ValueError(f"{len(starts)} initial states for {len(sizes)} groups")
     if any(not 0 <= v < 1 << 32 for v in starts):
         raise ValueError(f"initial states must lie in [0, 2**32), got {starts}")
-    xf = x.reshape(N, D).long()  # (N, D)
-    padf = _check_pad(pad, N, D, x.device)  # (N, D)
+    dev = torch.device(setup.device)
+    xf = x.to(dev).reshape(N, D).long()  # (N, D)
+    padf = _check_pad(setup.pad, N, D, dev)  # (N, D)
     xf = torch.where(padf, 0, xf)
-    with _workers(N, workers, x.device, per_item=per_item) as pool:
-        return _encode_tiles(xf, padf, plan, shape, sizes, starts, pool, per_item=per_item)
+    with _workers(N, setup.workers, dev, per_item=setup.per_item) as pool:
+        return _encode_tiles(xf, padf, plan, shape, sizes, starts, pool, per_item=setup.per_item)
 
 
-def decode(
-    log_prob_fn: LogProbFn | None,
-    payloads: list[bytes],
-    *,
-    shape: tuple[int, ...],
-    K: int,
-    sigma: torch.Tensor | None = None,
-    policy: np.ndarray | None = None,
-    stages: list[Stage] | None = None,
-    pad: torch.Tensor | None = None,
-    groups: Sequence[int] | None = None,
-    per_item: bool = True,
-    workers: int | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Decode payloads of :func:`encode` (same order, policy or stages, ``pad``, ``groups``,
-    ``per_item``; no ``initial``): one payload per group.
+def decode(setup: CodingSetup, payloads: list[bytes]) -> torch.Tensor:
+    """Decode payloads of :func:`encode` (the same set-up; no ``initial``): one payload per
+    group.
 
     Returns ``(N, *shape)`` int64 on ``device``, ``N`` the number of items (``sum(groups)``).
     Raises :class:`FormatError` if a payload is malformed or not consumed exactly, back to
     the empty state (a data checksum, as in :func:`decompress`, is the complete check).
     Payloads encoded with ``initial`` states: :func:`decode_with_rest`.
     """
-    x, rests = decode_with_rest(
-        log_prob_fn,
-        payloads,
-        shape=shape,
-        K=K,
-        sigma=sigma,
-        policy=policy,
-        stages=stages,
-        pad=pad,
-        groups=groups,
-        per_item=per_item,
-        workers=workers,
-        device=device,
-    )
+    x, rests = decode_with_rest(setup, payloads)
     if any(rest != 0 for rest in rests):
         raise FormatError(
             f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES})"
@@ -463,19 +451,7 @@ def decode(
 
 
 def decode_with_rest(
-    log_prob_fn: LogProbFn | None,
-    payloads: list[bytes],
-    *,
-    shape: tuple[int, ...],
-    K: int,
-    sigma: torch.Tensor | None = None,
-    policy: np.ndarray | None = None,
-    stages: list[Stage] | None = None,
-    pad: torch.Tensor | None = None,
-    groups: Sequence[int] | None = None,
-    per_item: bool = True,
-    workers: int | None = None,
-    device: torch.device | str = "cpu",
+    setup: CodingSetup, payloads: list[bytes]
 ) -> tuple[torch.Tensor, list[int | None]]:
     """:func:`decode` without its end check: the items, and what each group's stream has
     left after its last value (:meth:`ardm.coding.ans.Decoder.remaining`).
@@ -485,36 +461,27 @@ def decode_with_rest(
     checks the rests (:func:`decompress`: the data checksum); a rest other than the expected
     one means a corrupt payload, and then the items are garbage.
     """
+    groups = setup.groups
     sizes = [1] * len(payloads) if groups is None else _check_groups(groups, sum(groups))
     if len(sizes) != len(payloads):
         raise ValueError(f"{len(payloads)} payloads for {len(sizes)} groups")
     N = sum(sizes)
-    shape = tuple(shape)
+    shape, K = tuple(setup.shape), setup.K
     D = math.prod(shape)
-    plan = _plan(log_prob_fn, sigma, policy, stages, D)
+    plan = _plan(setup.stages, D)
     if K != BYTE * BYTE and any(stage.byte_pair is not None for stage in plan):
         raise ValueError(f"byte-pair stages code 16-bit values (K = 65536), not K={K}")
-    dev = torch.device(device)
-    padf = _check_pad(pad, N, D, dev)  # (N, D)
-    with _workers(N, workers, dev, per_item=per_item) as pool:
+    dev = torch.device(setup.device)
+    padf = _check_pad(setup.pad, N, D, dev)  # (N, D)
+    with _workers(N, setup.workers, dev, per_item=setup.per_item) as pool:
         x, decoders = _decode_tiles(
-            list(payloads), padf, plan, shape, K, sizes, pool, per_item=per_item
+            list(payloads), padf, plan, shape, K, sizes, pool, per_item=setup.per_item
         )
     return x.view(N, *shape), [dec.remaining() for dec in decoders]
 
 
-def _plan(
-    log_prob_fn: LogProbFn | None,
-    sigma: torch.Tensor | None,
-    policy: np.ndarray | None,
-    stages: list[Stage] | None,
-    D: int,
-) -> list[Stage]:
+def _plan(stages: Sequence[Stage], D: int) -> list[Stage]:
     """The stages to code, each with its order checked and held on the CPU."""
-    if stages is None:
-        if log_prob_fn is None or sigma is None or policy is None:
-            raise ValueError("give log_prob_fn, sigma and policy, or stages")
-        stages = [Stage(log_prob_fn, torch.as_tensor(sigma), np.asarray(policy))]
     plan = []
     for stage in stages:
         _order(stage.sigma, D)  # a permutation of 0..D-1, or a ValueError

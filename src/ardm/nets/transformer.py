@@ -3,8 +3,10 @@
 ``logits = net(x, known, t)``: unknown tokens are replaced by the absorbing token ``K``
 (the embedding table has ``K + 1`` rows), then a non-causal pre-LayerNorm Transformer with
 rotary position embeddings on queries and keys predicts ``K`` logits at every position.
-There are no absolute position embeddings (see STYLE.md: absolute positions make a masked
-sequence model sit at the unigram loss for a long time).
+There are no absolute position embeddings: the output depends on relative offsets only
+(``tests/test_nets.py::test_transformer_has_no_absolute_position``). A masked sequence model
+with absolute embeddings has been seen to sit at the unigram loss for thousands of steps
+(reported by others; not measured in this repository).
 
 Stage-conditioned (``stages = S > 1``, Upscale ARDMs): every token shows its current value
 (embedding table of ``K`` rows), plus a learned "known" embedding (2 rows: refined in this

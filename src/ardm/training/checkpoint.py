@@ -2,7 +2,9 @@
 
 A training checkpoint (``ckpt.pt``) holds the model, its EMA copy, the optimiser, the step,
 the data sampler and RNG states; it loads with ``weights_only=True`` (no pickle code runs).
-``load_model`` rebuilds an :class:`~ardm.model.ARDM` from a checkpoint alone, with EMA weights.
+:func:`model_from_state` rebuilds the model (:class:`~ardm.models.ardm.ARDM` or a subclass)
+from a loaded checkpoint alone, with EMA weights; ``ardm.training.pretrained.load_model``
+finds the checkpoint of a run folder.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -42,6 +42,7 @@ def shipped_names() -> list[str]:
 
 
 def shipped_path(name: str) -> Path:
+    """The file of the shipped model ``name``; an error names the shipped ones if none."""
     path = Path(str(resources.files("ardm") / "weights" / f"{name}.safetensors"))
     if not path.is_file():
         known = ", ".join(shipped_names()) or "none"
@@ -50,6 +51,7 @@ def shipped_path(name: str) -> Path:
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype and bytes, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].contiguous()
@@ -83,8 +85,6 @@ def load_weights(path: Path | str) -> ARDM:
     data = path.read_bytes()
     try:
         tensors = st_load(data)
-        from safetensors import safe_open  # metadata only
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, ValueError, OSError) as e:
