@@ -22,10 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ardm.config import Config, to_dict
-from ardm.data import BatchSampler, dataset_spec, load_split, text_chunks
+from ardm.data import BatchSampler, dataset_spec, load_split
 from ardm.data.items import eval_items
 from ardm.devices import pick_device
 from ardm.errors import ArdmError, CheckpointError
+from ardm.modalities.registry import modality_of
 from ardm.models.build import build_model
 from ardm.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -244,9 +245,7 @@ def train(
     bar.close()
     if tc.calibrate_passes > 0 and step > 0:
         ema_net.eval()
-        items = (
-            text_chunks(train_data[: 1 << 20], spec.shape[0]) if spec.kind == "text" else train_data
-        )
+        items = modality_of(spec).items(train_data[: 1 << 20])  # text: at most 2^20 characters
         g = torch.Generator().manual_seed(tc.seed + 17)
         show = rank == 0 and progress
         if show:
