@@ -367,11 +367,13 @@ def bench_audio(model: Any, title: str, args: argparse.Namespace) -> dict[str, A
 
 
 def bench_text(model: Any, stream: torch.Tensor, title: str, args: argparse.Namespace) -> dict:
-    from ardm.coding.files import ItemCodec
     from ardm.data import text_chunks
+    from ardm.modalities.registry import modality_for
+    from ardm.modalities.text import TextModality
 
-    alphabet = ItemCodec.for_model(model).alphabet
-    assert alphabet is not None
+    modality = modality_for(model)
+    assert isinstance(modality, TextModality)
+    alphabet = modality.alphabet
     L = model.D
     x = text_chunks(stream, L)[: args.items].long()  # (N, L)
     whole_text = alphabet.decode(stream).encode("utf-8")  # the whole test split, 1 byte/char

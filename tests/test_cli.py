@@ -85,6 +85,11 @@ def test_wrong_kind_and_shape(
     assert main(["inpaint", str(run_dir), "--input", str(tmp_path / "small.png")]) == 2
     err = capsys.readouterr().err
     assert "text model" in err and "(1, 10, 10)" in err
+    # the one image rule: never converted, refused in one line saying how to convert
+    Image.new("RGBA", (28, 28)).save(tmp_path / "alpha.png")
+    assert main(["inpaint", str(run_dir), "--input", str(tmp_path / "alpha.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mode RGBA" in err and "convert('L')" in err and len(err.splitlines()) == 1
 
 
 def _tiny_run(out: Path, *extra: str) -> Path:

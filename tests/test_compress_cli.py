@@ -21,6 +21,8 @@ from ardm.cli.commands import main
 from ardm.coding import container, files
 from ardm.data import TextAlphabet
 from ardm.errors import DataError
+from ardm.modalities.image import ImageModality, png_bytes, read_image
+from ardm.modalities.text import TextModality, read_text
 from tests.test_train import TINY
 
 TEXT = "the quick brown fox jumps over the lazy dog and keeps running far away"  # 70 chars
@@ -309,7 +311,7 @@ def test_wrong_inputs_are_one_line_errors(
 def test_text_error_suggests_the_alphabet(text_run: Path, tmp_path: Path) -> None:
     alphabet = TextAlphabet(" abcdefghijklmnopqrstuvwxyz")
     with pytest.raises(DataError) as e:
-        files.read_text(b"Hello\n", alphabet, name="h.txt")
+        read_text(b"Hello\n", alphabet, name="h.txt")
     msg = str(e.value)
     assert "h.txt" in msg and "'\\n'" in msg and "' abcdefghijklmnopqrstuvwxyz'" in msg
     assert "newline" in msg and "\n" not in msg
@@ -317,15 +319,15 @@ def test_text_error_suggests_the_alphabet(text_run: Path, tmp_path: Path) -> Non
 
 def test_image_reader_is_strict_and_exact(tmp_path: Path) -> None:
     arr = _png(tmp_path / "rgb.png", 5, 7, mode="RGB")
-    x = files.read_image((tmp_path / "rgb.png").read_bytes(), channels=3, name="rgb.png")
+    x = read_image((tmp_path / "rgb.png").read_bytes(), channels=3, name="rgb.png")
     assert x.dtype == torch.uint8 and x.shape == (3, 5, 7)
     assert np.array_equal(x.permute(1, 2, 0).numpy(), arr)
-    assert np.array_equal(np.array(Image.open(io.BytesIO(files.png_bytes(x)))), arr)
+    assert np.array_equal(np.array(Image.open(io.BytesIO(png_bytes(x)))), arr)
     Image.new("L", (4, 4)).save(tmp_path / "t.png", transparency=0)
     Image.new("L", (4, 4)).save(tmp_path / "j.jpg")
     for name, message in [("t.png", "transparent"), ("j.jpg", "lossy")]:
         with pytest.raises(DataError, match=message):
-            files.read_image((tmp_path / name).read_bytes(), channels=1, name=name)
+            read_image((tmp_path / name).read_bytes(), channels=1, name=name)
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG")
     # a header that claims 2^13 x 2^12 pixels is refused before any pixel is decoded
@@ -333,12 +335,12 @@ def test_image_reader_is_strict_and_exact(tmp_path: Path) -> None:
     png[16:24] = (1 << 13).to_bytes(4, "big") + (1 << 12).to_bytes(4, "big")  # IHDR width, height
     png[29:33] = zlib.crc32(png[12:29]).to_bytes(4, "big")  # IHDR checksum
     with pytest.raises(DataError, match="8192x4096 pixels is too large"):
-        files.read_image(bytes(png), channels=3, name="big.png")
+        read_image(bytes(png), channels=3, name="big.png")
 
 
 def test_output_names() -> None:
-    img = files.ItemCodec("image", channels=1)
-    txt = files.ItemCodec("text", alphabet=TextAlphabet("ab"))
+    img = ImageModality(channels=1)
+    txt = TextModality(TextAlphabet("ab"), length=8)
     assert files.compressed_name("d/x.png", in_directory=False) == "x.png.ardm"
     assert files.compressed_name("d/x.png", in_directory=True) == "x.ardm"
     assert files.decompressed_name("d/x.png.ardm", img) == "x.png"

@@ -115,9 +115,9 @@ def test_demo_audio_pictures(tmp_path: Path) -> None:
         "tiny_sample_4_0.wav",
         "tiny_sample_4_1.wav",
     ]
-    from ardm.coding.files import ItemCodec
+    from ardm.modalities.registry import modality_for
 
-    filled = ItemCodec.for_model(model).read((tmp_path / "tiny_infill.wav").read_bytes(), name="x")
+    filled = modality_for(model).read((tmp_path / "tiny_infill.wav").read_bytes(), name="x")
     clip = model_items(model, "test", 1)[0]
     assert torch.equal(filled[:100], clip[:100])  # the given half is kept
     assert classes_to_samples(filled).shape == (200,)

@@ -25,7 +25,8 @@ from ardm.data.images import read_png
 from ardm.data.text import SHAKESPEARE_ALPHABET, TEXT8_ALPHABET, TextAlphabet, read_shakespeare
 from ardm.errors import CheckpointError, DataError, FormatError
 from ardm.filesystem import atomic_write_bytes
-from ardm.pictures import MAX_IMAGE_PIXELS, read_image
+from ardm.modalities.image import ImageModality
+from ardm.modalities.modality import MAX_VALUES
 from ardm.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from ardm.training.pretrained import load_model
 from tests.conftest import tiny_image_model, tiny_text_model
@@ -171,14 +172,13 @@ def png_bytes(width: int, height: int, *, color: int = 0, body: bytes | None = N
 
 
 def readers() -> list[Any]:
-    """Every image reader: ``ardm.pictures.read_image`` (both channel counts), the dataset
-    reader ``read_png`` and the CLI's strict ``ardm.coding.files.read_image``."""
+    """Every way an image is read, all through the one strict reader: the image modality
+    (both channel counts) on a file's bytes, as ``ardm compress`` and ``ardm inpaint --input``
+    read it, and the dataset reader ``read_png``."""
     return [
-        lambda p: read_image(p, channels=3),
-        lambda p: read_image(p, channels=1),
+        lambda p: ImageModality(3).read(files.read_input(str(p)), name=str(p)),
+        lambda p: ImageModality(1).read(files.read_input(str(p)), name=str(p)),
         read_png,
-        lambda p: files.read_image(Path(p).read_bytes(), channels=3, name=str(p)),
-        lambda p: files.read_image(Path(p).read_bytes(), channels=1, name=str(p)),
     ]
 
 
@@ -200,19 +200,17 @@ def test_huge_dimensions_are_refused_before_decoding(
         assert f"{size[0]}x{size[1]}" in str(e.value) or "pixels" in str(e.value)
 
 
-def test_image_at_the_limit_is_read(tmp_path: Path) -> None:
-    assert MAX_IMAGE_PIXELS == 1 << 26
+def test_a_small_image_is_read(tmp_path: Path) -> None:
     path = tmp_path / "ok.png"
     Image.fromarray(np.full((3, 5, 3), 7, dtype=np.uint8)).save(path)
-    assert read_image(path, channels=3).shape == (3, 3, 5)
+    assert readers()[0](path).shape == (3, 3, 5)
     assert read_png(path).shape == (3, 5, 3)
-    assert files.read_image(path.read_bytes(), channels=3, name="ok.png").shape == (3, 3, 5)
 
 
 def test_decompression_bomb_allocates_nothing(tmp_path: Path) -> None:
     """A valid 8200 x 8200 gray PNG of zeros (67 MB of pixels in a 65 KB file)."""
     width = height = 8200
-    assert width * height > MAX_IMAGE_PIXELS
+    assert width * height > MAX_VALUES
     rows = bytes(width + 1) * height  # filter byte 0 + a row of zeros, per row
     path = tmp_path / "bomb.png"
     path.write_bytes(png_bytes(width, height, color=0, body=rows))
@@ -243,8 +241,8 @@ def test_wrong_image_modes_name_the_mode(tmp_path: Path) -> None:
     for read in readers():
         with pytest.raises(DataError):
             read(tmp_path / "text.png")
-    for read in readers()[:3]:  # the readers that take a path
-        with pytest.raises(DataError, match=r"not found|cannot read"):
+    for read in readers():
+        with pytest.raises(DataError, match=r"no such file|cannot read"):
             read(tmp_path / "missing.png")
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from ardm.cli.parser import parser
-from ardm.data.masks import image_mask
 from ardm.errors import ArdmError, DataError
 from ardm.generation import fill_in, generate
+from ardm.modalities.registry import modality_for
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _unit(model) -> str:  # type: ignore[no-untyped-def]
-    return "bpc" if model.kind == "text" else "bpd"
+    return modality_for(model).unit
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -82,9 +82,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ardm.data.items import model_alphabet
-    from ardm.pictures import save_grid
-
     model = _load(args)
     g = torch.Generator().manual_seed(args.seed)
     x, calls = generate(
@@ -95,46 +92,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         generator=g,
     )
-    if model.kind == "text":
-        alphabet = model_alphabet(model)
-        text = "\n".join(alphabet.decode(row) for row in x.cpu())
-        if args.output:
-            Path(args.output).write_text(text + "\n")
-            print(f"wrote {args.n} samples ({calls} network calls each) to {args.output}")
-        else:
-            print(text)
-    elif model.kind == "audio":
-        from ardm.coding.files import ItemCodec
-
-        codec = ItemCodec.for_model(model)
-        target = Path(args.output or "samples.wav")
-        paths = (
-            [target]
-            if args.n == 1
-            else [
-                target.with_name(f"{target.stem}_{i:03d}{target.suffix or '.wav'}")
-                for i in range(args.n)
-            ]
-        )
-        for path, row in zip(paths, x.cpu(), strict=True):
-            path.write_bytes(codec.write(row))
-        where = paths[0] if args.n == 1 else f"{paths[0]} .. {paths[-1].name}"
-        print(f"wrote {args.n} WAV samples ({calls} network calls each) to {where}")
-    else:
-        out = save_grid(x, args.output or "samples.png")
-        print(f"wrote {args.n} samples ({calls} network calls each) to {out}")
+    print(modality_for(model).save_samples(x, args.output, calls=calls))
     return 0
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
+    from ardm.coding.files import read_input
     from ardm.data.items import model_items
-    from ardm.pictures import read_image, save_grid
 
     model = _load(args)
-    if model.kind != "image":
-        raise DataError("inpaint needs an image model; use `ardm complete` for text")
+    modality = modality_for(model)
+    known = modality.region_mask(args.mask, model.shape, args.seed)  # (C, H, W); images only
     if args.input:
-        x = read_image(args.input, channels=model.shape[0])[None]
+        x = modality.read(read_input(args.input), name=args.input)[None]
         if tuple(x.shape[1:]) != model.shape:
             raise DataError(
                 f"{args.input} is {tuple(x.shape[1:])} (C, H, W) but the model takes {model.shape}"
@@ -142,36 +112,22 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     else:
         x = model_items(model, "test", args.index + args.n)[args.index :]
     x = x.long()
-    known = image_mask(args.mask, model.shape, args.seed)
     g = torch.Generator().manual_seed(args.seed)
     out = fill_in(model, x.to(model.device), known, budget=args.budget, generator=g).cpu()
-    shown = torch.where(known, x, torch.full_like(x, 128))
-    save_grid(torch.cat([x, shown, out]), args.output, nrow=x.shape[0])
+    modality.save_inpainting(x, known, out, args.output)
     print(f"wrote {args.output}: rows = original, with the {args.mask} part hidden, completed")
     return 0
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from ardm.data.items import model_alphabet
-
     model = _load(args)
-    if model.kind != "text":
-        raise DataError("complete needs a text model; use `ardm inpaint` for images")
-    alphabet = model_alphabet(model)
-    L = model.shape[0]
-    text = args.text
-    if len(text) > L:
-        raise DataError(f"text has {len(text)} characters; the model takes at most {L}")
-    text = text + args.hole * (L - len(text))
-    known = torch.tensor([c != args.hole for c in text])
-    ids = alphabet.encode(
-        "".join(c if c != args.hole else alphabet.symbols[0] for c in text)
-    ).long()
+    modality = modality_for(model)
+    ids, known = modality.hole_mask(args.text, hole=args.hole)  # (L,), (L,); text only
     g = torch.Generator().manual_seed(args.seed)
-    x = ids[None].expand(args.n, L)
+    x = ids[None].expand(args.n, ids.shape[0])  # (n, L)
     out = fill_in(model, x.to(model.device), known, budget=args.budget, generator=g).cpu()
     for row in out:
-        print(alphabet.decode(row))
+        print(modality.write(row).decode("utf-8"))
     return 0
 
 
@@ -227,31 +183,29 @@ def _batches(items: list[torch.Tensor], size: int) -> list[list[int]]:
 
 
 def _coding_run(args: argparse.Namespace, *, compressing: bool):  # type: ignore[no-untyped-def]
-    """Model, file codec, input bytes, their data (compressing) and the output paths of
+    """Model, modality, input bytes, their data (compressing) and the output paths of
     ``ardm compress/decompress``: every input is read and checked before anything is coded."""
     from ardm.coding import files
 
     files.check_stdio(args.inputs, args.output)
     model = _load(args)
-    item_codec = files.ItemCodec.for_model(model)
+    modality = modality_for(model)
     raws = [files.read_input(p) for p in args.inputs]
     names = [files.display_name(p) for p in args.inputs]
     items = (
-        [item_codec.read(r, name=n) for r, n in zip(raws, names, strict=True)]
-        if compressing
-        else []
+        [modality.read(r, name=n) for r, n in zip(raws, names, strict=True)] if compressing else []
     )
 
     def name(path: str, in_directory: bool) -> str:
         if compressing:
             return files.compressed_name(path, in_directory=in_directory)
-        return files.decompressed_name(path, item_codec)
+        return files.decompressed_name(path, modality)
 
     outs = files.output_paths(args.inputs, args.output, name, force=args.force)
-    binary = compressing or item_codec.kind != "text"
+    binary = compressing or modality.binary
     if binary and outs == [files.STDIO] and sys.stdout.isatty():
         raise DataError("refusing to write binary data to a terminal; use -o FILE or a pipe")
-    return model, item_codec, raws, names, items, outs
+    return model, modality, raws, names, items, outs
 
 
 def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
@@ -293,7 +247,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from ardm.errors import FormatError
 
     start = time.perf_counter()
-    model, item_codec, raws, names, items, outs = _coding_run(args, compressing=True)
+    model, modality, raws, names, items, outs = _coding_run(args, compressing=True)
     size = 4 * torch.get_num_threads()
     written = 0
     with _progress(len(items), args.quiet) as bar:
@@ -317,7 +271,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             in_bytes=sum(len(r) for r in raws),
             out_bytes=written,
             bits=8 * written / values,
-            unit=item_codec.unit,
+            unit=modality.unit,
             seconds=time.perf_counter() - start,
             to_stdout=files.STDIO in outs,
             extra=f", budget {min(args.budget, stages.model_calls(model)[1])}"
@@ -333,7 +287,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from ardm.coding import files
 
     start = time.perf_counter()
-    model, item_codec, raws, names, _, outs = _coding_run(args, compressing=False)
+    model, modality, raws, names, _, outs = _coding_run(args, compressing=False)
     size = 4 * torch.get_num_threads()
     written = values = 0
     with _progress(len(raws), args.quiet) as bar:
@@ -343,7 +297,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
                 model, [raws[i] for i in batch], [names[i] for i in batch]
             )
             for i, x in zip(batch, decoded, strict=True):
-                data = item_codec.write(x)
+                data = modality.write(x)
                 files.write_output(outs[i], data, force=args.force)
                 written += len(data)
                 values += x.numel()
@@ -356,7 +310,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
             in_bytes=read,
             out_bytes=written,
             bits=8 * read / max(values, 1),
-            unit=item_codec.unit,
+            unit=modality.unit,
             seconds=time.perf_counter() - start,
             to_stdout=files.STDIO in outs,
         )

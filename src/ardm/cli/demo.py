@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,17 @@ import torch
 from ardm.coding import classical
 from ardm.coding.codec import compress, decompress
 from ardm.config import load_config
-from ardm.data.items import model_alphabet, model_items, model_spec
+from ardm.data import resolve_data_dir
+from ardm.data.audio import classes_to_samples, natural_clips, samples_to_classes
+from ardm.data.items import model_items, model_spec
 from ardm.evaluation import evaluate, rows_to_markdown
+from ardm.generation import fill_in, generate
+from ardm.modalities.audio import AudioModality, save_waveforms
+from ardm.modalities.image import ImageModality, save_gif, save_grid
+from ardm.modalities.modality import Modality
+from ardm.modalities.registry import modality_for
+from ardm.modalities.text import TextModality
 from ardm.models.ardm import ARDM
-from ardm.pictures import save_gif, save_grid, save_waveforms
 from ardm.training.pretrained import load_model, shipped_names
 from ardm.training.train import train
 
@@ -52,106 +60,109 @@ def _measure(
     return {"codec": label, "bpd": bits, "enc_s": encode_s / n, "dec_s": decode_s / n}
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.long(), b.long())
+
+
+def _as_list(blobs: bytes | list[bytes]) -> list[bytes]:
+    return blobs if isinstance(blobs, list) else [blobs]
+
+
+def _each(encode: Callable[[Any], bytes]) -> Callable[[list[Any]], list[bytes]]:
+    """An encoder of one item -> an encoder of each item of a list into its own file."""
+    return lambda xs: [encode(a) for a in xs]
+
+
+def _ardm_rows(
+    model: ARDM,
+    label: str,
+    x: list[torch.Tensor],
+    budgets: tuple[int, ...],
+    dims: int,
+    *,
+    batched: bool = False,
+) -> list[dict[str, Any] | None]:
+    """The model codec under each budget, every item of ``x`` its own file (``label`` has
+    ``{budget}``); ``batched``: the items (of one shape) are coded in one call."""
+    rows = []
+    for budget in budgets:
+
+        def encode_all(xs: list[Any], budget: int = budget) -> list[bytes]:
+            if batched:
+                return _as_list(compress(model, torch.stack(xs), budget=budget))
+            return [f for v in xs for f in _as_list(compress(model, v, budget=budget))]
+
+        rows.append(
+            _measure(
+                label.format(budget=budget), x, encode_all, partial(decompress, model), _same, dims
+            )
+        )
+    return rows
+
+
+def _classical_rows(
+    codecs: dict[str, tuple[str, classical.Codec]], items: list[Any], dims: int
+) -> list[dict[str, Any] | None]:
+    """Classical codecs on the same items, each its own file."""
+    return [
+        _measure(name, items, _each(enc), dec, classical.same, dims)
+        for name, (_, (enc, dec)) in codecs.items()
+    ]
+
+
+def _image_rows(
+    model: ARDM, modality: ImageModality, name: str, items: int, budgets: tuple[int, ...]
+) -> list[dict[str, Any] | None]:
+    x = list(model_items(model, "test", items))  # (C, H, W) each
+    arrays = [a.numpy().astype("uint8") for a in x]
+    return [
+        *_ardm_rows(model, f"ardm {name}, {{budget}} calls", x, budgets, model.D, batched=True),
+        *_classical_rows(classical.image_codecs()[0], arrays, model.D),
+    ]
+
+
+def _audio_rows(
+    model: ARDM, modality: AudioModality, name: str, items: int, budgets: tuple[int, ...]
+) -> list[dict[str, Any] | None]:
+    root = resolve_data_dir(model.config["data"].get("data_dir"))
+    clips = natural_clips(root, "test", items)  # spread evenly over the test clips
+    x = [samples_to_classes(c) for c in clips]  # (n,) each, natural lengths
+    dims = sum(len(c) for c in clips) // len(clips)  # bits per sample, on average
+    label = f"ardm {name}, {{budget}} calls per {model.D}-sample window"
+    wav = _measure(
+        "WAV (16-bit PCM)",
+        x,
+        _each(modality.write),
+        lambda b: modality.read(b, name="wav"),
+        _same,
+        dims,
+    )
+    return [
+        *_ardm_rows(model, label, x, budgets, dims),
+        wav,
+        *_classical_rows(classical.audio_codecs(modality.rate)[0], clips, dims),
+    ]
+
+
+def _text_rows(
+    model: ARDM, modality: TextModality, name: str, items: int, budgets: tuple[int, ...]
+) -> list[dict[str, Any] | None]:
+    text = modality.alphabet.decode(model_items(model, "test", items).reshape(-1))
+    raw = text.encode()
+    x = modality.alphabet.encode(text).long()  # (n,) one file
+    label = f"ardm {name}, {{budget}} calls per {modality.length} chars"
+    return [
+        *_ardm_rows(model, label, [x], budgets, len(raw)),
+        *_classical_rows(classical.text_codecs(raw)[0], [raw], len(raw)),
+    ]
+
+
 def compression_rows(
     model: ARDM, name: str, *, items: int, budgets: tuple[int, ...]
 ) -> list[dict[str, Any]]:
     """Per-file sizes of the model codec (decoded and checked) next to classical codecs."""
-    rows: list[dict[str, Any] | None] = []
-
-    def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-        return torch.equal(a.long(), b.long())
-
-    if model.kind == "image":
-        x = list(model_items(model, "test", items))
-        for budget in budgets:
-
-            def encode_all(xs: list[Any], budget: int = budget) -> list[bytes]:
-                return list(compress(model, torch.stack(xs), budget=budget))
-
-            label = f"ardm {name}, {budget} calls"
-            rows.append(
-                _measure(label, x, encode_all, partial(decompress, model), same_tensor, model.D)
-            )
-        arrays = [a.numpy().astype("uint8") for a in x]
-        for codec_name, (_, (enc, dec)) in classical.image_codecs()[0].items():
-            rows.append(
-                _measure(
-                    codec_name,
-                    arrays,
-                    lambda xs, enc=enc: [enc(a) for a in xs],
-                    dec,
-                    classical.same,
-                    model.D,
-                )
-            )
-    elif model.kind == "audio":
-        from ardm.coding.files import ItemCodec
-        from ardm.data import resolve_data_dir
-        from ardm.data.audio import FSDD_RATE, natural_clips, samples_to_classes
-
-        root = resolve_data_dir(model.config["data"].get("data_dir"))
-        clips = natural_clips(root, "test", items)  # spread evenly over the test clips
-        x = [samples_to_classes(c) for c in clips]
-        dims = sum(len(c) for c in clips) // len(clips)  # bits per sample, on average
-        for budget in budgets:
-
-            def encode_each(xs: list[Any], budget: int = budget) -> list[bytes]:
-                return [bytes(compress(model, v, budget=budget)) for v in xs]
-
-            label = f"ardm {name}, {budget} calls per {model.D}-sample window"
-            rows.append(
-                _measure(label, x, encode_each, partial(decompress, model), same_tensor, dims)
-            )
-        wav = ItemCodec.for_model(model)
-        rows.append(
-            _measure(
-                "WAV (16-bit PCM)",
-                x,
-                lambda xs: [wav.write(v) for v in xs],
-                lambda b: wav.read(b, name="wav"),
-                same_tensor,
-                dims,
-            )
-        )
-        for codec_name, (_, (enc, dec)) in classical.audio_codecs(FSDD_RATE)[0].items():
-            rows.append(
-                _measure(
-                    codec_name,
-                    clips,
-                    lambda xs, enc=enc: [enc(a) for a in xs],
-                    dec,
-                    classical.same,
-                    dims,
-                )
-            )
-    else:
-        spec = model_spec(model)
-        alphabet = model_alphabet(model)
-        text = alphabet.decode(model_items(model, "test", items).reshape(-1))
-        raw = text.encode()
-        x = alphabet.encode(text).long()
-        for budget in budgets:
-
-            def encode_one(xs: list[Any], budget: int = budget) -> list[bytes]:
-                blob = compress(model, xs[0], budget=budget)
-                assert isinstance(blob, bytes)
-                return [blob]
-
-            label = f"ardm {name}, {budget} calls per {spec.shape[0]} chars"
-            rows.append(
-                _measure(label, [x], encode_one, partial(decompress, model), same_tensor, len(raw))
-            )
-        for codec_name, (_, (enc, dec)) in classical.text_codecs(raw)[0].items():
-            rows.append(
-                _measure(
-                    codec_name,
-                    [raw],
-                    lambda xs, enc=enc: [enc(xs[0])],
-                    dec,
-                    classical.same,
-                    len(raw),
-                )
-            )
+    modality = modality_for(model)
+    rows = _SECTIONS[type(modality)].rows(model, modality, name, items, budgets)
     if any(r is None for r in rows[: len(budgets)]):
         raise RuntimeError(f"{name}: a file decoded to data that differs from the original")
     return [r for r in rows if r is not None]
@@ -171,96 +182,124 @@ def _table(rows: list[dict[str, Any]], unit: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _image_pictures(
+    model: ARDM, modality: ImageModality, name: str, out: Path, budgets: tuple[int, ...], gif: bool
+) -> list[str]:
+    lines = []
+    for budget in budgets:
+        x = model.sample(16, budget=budget, generator=torch.Generator().manual_seed(0))
+        path = save_grid(x, out / f"{name}_samples_{budget}.png", nrow=8)
+        lines.append(f"- {budget} network calls: ![]({path.name})")
+    x = model_items(model, "test", 8)  # (8, C, H, W)
+    known = modality.region_mask("bottom", model.shape, 0)  # (C, H, W)
+    filled = model.complete(x, known, budget=100, generator=torch.Generator().manual_seed(0))
+    path = modality.save_inpainting(x, known, filled, str(out / f"{name}_inpaint.png"))
+    lines.append(
+        f"- inpainting (rows: test images, bottom half hidden, completed with 100 calls): ![]({path.name})"
+    )
+    if gif:
+        frames: list[torch.Tensor] = []
+        model.sample(
+            4,
+            budget=100,
+            generator=torch.Generator().manual_seed(1),
+            on_step=lambda xs, s: frames.append(xs.clone()),
+        )
+        path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
+        lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
+    return lines
+
+
+def _audio_pictures(
+    model: ARDM, modality: AudioModality, name: str, out: Path, budgets: tuple[int, ...], gif: bool
+) -> list[str]:
+    lines, strips = [], []
+    for budget in budgets:
+        g = torch.Generator().manual_seed(0)
+        x, calls = generate(model, 2, budget=budget, naive=False, temperature=1.0, generator=g)
+        for i, row in enumerate(x.cpu()):
+            path = out / f"{name}_sample_{calls}_{i}.wav"
+            path.write_bytes(modality.write(row))
+            lines.append(f"- {calls} network calls: [{path.name}]({path.name})")
+            strips.append((f"sample {i + 1}, {calls} calls", classes_to_samples(row), None))
+    # Infill: the second half of a test clip, given its first half.
+    clip = model_items(model, "test", 1)  # (1, D) the first test clip (padded window)
+    known = torch.arange(model.D) < model.D // 2  # (D,) the first half is given
+    calls = 20 * model.S
+    filled = fill_in(model, clip, known, budget=calls, generator=torch.Generator().manual_seed(0))
+    path = out / f"{name}_infill.wav"
+    path.write_bytes(modality.write(filled[0].cpu()))
+    lines.append(
+        f"- the second half of a test clip, filled in with {calls} calls given the first half: "
+        f"[{path.name}]({path.name})"
+    )
+    given: list[tuple[str, np.ndarray, np.ndarray | None]] = [
+        ("test clip", classes_to_samples(clip[0]), None),
+        (
+            f"its second half filled in ({calls} calls; gray: given)",
+            classes_to_samples(filled[0]),
+            known.numpy(),
+        ),
+    ]
+    path = save_waveforms([*given, *strips], out / f"{name}_waveforms.png")
+    lines.append(f"- waveforms (a test clip, its infill, samples): ![]({path.name})")
+    return lines
+
+
+def _text_pictures(
+    model: ARDM, modality: TextModality, name: str, out: Path, budgets: tuple[int, ...], gif: bool
+) -> list[str]:
+    lines = []
+    alphabet = modality.alphabet
+    for budget in budgets:
+        x = model.sample(2, budget=min(budget, model.D), generator=torch.Generator().manual_seed(0))
+        for row in x:
+            lines.append(f"- {min(budget, model.D)} calls: `{alphabet.decode(row)}`")
+    prompt = "the president said that "
+    x = alphabet.encode(prompt + " " * (model.D - len(prompt))).long()[None]  # (1, D)
+    known = torch.zeros(model.D, dtype=torch.bool)  # (D,)
+    known[: len(prompt)] = True
+    out_text = model.complete(x, known, budget=32, generator=torch.Generator().manual_seed(0))
+    lines.append(f"- completion of `{prompt}` (32 calls): `{alphabet.decode(out_text[0])}`")
+    return lines
+
+
 def pictures(
     model: ARDM, name: str, out: Path, budgets: tuple[int, ...], *, gif: bool
 ) -> list[str]:
     """Sample grids, inpainting and (optionally) a GIF; returns Markdown lines."""
-    lines = []
-    if model.kind == "image":
-        for budget in budgets:
-            x = model.sample(16, budget=budget, generator=torch.Generator().manual_seed(0))
-            path = save_grid(x, out / f"{name}_samples_{budget}.png", nrow=8)
-            lines.append(f"- {budget} network calls: ![]({path.name})")
-        x = model_items(model, "test", 8)
-        known = torch.ones(model.shape, dtype=torch.bool)
-        known[:, model.shape[1] // 2 :] = False
-        filled = model.complete(x, known, budget=100, generator=torch.Generator().manual_seed(0))
-        hidden = torch.where(known, x, torch.full_like(x, 128))
-        path = save_grid(torch.cat([x, hidden, filled]), out / f"{name}_inpaint.png", nrow=8)
-        lines.append(
-            f"- inpainting (rows: test images, bottom half hidden, completed with 100 calls): ![]({path.name})"
-        )
-        if gif:
-            frames: list[torch.Tensor] = []
-            model.sample(
-                4,
-                budget=100,
-                generator=torch.Generator().manual_seed(1),
-                on_step=lambda xs, s: frames.append(xs.clone()),
-            )
-            path = save_gif([*frames, *[frames[-1]] * 15], out / f"{name}_generation.gif", nrow=4)
-            lines.append(f"- one generation in its random order, 100 calls: ![]({path.name})")
-    elif model.kind == "audio":
-        from ardm.coding.files import ItemCodec
-        from ardm.data.audio import classes_to_samples
-        from ardm.generation import fill_in, generate
+    modality = modality_for(model)
+    return _SECTIONS[type(modality)].pictures(model, modality, name, out, budgets, gif)
 
-        wav = ItemCodec.for_model(model)
-        strips: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-        for budget in budgets:
-            x, calls = generate(
-                model,
-                2,
-                budget=budget,
-                naive=False,
-                temperature=1.0,
-                generator=torch.Generator().manual_seed(0),
-            )
-            for i, row in enumerate(x.cpu()):
-                path = out / f"{name}_sample_{calls}_{i}.wav"
-                path.write_bytes(wav.write(row))
-                lines.append(f"- {calls} network calls: [{path.name}]({path.name})")
-                strips.append((f"sample {i + 1}, {calls} calls", classes_to_samples(row), None))
-        # Infill: the second half of a test clip, given its first half.
-        clip = model_items(model, "test", 1)  # (1, D) the first test clip (padded window)
-        known = torch.arange(model.D) < model.D // 2  # (D,) the first half is given
-        calls = 20 * model.S
-        filled = fill_in(
-            model, clip, known, budget=calls, generator=torch.Generator().manual_seed(0)
-        )
-        path = out / f"{name}_infill.wav"
-        path.write_bytes(wav.write(filled[0].cpu()))
-        lines.append(
-            f"- the second half of a test clip, filled in with {calls} calls given the first half: "
-            f"[{path.name}]({path.name})"
-        )
-        half = known.numpy()
-        strips = [
-            ("test clip", classes_to_samples(clip[0]), None),
-            (
-                f"its second half filled in ({calls} calls; gray: given)",
-                classes_to_samples(filled[0]),
-                half,
-            ),
-            *strips,
-        ]
-        path = save_waveforms(strips, out / f"{name}_waveforms.png")
-        lines.append(f"- waveforms (a test clip, its infill, samples): ![]({path.name})")
-    else:
-        alphabet = model_alphabet(model)
-        for budget in budgets:
-            x = model.sample(
-                2, budget=min(budget, model.D), generator=torch.Generator().manual_seed(0)
-            )
-            for row in x:
-                lines.append(f"- {min(budget, model.D)} calls: `{alphabet.decode(row)}`")
-        prompt = "the president said that "
-        x = alphabet.encode(prompt + " " * (model.D - len(prompt))).long()[None]
-        known = torch.zeros(model.D, dtype=torch.bool)
-        known[: len(prompt)] = True
-        out_text = model.complete(x, known, budget=32, generator=torch.Generator().manual_seed(0))
-        lines.append(f"- completion of `{prompt}` (32 calls): `{alphabet.decode(out_text[0])}`")
-    return lines
+
+@dataclass(frozen=True)
+class _Section:
+    """The demo's part for one modality: its compression rows, its pictures, how many test
+    items it compresses (given the model) and how it says what they are."""
+
+    rows: Callable[..., list[dict[str, Any] | None]]
+    pictures: Callable[..., list[str]]
+    items: Callable[[Any], int]
+    what: str  # formatted with n (items) and chars (characters)
+
+
+_SECTIONS: dict[type[Modality], _Section] = {
+    ImageModality: _Section(
+        _image_rows,
+        _image_pictures,
+        lambda model: 2 if model.D > 1000 else 8,
+        "first {n} test items, each its own file",
+    ),
+    AudioModality: _Section(
+        _audio_rows,
+        _audio_pictures,
+        lambda model: 5,
+        "{n} test clips (spread over the digits) at their natural lengths, each its own file",
+    ),
+    TextModality: _Section(
+        _text_rows, _text_pictures, lambda model: 2, "first {chars} test characters, one file"
+    ),
+}
 
 
 def run_shipped_demo(out: Path, names: list[str]) -> Path:
@@ -270,18 +309,16 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
     results: dict[str, Any] = {}
     for i, name in enumerate(names, 1):
         model = load_model(name)
-        unit = {"text": "bpc", "audio": "bits/sample"}.get(model.kind, "bpd")
+        modality = modality_for(model)
+        section = _SECTIONS[type(modality)]
         print(
             f"[{i}/{len(names)}] {name}: {model_spec(model).title}, {sum(p.numel() for p in model.parameters()):,} parameters"
         )
-        items = {"text": 2, "audio": 5}.get(model.kind, 2 if model.D > 1000 else 8)
+        items = section.items(model)
         budgets = (20, 50) if model.D > 1000 else (20, 100)
         rows = compression_rows(model, name, items=items, budgets=budgets)
-        what = {
-            "image": f"first {items} test items, each its own file",
-            "audio": f"{items} test clips (spread over the digits) at their natural lengths, each its own file",
-        }.get(model.kind, f"first {items * model.D} test characters, one file")
-        table = _table(rows, unit)
+        what = section.what.format(n=items, chars=items * model.D)
+        table = _table(rows, modality.unit)
         print(f"compression ({what}), every file decoded and checked:\n{table}")
         pics = pictures(
             model,

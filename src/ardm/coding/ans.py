@@ -42,7 +42,7 @@ import math
 import constriction
 import numpy as np
 
-from ardm.errors import FormatError
+from ardm.errors import FormatError, first_line
 
 PRECISION_BITS = 24
 """Fixed-point precision of ``constriction``'s default categorical model."""
@@ -139,7 +139,7 @@ class Decoder:
         try:
             self._coder = constriction.stream.stack.AnsCoder(words)
         except (ValueError, RuntimeError) as e:
-            raise FormatError(f"corrupt payload: {_one_line(e)}") from None
+            raise FormatError(f"corrupt payload: {first_line(e)}") from None
 
     def pop_step(self, probs: np.ndarray) -> np.ndarray:
         """Pop ``n`` symbols with rows ``probs (n, K)``: ``(n,)`` int64, in the pushed order."""
@@ -150,7 +150,7 @@ class Decoder:
         try:
             symbols = self._coder.decode(_CATEGORICAL, probs)  # (n,) int32
         except (ValueError, KeyError, RuntimeError, AssertionError) as e:
-            raise FormatError(f"corrupt payload: {_one_line(e)}") from None
+            raise FormatError(f"corrupt payload: {first_line(e)}") from None
         return np.asarray(symbols, dtype=np.int64)
 
     def finished(self) -> bool:
@@ -173,8 +173,3 @@ class Decoder:
     def bits_left(self) -> int:
         """Bits still on the stack (0 when :meth:`finished`)."""
         return int(self._coder.num_valid_bits())
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__

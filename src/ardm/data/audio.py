@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from ardm.errors import DataError
+from ardm.errors import DataError, first_line
 
 I16Array = npt.NDArray[np.int16]
 
@@ -104,10 +104,10 @@ def read_wav(
             raw = w.readframes(n)
     except wave.Error as e:  # unknown format tag (float, A-law, ADPCM, ...), missing chunks
         raise DataError(
-            f"{name}: unsupported or corrupt WAV ({_one_line(e)}); need 16-bit PCM"
+            f"{name}: unsupported or corrupt WAV ({first_line(e)}); need 16-bit PCM"
         ) from None
     except (EOFError, ValueError, OSError) as e:  # header cut short
-        raise DataError(f"{name}: truncated or corrupt WAV header ({_one_line(e)})") from None
+        raise DataError(f"{name}: truncated or corrupt WAV header ({first_line(e)})") from None
     if channels != 1:
         raise DataError(f"{name}: {channels} channels; only mono WAV files are supported")
     if width != 2:
@@ -190,7 +190,3 @@ def read_fsdd(folder: Path, split: str, length: int) -> torch.Tensor:
         clips.append(fit_length(samples, length))
     x = np.stack(clips).astype(np.int32) + SILENCE  # (N, length) in [0, 65536)
     return torch.from_numpy(x)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

@@ -9,8 +9,9 @@ import torch
 
 from ardm.config import Config, from_dict
 from ardm.data.registry import DataSpec, dataset_spec, load_split
-from ardm.data.text import TextAlphabet, text_chunks
+from ardm.data.text import TextAlphabet
 from ardm.errors import DataError
+from ardm.modalities.registry import modality_of
 
 
 def eval_items(cfg: Config, split: str = "test", limit: int | None = None) -> torch.Tensor:
@@ -19,7 +20,7 @@ def eval_items(cfg: Config, split: str = "test", limit: int | None = None) -> to
     data = load_split(
         cfg.data.name, split, data_dir=cfg.data.data_dir or None, seq_len=cfg.data.seq_len
     )
-    items = text_chunks(data, spec.shape[0]) if spec.kind == "text" else data
+    items = modality_of(spec).items(data)  # (N, *shape)
     return items[:limit].long() if limit else items.long()
 
 

@@ -22,10 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ardm.config import Config, to_dict
-from ardm.data import BatchSampler, DataSpec, dataset_spec, load_split, text_chunks
+from ardm.data import BatchSampler, DataSpec, dataset_spec, load_split
 from ardm.data.items import eval_items
 from ardm.devices import pick_device
 from ardm.errors import ArdmError, CheckpointError
+from ardm.modalities.registry import modality_of
 from ardm.models.build import build_model
 from ardm.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -340,11 +341,7 @@ def _calibrate(run: _Run) -> None:
     """Replace the running L_t with a fresh estimate from the EMA weights on training data."""
     tc = run.cfg.train
     run.ema_net.eval()
-    items = (
-        text_chunks(run.train_data[: 1 << 20], run.spec.shape[0])
-        if run.spec.kind == "text"
-        else run.train_data
-    )
+    items = modality_of(run.spec).items(run.train_data[: 1 << 20])  # text: at most 2^20 characters
     g = torch.Generator().manual_seed(tc.seed + 17)
     show = run.rank == 0 and run.progress
     if show:

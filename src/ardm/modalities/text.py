@@ -1,0 +1,103 @@
+"""Text: UTF-8 over a model's alphabet, read strictly, and text with holes to fill in.
+
+A text file is read as UTF-8 whose every character is in the model's alphabet
+(:meth:`ardm.data.TextAlphabet.encode`), or refused with a one-line :class:`DataError`; the
+bytes are read as they are (no newline translation), so a file that decodes writes back
+byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ardm.data.text import TextAlphabet, text_chunks
+from ardm.errors import DataError
+from ardm.modalities.image import IMAGE_SUFFIXES
+from ardm.modalities.modality import MAX_VALUES, Modality
+
+
+def read_text(data: bytes, alphabet: TextAlphabet, *, name: str) -> torch.Tensor:
+    """UTF-8 bytes -> ``(n,)`` uint8 ids; every character must be in ``alphabet``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{name}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "this model codes text"
+        ) from None
+    if not text:
+        raise DataError(f"{name}: empty file; there is nothing to compress")
+    if len(text) > MAX_VALUES:
+        raise DataError(f"{name}: {len(text)} characters is too long (at most {MAX_VALUES})")
+    try:
+        return alphabet.encode(text)  # (n,)
+    except DataError as e:
+        raise DataError(f"{name}: {e}; this model codes only {_accepts(alphabet)}") from None
+
+
+def _accepts(alphabet: TextAlphabet) -> str:
+    symbols = alphabet.symbols
+    if len(symbols) <= 40:
+        shown = repr(symbols)
+    else:
+        shown = repr(symbols[:20]) + "..." + repr(symbols[-10:])
+    newline = "" if "\n" in symbols else ", no newline (a trailing newline is refused too)"
+    return f"the {alphabet.K} characters {shown}{newline}"
+
+
+def text_bytes(x: torch.Tensor, alphabet: TextAlphabet) -> bytes:
+    """The UTF-8 bytes of ids ``x (n,)``."""
+    return alphabet.decode(x).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TextModality(Modality):
+    """Text over ``alphabet``, in items of ``length`` characters."""
+
+    alphabet: TextAlphabet
+    length: int
+
+    kind: ClassVar[str] = "text"
+    unit: ClassVar[str] = "bpc"
+    suffix: ClassVar[str] = ".txt"
+    binary: ClassVar[bool] = False
+
+    def read(self, data: bytes, *, name: str) -> torch.Tensor:
+        return read_text(data, self.alphabet, name=name)  # (n,)
+
+    def write(self, x: torch.Tensor) -> bytes:
+        return text_bytes(x, self.alphabet)
+
+    def output_name(self, base: str) -> str:
+        """A text file keeps its own suffix (``a.md``); ``x`` and images' names get ``.txt``."""
+        suffix = Path(base).suffix.lower()
+        if suffix and suffix not in IMAGE_SUFFIXES and suffix != ".ardm":
+            return base
+        return (Path(base).stem if suffix else base) + ".txt"
+
+    def items(self, data: torch.Tensor) -> torch.Tensor:
+        """A split's character stream ``(n,)`` cut into consecutive items ``(N, length)``."""
+        return text_chunks(data, self.length)
+
+    def save_samples(self, x: torch.Tensor, output: str | None, *, calls: int) -> str:
+        """Samples one per line, into ``output`` or (without one) as the line to print."""
+        text = "\n".join(self.alphabet.decode(row) for row in x.cpu())
+        if not output:
+            return text
+        Path(output).write_text(text + "\n")
+        return f"wrote {x.shape[0]} samples ({calls} network calls each) to {output}"
+
+    def hole_mask(self, text: str, *, hole: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids ``(L,)`` of ``text`` padded with holes to ``L = length``, and ``known (L,)``:
+        False at each ``hole`` (whose id, the alphabet's first symbol's, is never looked at)."""
+        length = self.length
+        if len(text) > length:
+            raise DataError(f"text has {len(text)} characters; the model takes at most {length}")
+        text = text + hole * (length - len(text))
+        known = torch.tensor([c != hole for c in text])  # (L,)
+        filled = "".join(c if c != hole else self.alphabet.symbols[0] for c in text)
+        return self.alphabet.encode(filled).long(), known  # (L,), (L,)
