@@ -69,11 +69,7 @@ from ardm.coding.lockstep import (
     decode_with_rest,
     encode,
 )
-from ardm.coding.stages import (
-    CodingModel,
-    model_calls,
-    model_stages,
-)
+from ardm.coding.stages import CodingModel
 from ardm.coding.tiles import _check_tileable, cut_tiles, paste_tiles, tile_grid
 from ardm.errors import DataError, FormatError
 
@@ -116,13 +112,13 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         raise ValueError(f"budget must be at least 1, got {budget}")
     if not items:
         return []
-    fewest, most = model_calls(model)
+    fewest, most = model.budget_range()
     if budget < fewest:
         raise DataError(f"this model has {fewest} stages: it needs a budget of at least {fewest}")
     budget = min(int(budget), most)
     device = _model_device(model)
     fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
-    stages = model_stages(model, budget, int(model.order_seed))
+    stages = model.coding_stages(budget, int(model.order_seed))
 
     tiles: list[torch.Tensor] = []
     pads: list[torch.Tensor] = []
@@ -196,7 +192,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         )
     if header.kind != model.kind:
         raise FormatError(f"this file holds {header.kind} data but the model is for {model.kind}")
-    fewest, most = model_calls(model)
+    fewest, most = model.budget_range()
     if not fewest <= header.budget <= most:
         raise FormatError(
             f"corrupt header: budget {header.budget} is outside [{fewest}, {most}] for this model"
@@ -230,7 +226,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         payloads,
         shape=tile,
         K=model.K,
-        stages=model_stages(model, header.budget, header.seed),
+        stages=model.coding_stages(header.budget, header.seed),
         pad=pad.to(device),
         groups=groups,
         device=device,
