@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from ardm.coding import ans, codec, container
 from ardm.coding.container import Header
 from ardm.coding.lockstep import decode, decode_with_rest, encode
-from ardm.coding.stages import coding_probs, model_stages, policy_nll_bits
+from ardm.coding.stages import coding_probs, policy_nll_bits
 from ardm.coding.tiles import cut_tiles, paste_tiles, tile_grid
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import naive_policy, step_bounds
@@ -749,7 +749,7 @@ def test_a_stream_from_another_word_is_refused() -> None:
     (or from the empty state, as in version 3) decodes to the right values but is refused."""
     m, x, files = _corruption_fixture()
     crc = container.data_crc32(x[0].numpy(), m.K)
-    stages = model_stages(m, 5, m.order_seed)
+    stages = m.coding_stages(5, m.order_seed)
     header = files[0][: len(files[0]) - len(container.unpack(files[0])[1])]
     assert header + encode(None, x[:1], stages=stages, initial=[crc])[0] == files[0]
     for word in (crc ^ 1, crc ^ (1 << 31), 0, 12345):
@@ -814,7 +814,7 @@ def test_checksum_edges(target: int, shape: tuple[int, ...]) -> None:
     header, body = container.unpack(blob)
     count = 1 if header.shape is None else math.prod(tile_grid(shape, m.shape))
     stream = container.unpack_stream(body, count)
-    stages = model_stages(m, 3, m.order_seed)
+    stages = m.coding_stages(3, m.order_seed)
     tiles, pad = cut_tiles(x, m.shape)
     args = {"shape": m.shape, "K": 256, "stages": stages, "pad": pad, "groups": [count]}
     y, rest = decode_with_rest(None, [stream], **args)
@@ -969,7 +969,7 @@ def test_golden_files(name: str) -> None:
     assert header.shape == (None if tuple(x.shape) == model.shape else tuple(x.shape))
     assert torch.equal(codec.decompress(model, path.read_bytes()), x)
     count = 1 if header.shape is None else math.prod(tile_grid(header.shape, model.shape))
-    stages = model_stages(model, budget, model.order_seed)
+    stages = model.coding_stages(budget, model.order_seed)
     _, rest = decode_with_rest(
         None,
         [container.unpack_stream(body, count)],
