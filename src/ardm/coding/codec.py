@@ -41,10 +41,11 @@ Two levels:
 * :func:`encode` / :func:`decode` (:func:`decode_with_rest`) against any
   ``log_prob_fn(x, known, t) -> (N, *shape, K)`` (log-probabilities), a fixed order
   ``sigma`` and a ``policy``: raw payloads, no header.
-* :func:`compress` / :func:`decompress` against a model (an :class:`ardm.model.ARDM`): files
-  with the header of :mod:`ardm.coding.container`, a data checksum and tiling for data
-  larger or smaller than the model's shape (one stream per file; version-2 files, one
-  stream per tile, and version-3 files, a checksum field, are still read).
+* :func:`compress` / :func:`decompress` against a model (a
+  :class:`ardm.models.process.Process`, which gives its coding stages): files with the
+  header of :mod:`ardm.coding.container`, a data checksum and tiling for data larger or
+  smaller than the model's shape (one stream per file; version-2 files, one stream per
+  tile, and version-3 files, a checksum field, are still read).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """D3PM with the absorbing state (Austin et al. 2021): the discrete-diffusion baseline.
 
-The same network contract as :class:`ardm.model.ARDM` (``logits = net(x, known, t)``) serves
+The same network contract as :class:`ardm.models.ardm.ARDM` (``logits = net(x, known, t)``) serves
 here: absorbed positions are the unknown ones, and the network predicts ``x0`` at every
 position (x0-parametrisation). ``t`` given to the network is the number of unabsorbed
 positions of each example, clamped to ``[0, D-1]``; the diffusion step never reaches it.
