@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ardm.coding.stages import Stage
-from ardm.config import Config
+from ardm.config import Config, ModelConfig
 from ardm.core.objective import LN2, BoundTerms, ardm_bound
 from ardm.core.orders import known_mask, order_from_seed, orders_given_first, random_orders
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost
@@ -66,12 +66,16 @@ class ARDM(Process):
         self.S = head.S
         self.b = head.b  # the stages' digit base: K for one stage (the digit is the value)
 
+    @staticmethod
+    def config_head(K: int, mc: ModelConfig) -> Head:
+        """The head ``model.output`` names: a ``K``-way softmax or a logistic mixture."""
+        return MixtureHead(K, mc.mixtures) if mc.output == "dmol" else CategoricalHead(K)
+
     @classmethod
     def from_config(cls, net: nn.Module, cfg: Config, *, kind: str) -> ARDM:
-        """The OA-ARDM of a resolved config around ``net`` (``model.output`` picks the head)."""
-        mc = cfg.model
-        head = MixtureHead(int(net.K), mc.mixtures) if mc.output == "dmol" else None  # type: ignore[arg-type]
-        return cls(net, kind=kind, head=head, ce_weight=mc.ce_weight, config=cfg)
+        """The OA-ARDM of a resolved config around ``net``."""
+        head = cls.config_head(int(net.K), cfg.model)  # type: ignore[arg-type]
+        return cls(net, kind=kind, head=head, ce_weight=cfg.model.ce_weight, config=cfg)
 
     # ------------------------------------------------------------------ network
     def params(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ardm.config import Config
-from ardm.core.upscale import num_stages
 from ardm.data import dataset_spec
 from ardm.errors import ConfigError
 from ardm.models.ardm import ARDM
@@ -23,9 +22,10 @@ PROCESSES: dict[str, type[ARDM] | type[D3PMAbsorbing]] = {
 def build_model(cfg: Config) -> Process:
     """An untrained model for a :class:`ardm.config.Config` (network, process and data from it).
 
-    ``model.process`` picks the process (:data:`PROCESSES`), ``model.output`` an OA-ARDM's
-    head (a softmax or a discretised logistic mixture); every process has the same
-    interface (:class:`ardm.models.process.Process`).
+    ``model.process`` picks the process (:data:`PROCESSES`), whose head for the config
+    (``config_head``: a softmax, a discretised logistic mixture or upscale digits) sets the
+    network's outputs; every process has the same interface
+    (:class:`ardm.models.process.Process`).
     """
     mc = cfg.model
     if mc.output != "categorical" and mc.process != "oa":  # checked here: overrides come one by one
@@ -34,13 +34,8 @@ def build_model(cfg: Config) -> Process:
             f"set model.output='categorical' for process {mc.process!r}"
         )
     spec = dataset_spec(cfg.data.name, seq_len=cfg.data.seq_len)
-    stages, out_classes = 1, spec.K
-    if mc.process == "upscale":
-        stages = num_stages(spec.K, mc.branching)
-        if mc.parametrisation == "direct":
-            out_classes = stages * mc.branching
-    elif mc.output == "dmol":
-        out_classes = 3 * mc.mixtures
+    process = PROCESSES[mc.process]
+    head = process.config_head(spec.K, mc)  # the net's outputs per variable and its stages
     net = build_net(
         mc.net,
         K=spec.K,
@@ -48,7 +43,7 @@ def build_model(cfg: Config) -> Process:
         transformer=mc.transformer,
         unet=mc.unet,
         wavenet=mc.wavenet,
-        stages=stages,
-        out_classes=out_classes,
+        stages=head.S,
+        out_classes=head.out_classes,
     )
-    return PROCESSES[mc.process].from_config(net, cfg, kind=spec.kind)
+    return process.from_config(net, cfg, kind=spec.kind)

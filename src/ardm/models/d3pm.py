@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ardm.coding.stages import Stage
-from ardm.config import Config
+from ardm.config import Config, ModelConfig
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
 from ardm.errors import DataError
 from ardm.models.heads import CategoricalHead
@@ -122,6 +122,11 @@ class D3PMAbsorbing(Process):
             config=config,
         )
         self.T = int(steps)
+
+    @staticmethod
+    def config_head(K: int, mc: ModelConfig) -> CategoricalHead:
+        """A ``K``-way softmax over ``x0``."""
+        return CategoricalHead(K)
 
     @classmethod
     def from_config(cls, net: nn.Module, cfg: Config, *, kind: str) -> D3PMAbsorbing:

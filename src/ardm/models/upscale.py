@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ardm.coding.stages import LogProbFn, Stage
-from ardm.config import Config
+from ardm.config import Config, ModelConfig
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import monotone_losses, policy_costs, split_budget
 from ardm.core.upscale import coarsen, digit, num_stages, refine
@@ -90,6 +90,11 @@ class UpscaleARDM(ARDM):
         super().__init__(
             net, kind=kind, head=head, ce_weight=ce_weight, order_seed=order_seed, config=config
         )
+
+    @staticmethod
+    def config_head(K: int, mc: ModelConfig) -> DigitHead:
+        """The digit head of ``model.branching`` and ``model.parametrisation``."""
+        return DigitHead(K, mc.branching, num_stages(K, mc.branching), mc.parametrisation)
 
     @classmethod
     def from_config(cls, net: nn.Module, cfg: Config, *, kind: str) -> UpscaleARDM:
