@@ -61,7 +61,6 @@ import torch
 
 from ardm.coding import codec, container
 from ardm.coding.lockstep import CodingSetup, encode
-from ardm.coding.stages import model_stages
 from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.errors import ArdmError, FormatError
 from ardm.models.ardm import ARDM
@@ -151,7 +150,7 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
         tiles, pad = x[None], torch.zeros((1, *model.shape), dtype=torch.bool)
     else:
         tiles, pad = cut_tiles(x, tuple(model.shape))
-    stages = model_stages(model, budget, seed)
+    stages = model.coding_stages(budget, seed)
     crc = container.data_crc32(x.numpy(), model.K)
     field = version in container.CRC_VERSIONS  # versions 2, 3: a header field; 4: in the stream
     header = container.Header(

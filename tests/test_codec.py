@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from ardm.coding import codec, container
 from ardm.coding.lockstep import CodingSetup, decode, decode_with_rest, encode, single_stage
-from ardm.coding.stages import model_stages
 from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.core.orders import order_from_seed
 from ardm.errors import DataError, FormatError
@@ -225,7 +224,7 @@ def test_a_stream_from_another_word_is_refused() -> None:
     (or from the empty state, as in version 3) decodes to the right values but is refused."""
     m, x, files = _corruption_fixture()
     crc = container.data_crc32(x[0].numpy(), m.K)
-    stages = model_stages(m, 5, m.order_seed)
+    stages = m.coding_stages(5, m.order_seed)
     header = files[0][: len(files[0]) - len(container.unpack(files[0])[1])]
     setup = CodingSetup(stages, m.shape, m.K)
     assert header + encode(setup, x[:1], initial=[crc])[0] == files[0]
@@ -291,7 +290,7 @@ def test_checksum_edges(target: int, shape: tuple[int, ...]) -> None:
     header, body = container.unpack(blob)
     count = 1 if header.shape is None else math.prod(tile_grid(shape, m.shape))
     stream = container.unpack_stream(body, count)
-    stages = model_stages(m, 3, m.order_seed)
+    stages = m.coding_stages(3, m.order_seed)
     tiles, pad = cut_tiles(x, m.shape)
     setup = CodingSetup(stages, m.shape, 256, pad=pad, groups=[count])
     y, rest = decode_with_rest(setup, [stream])
@@ -445,7 +444,7 @@ def test_golden_files(name: str) -> None:
     assert header.shape == (None if tuple(x.shape) == model.shape else tuple(x.shape))
     assert torch.equal(codec.decompress(model, path.read_bytes()), x)
     count = 1 if header.shape is None else math.prod(tile_grid(header.shape, model.shape))
-    stages = model_stages(model, budget, model.order_seed)
+    stages = model.coding_stages(budget, model.order_seed)
     setup = CodingSetup(
         stages, model.shape, model.K, pad=cut_tiles(x, model.shape)[1], groups=[count]
     )

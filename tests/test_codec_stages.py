@@ -23,7 +23,7 @@ import torch
 
 from ardm.coding import ans, codec, container
 from ardm.coding.lockstep import CodingSetup, decode, decode_with_rest, encode
-from ardm.coding.stages import CodingModel, Stage, model_calls, model_stages
+from ardm.coding.stages import CodingModel, Stage
 from ardm.coding.tiles import cut_tiles
 from ardm.core.dmol import dmol_byte_log_probs
 from ardm.core.orders import order_from_seed
@@ -154,7 +154,7 @@ def test_upscale_direct_parametrisation_audio_round_trip() -> None:
 def test_upscale_budget_is_clamped_and_below_the_stage_count_refused() -> None:
     model = upscale_image_model(4)  # S = 4
     x = images(1, model.shape)[0]
-    assert model_calls(model) == (4, 4 * model.D)
+    assert model.budget_range() == (4, 4 * model.D)
     assert codec.compress(model, x, budget=10_000) == codec.compress(model, x, budget=4 * model.D)
     with pytest.raises(DataError, match="4 stages: it needs a budget of at least 4") as e:
         codec.compress(model, x, budget=3)
@@ -191,7 +191,7 @@ def test_upscale_batch_and_thread_invariance() -> None:
             assert torch.equal(codec.decompress(model, batch[i]), x[i])
         torch.set_num_threads(2)
         tiles = [container.unpack(f)[1] for f in batch]
-        stages = model_stages(model, 6, model.order_seed)
+        stages = model.coding_stages(6, model.order_seed)
         y, rest = decode_with_rest(CodingSetup(stages, model.shape, 256), tiles)
         assert torch.equal(y, x)
         assert rest == [container.data_crc32(xi.numpy(), 256) for xi in x]  # the checksums
@@ -264,7 +264,7 @@ def test_small_K_mixture_models_use_their_full_table() -> None:
     """A 256-class mixture is coded with its 256-way table, computed (by the stage's ``head``)
     only at each step's variables: the stream is the one the whole-image table gives."""
     model = dmol_model(L=8, K=256)
-    stages = model_stages(model, 3, 0)
+    stages = model.coding_stages(3, 0)
     assert len(stages) == 1 and stages[0].byte_pair is None and stages[0].head is not None
     x = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(0))
     round_trip(model, x, 3)
@@ -282,7 +282,7 @@ def test_small_K_mixture_models_use_their_full_table() -> None:
     sizes = {right - left for left, right in step_bounds(st.policy, 8)}
     assert {c[1] for c in calls} == sizes and len(calls) == 2 * len(st.policy)  # (n, m, 3M)
     with pytest.raises(ValueError, match="K=5000") as e:
-        model_stages(dmol_model(L=8, K=5000), 3, 0)
+        dmol_model(L=8, K=5000).coding_stages(3, 0)
     one_line(e)
 
 
@@ -302,7 +302,7 @@ def test_coded_size_is_the_models_own_nll_under_the_policy() -> None:
     for budget in (1, 6, 24):
         files = codec.compress(model, x, budget=budget)
         assert isinstance(files, list)
-        nll = model.exact_nll_bpd(x, policy=model.policy_for_budget(budget)) * model.D  # (N,)
+        nll = model.exact_nll_bpd(x, policies=model.stage_policies(budget)) * model.D  # (N,)
         for f, n, xi in zip(files, nll.tolist(), x, strict=True):
             crc = container.data_crc32(xi.numpy(), model.K)
             _assert_size_close(payload_bits(f), n, 2 * model.D, 256, crc)  # two bytes a sample
@@ -342,15 +342,11 @@ def test_a_tiled_file_is_one_stream_near_its_nll(kind: str) -> None:
     T, D = tiles.shape[0], model.D
     assert T >= 4 and not pad.any()
     up: UpscaleARDM | DMoLARDM = model  # type: ignore[assignment]
-    if isinstance(up, UpscaleARDM):
-        policies = up.stage_policies(budget, mode="joint")
-        nll = float(up.exact_nll_bpd(tiles, policies=policies).sum()) * D
-        symbols = T * up.S * D
-    else:
-        nll = float(up.exact_nll_bpd(tiles, policy=up.policy_for_budget(budget)).sum()) * D
-        symbols = 2 * T * D  # two bytes per sample
+    policies = up.stage_policies(budget, mode="joint")  # the same call for every model
+    nll = float(up.exact_nll_bpd(tiles, policies=policies).sum()) * D
+    symbols = T * up.S * D if kind.startswith("upscale") else 2 * T * D  # 16-bit: two bytes
     _assert_size_close(8 * len(body), nll, symbols, 256, container.data_crc32(x.numpy(), model.K))
-    stages = model_stages(model, budget, model.order_seed)
+    stages = model.coding_stages(budget, model.order_seed)
     per_tile = encode(CodingSetup(stages, tuple(model.shape), model.K), tiles)
     assert len(body) < sum(len(p) for p in per_tile)
 

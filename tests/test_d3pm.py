@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from ardm.config import Config
 from ardm.core.objective import LN2, masked_log_likelihood
 from ardm.models.ardm import ARDM
 from ardm.models.d3pm import D3PMAbsorbing, d3pm_bound
@@ -135,7 +136,7 @@ def test_sample_fills_every_position_within_steps(steps: int) -> None:
     model = D3PMAbsorbing(TinyAttnNet(5, 6), kind="text", steps=1000)
     masks: list[torch.Tensor] = []
     g = torch.Generator().manual_seed(steps)
-    x = model.sample(4, steps=steps, generator=g, on_step=lambda xs, m: masks.append(m.clone()))
+    x = model.sample(4, budget=steps, generator=g, on_step=lambda xs, m: masks.append(m.clone()))
     assert x.shape == (4, 6) and int(x.min()) >= 0 and int(x.max()) < 5
     assert model.last_sample_calls == len(masks)
     assert 1 <= len(masks) <= min(steps, 4 * 6)
@@ -152,9 +153,9 @@ def test_sample_follows_a_factorised_model() -> None:
 
 def test_with_net_shares_tracker_and_loss_is_differentiable() -> None:
     model = D3PMAbsorbing(TinyAttnNet(5, 6, seed=0), kind="text", steps=16, ce_weight=0.1)
-    model.config = {"a": 1}
+    model.cfg = Config()
     other = model.with_net(TinyAttnNet(5, 6, seed=1))
-    assert other.tracker is model.tracker and other.config is model.config
+    assert other.tracker is model.tracker and other.cfg is model.cfg
     assert other.net is not model.net and other.T == model.T
     assert model.fingerprint() != other.fingerprint() and len(model.fingerprint()) == 32
 

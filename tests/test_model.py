@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ardm.models.ardm import ARDM
+from ardm.models.process import Sampling
 from tests.conftest import tiny_image_model, tiny_text_model
 
 
@@ -49,14 +50,14 @@ def test_conditional_generation_keeps_known_variables(budget: int, frac: float, 
     k = int(frac * model.D)
     known.view(-1)[torch.randperm(model.D, generator=g)[:k]] = True
     masks: list[torch.Tensor] = []
-    out = model.sample(
-        3,
+    how = Sampling(
         budget=budget,
         given=x,
-        given_mask=known,
+        known=known,
         generator=g,
         on_step=lambda xs, s: masks.append(s.clone()),
     )
+    out = model.generate(3, how)
     assert torch.equal(out[:, known], x[:, known])
     assert len(masks) <= budget
     if masks:
@@ -77,7 +78,7 @@ def test_conditional_rejects_unequal_counts(text_model: ARDM) -> None:
     mask = torch.zeros(2, 6, dtype=torch.bool)
     mask[0, 0] = True
     with pytest.raises(ValueError, match="same number"):
-        text_model.sample(2, given=torch.zeros(2, 6, dtype=torch.long), given_mask=mask)
+        text_model.complete(torch.zeros(2, 6, dtype=torch.long), mask)
 
 
 def test_exact_nll_is_invariant_to_batching_and_matches_policy_D(image_model: ARDM) -> None:

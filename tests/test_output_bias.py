@@ -13,7 +13,7 @@ from ardm.core.upscale import digit
 from ardm.errors import ConfigError
 from ardm.models.ardm import ARDM
 from ardm.models.dmol import DMoLARDM
-from ardm.models.process import log_frequencies
+from ardm.models.heads import log_frequencies
 from ardm.models.upscale import UpscaleARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
@@ -125,7 +125,7 @@ def test_training_sets_the_marginal_bias_before_the_first_step(tmp_path: Path) -
 def test_output_bias_zero_stays_out_of_the_fingerprint(process: str) -> None:
     """Models saved before ``output_bias`` existed keep their fingerprint (their compressed
     files still decode); a model trained with a marginal bias gets another one."""
-    from ardm.models.ardm import stable_config
+    from ardm.coding.fingerprint import stable_config
 
     model = {"net": "wavenet", "process": process.removesuffix("-dmol"), "output_bias": "zero"}
     if process == "oa-dmol":

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ardm.core.policy import monotone_losses, policy_cost, policy_costs
 from ardm.core.upscale import num_stages
+from ardm.models.process import Sampling
 from ardm.models.upscale import UpscaleARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
@@ -238,7 +239,7 @@ def test_stage_policies_spend_the_budget() -> None:
     rng = np.random.default_rng(0)
     model.tracker.set_all(rng.random(S * D) * np.repeat([3.0, 2.0, 1.0], D))  # distinct L
     for budget in range(1, D + 1):
-        per_stage = model.stage_policies(budget)
+        per_stage = model.stage_policies(budget, mode="per-stage")
         assert [len(p) for p in per_stage] == [budget] * S
         assert all(p[0] == 0 and np.all(np.diff(p) > 0) for p in per_stage)
     # the split is the best one for the isotonic fit of each stage's L (see stage_policies)
@@ -257,7 +258,7 @@ def test_stage_policies_spend_the_budget() -> None:
         assert chosen == pytest.approx(best, rel=1e-12)
         # each stage's own policy is the DP on its sorted L for its share of the calls
         for s, p in enumerate(joint):
-            own = model.stage_policies(len(p))[s]
+            own = model.stage_policies(len(p), mode="per-stage")[s]
             assert policy_cost(sorted_L[s], p) == pytest.approx(
                 policy_cost(sorted_L[s], own), rel=1e-12
             )
@@ -265,7 +266,7 @@ def test_stage_policies_spend_the_budget() -> None:
         assert sum(len(p) for p in naive) == budget
         assert chosen <= sum(curves[s][len(p) - 1] for s, p in enumerate(naive)) + 1e-12
     assert sum(len(p) for p in model.stage_policies(10 * S * D, mode="joint")) == S * D
-    given = model.stage_policies(2, start=4)
+    given = model.stage_policies(2, mode="per-stage", start=4)
     assert all(list(p) == [4, 5] for p in given)
     assert model.expected_bpd(given) == pytest.approx(sum(sorted_L[:, 4:].sum(1)))
 
@@ -273,7 +274,7 @@ def test_stage_policies_spend_the_budget() -> None:
 # ---------------------------------------------------------------------------- sampling
 def record(model: UpscaleARDM, n: int, **kwargs) -> tuple[torch.Tensor, list[torch.Tensor]]:  # type: ignore[no-untyped-def]
     masks: list[torch.Tensor] = []
-    x = model.sample(n, on_step=lambda xs, step: masks.append(step.clone()), **kwargs)
+    x = model.generate(n, Sampling(on_step=lambda xs, step: masks.append(step.clone()), **kwargs))
     return x, masks
 
 
@@ -296,7 +297,7 @@ def test_sampling_fills_every_digit_once_within_budget(
     known = torch.zeros(model.shape, dtype=torch.bool)
     known.view(-1)[torch.randperm(D, generator=g)[:n_given]] = True
     x, masks = record(
-        model, 3, budget=budget, mode=mode, naive=naive, given=values, given_mask=known, generator=g
+        model, 3, budget=budget, mode=mode, naive=naive, given=values, known=known, generator=g
     )
     assert x.shape == (3, *model.shape)
     assert int(x.min()) >= 0 and int(x.max()) < 10
@@ -314,11 +315,12 @@ def test_sequential_sampling_takes_S_times_D_calls_and_complete_keeps_known() ->
     assert len(masks) == model.S * model.D and x.shape == (2, 3)
     prefix = torch.tensor([[7, 1, 0]])
     known = torch.tensor([True, True, False])
-    out = model.complete(prefix, known, budget=1, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    out = model.complete(prefix, known, budget=1, mode="per-stage", generator=g)
     assert torch.equal(out[0, :2], prefix[0, :2])
     with pytest.raises(ValueError, match="same number"):
         mask = torch.tensor([[True, False, False], [False, False, False]])
-        model.sample(2, given=torch.zeros(2, 3, dtype=torch.long), given_mask=mask)
+        model.complete(torch.zeros(2, 3, dtype=torch.long), mask)
 
 
 def test_samples_follow_the_model() -> None:

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ardm.coding.stages import Stage
+from ardm.core.orders import order_from_seed
+
 
 def randomize(module: nn.Module, seed: int, scale: float = 1.0) -> nn.Module:
     """Overwrite every parameter with ``N(0, scale^2 / fan_in)`` noise from ``seed``."""
@@ -137,6 +140,14 @@ class StandInModel:
     def policy_for_budget(self, budget: int) -> np.ndarray:
         budget = min(budget, self.D)
         return np.round(np.linspace(0, self.D, budget + 1)[:-1]).astype(np.int64)
+
+    def budget_range(self) -> tuple[int, int]:
+        return 1, self.D
+
+    def coding_stages(self, budget: int, seed: int) -> list[Stage]:
+        """One categorical stage: the net's log-probs, order ``seed``, even steps."""
+        sigma = order_from_seed(self.D, seed)
+        return [Stage(self.log_probs, sigma, self.policy_for_budget(budget))]
 
     def fingerprint(self) -> bytes:
         h = hashlib.sha256(f"{type(self.net).__name__} K={self.K} shape={self.shape}".encode())

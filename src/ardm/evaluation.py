@@ -1,12 +1,15 @@
 """Likelihood evaluation as a table: stochastic bound, exact fixed-order NLL, and budgets.
 
-Every row says what it is: the stochastic bound averaged over passes, the exact NLL for the
-model's fixed order (``D`` network calls), or the exact NLL of the parallel model under a
-DP or naive policy with ``B`` calls, next to the DP's expected cost from the tracked ``L_t``.
+Every row says what it is: the stochastic bound averaged over passes, then what the model
+measures per budget (:meth:`ardm.models.process.Process.budget_nlls`): for an ARDM the exact
+NLL for its fixed order (``S * D`` network calls) and the exact NLL of the parallel model under
+a DP or naive policy with ``B`` calls, next to the DP's expected cost from the tracked
+``L_t``; for D3PM its bound at several step counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -14,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ardm.models.d3pm import D3PMAbsorbing
+from ardm.models.process import Process
 
 
 @dataclass(frozen=True)
@@ -28,106 +31,68 @@ class EvalRow:
     note: str
 
 
-D3PM_STEPS = (1000, 256, 100, 50, 20)
+@dataclass(frozen=True)
+class EvalOptions:
+    """What :func:`evaluate` measures: the bound over ``passes`` draws, the exact rows on the
+    first ``exact_items`` items (``exact=False`` skips the fixed-order row, ``naive=False``
+    the naive-policy rows) at each of ``budgets`` network calls; ``seed`` fixes the draws."""
+
+    passes: int = 4
+    exact_items: int = 16
+    budgets: Sequence[int] = (10, 50, 100)
+    batch_size: int = 256
+    seed: int = 0
+    exact: bool = True
+    naive: bool = True
 
 
 def evaluate(
-    model: Any,
-    items: torch.Tensor,
-    *,
-    passes: int = 4,
-    exact_items: int = 16,
-    budgets: Sequence[int] = (10, 50, 100),
-    batch_size: int = 256,
-    seed: int = 0,
-    exact: bool = True,
-    naive: bool = True,
-    d3pm_steps: Sequence[int] = D3PM_STEPS,
+    model: Process, items: torch.Tensor, options: EvalOptions | None = None, **changes: Any
 ) -> list[EvalRow]:
-    """Evaluate ``model`` on ``items`` ``(N, *shape)``; the exact rows use the first ``exact_items``.
+    """Evaluate ``model`` on ``items`` ``(N, *shape)``: the bound, then the model's rows per
+    budget (:meth:`~ardm.models.process.Process.budget_nlls`) on the first ``exact_items``.
 
-    * OA-ARDM: the bound, the exact NLL of the fixed order (``D`` calls, skipped with
-      ``exact=False``) and the exact NLL under the DP and the naive policy per budget.
-    * Upscale ARDM: the same, with ``S * D`` calls for the exact row; a budget is the total
-      number of calls, split over the stages by the joint DP (``mode="joint"``).
-    * D3PM: the bound at its training ``T``, then its own ``T``-step bound for each of
-      ``d3pm_steps`` (one fresh absorption pattern per step and item).
-
-    ``naive=False`` skips the naive-policy rows.
+    ``options`` (default :class:`EvalOptions`) with any of its fields changed by keyword,
+    e.g. ``evaluate(model, items, passes=1, budgets=(10,))``.
     """
+    opts = dataclasses.replace(options or EvalOptions(), **changes)
     model.eval()
     device = model.device
-    rows: list[EvalRow] = []
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(opts.seed)
     start = time.perf_counter()
     bound = torch.cat(
         [
-            model.bound_bpd(chunk.to(device), passes=passes, generator=g)
-            for chunk in items.split(batch_size)
+            model.bound_bpd(chunk.to(device), passes=opts.passes, generator=g)
+            for chunk in items.split(opts.batch_size)
         ]
     )
-    rows.append(
-        EvalRow(
-            "bound",
-            1,
-            float(bound.mean()),
-            None,
-            len(items),
-            time.perf_counter() - start,
-            f"stochastic bound, {passes} passes",
-        )
+    seconds = time.perf_counter() - start
+    note = f"stochastic bound, {opts.passes} passes"
+    rows = [EvalRow("bound", 1, float(bound.mean()), None, len(items), seconds, note)]
+    sub = items[: opts.exact_items].to(device)
+    measured = model.budget_nlls(
+        sub,
+        opts.budgets,
+        exact=opts.exact,
+        naive=opts.naive,
+        batch_size=opts.batch_size,
+        generator=g,
     )
-    sub = items[:exact_items].to(device)
-    if isinstance(model, D3PMAbsorbing):
-        for steps in d3pm_steps:
-            start = time.perf_counter()
-            nll = model.nll_bound_bpd(sub, steps=steps, batch_size=batch_size, generator=g)
-            rows.append(
-                EvalRow(
-                    "d3pm",
-                    steps,
-                    float(nll.mean()),
-                    None,
-                    len(sub),
-                    time.perf_counter() - start,
-                    f"D3PM-absorbing {steps}-step bound (trained with T={model.T})",
-                )
-            )
-        return rows
-    stages = model.S
-    if exact:
-        start = time.perf_counter()
-        nll = model.exact_nll_bpd(sub, batch_size=batch_size)
+    start = time.perf_counter()
+    for m in measured:  # each is computed as it is asked for, so its time is its own
+        seconds = time.perf_counter() - start
         rows.append(
             EvalRow(
-                "exact",
-                stages * model.D,
-                float(nll.mean()),
-                float(model.tracker.L().sum()),
+                m.method,
+                m.calls,
+                float(m.nll_bpd.mean()),
+                m.expected_bpd,
                 len(sub),
-                time.perf_counter() - start,
-                f"exact NLL, fixed order (seed {model.order_seed})",
+                seconds,
+                m.note,
             )
         )
-    for budget in budgets:
-        if budget >= stages * model.D or budget < stages:
-            continue
-        for evenly in (False, True) if naive else (False,):
-            start = time.perf_counter()
-            policies = model.stage_policies(budget, mode="joint", naive=evenly)
-            nll = model.exact_nll_bpd(sub, policies=policies, batch_size=batch_size)
-            calls, expected = sum(len(p) for p in policies), model.expected_bpd(policies)
-            rows.append(
-                EvalRow(
-                    "naive" if evenly else "dp",
-                    calls,
-                    float(nll.mean()),
-                    expected,
-                    len(sub),
-                    time.perf_counter() - start,
-                    f"exact NLL under the {'naive' if evenly else 'DP'} policy, fixed order",
-                )
-            )
+        start = time.perf_counter()
     return rows
 
 

@@ -5,35 +5,35 @@ from __future__ import annotations
 
 import torch
 
-from ardm.errors import DataError
+from ardm.models.process import Process
 
 
-def generate(model, n: int, *, budget: int | None, naive: bool, temperature: float, generator):  # type: ignore[no-untyped-def]
-    """``n`` samples from any model kind, and the network calls each took.
+def generate(
+    model: Process,
+    n: int,
+    *,
+    budget: int | None,
+    naive: bool,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, int]:
+    """``n`` samples from any model, and the network calls each was given.
 
-    OA-ARDM: ``budget`` calls (default ``D``) under the DP (or naive) policy. Upscale ARDM:
-    ``budget`` calls in total over its ``S`` stages, split by the joint DP (default ``S * D``).
-    D3PM: ``budget`` steps (default its training ``T``).
+    ``budget`` calls in all (an Upscale ARDM splits them over its ``S`` stages by the joint
+    DP; at least ``S``), default one variable per step; a D3PM's budget is its number of
+    steps (default its training ``T``), and it reports the calls it made.
     """
-    from ardm.models.d3pm import D3PMAbsorbing
-
-    if isinstance(model, D3PMAbsorbing):
-        x = model.sample(n, steps=budget, temperature=temperature, generator=generator)
-        return x, model.last_sample_calls
-    if budget is not None and budget < model.S:
-        raise DataError(f"this model has {model.S} stages: the budget must be at least {model.S}")
-    most = model.S * model.D
-    calls = min(budget or most, most)
-    x = model.sample(
-        n, budget=calls, mode="joint", naive=naive, temperature=temperature, generator=generator
-    )
-    return x, calls
+    x = model.sample(n, budget=budget, naive=naive, temperature=temperature, generator=generator)
+    return x, model.last_sample_calls
 
 
-def fill_in(model, x: torch.Tensor, known: torch.Tensor, *, budget: int | None, generator):  # type: ignore[no-untyped-def]
-    """Conditional generation with any ARDM: ``budget`` calls in all (upscale: joint DP)."""
-    from ardm.models.d3pm import D3PMAbsorbing
-
-    if isinstance(model, D3PMAbsorbing):
-        raise DataError("conditional generation is for ARDMs; the D3PM baseline does not do it")
-    return model.complete(x, known, budget=budget, mode="joint", generator=generator)
+def fill_in(
+    model: Process,
+    x: torch.Tensor,
+    known: torch.Tensor,
+    *,
+    budget: int | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Conditional generation: ``budget`` calls in all (an Upscale ARDM: the joint DP)."""
+    return model.complete(x, known, budget=budget, generator=generator)

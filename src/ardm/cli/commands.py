@@ -132,13 +132,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ardm.models.d3pm import D3PMAbsorbing
-
     model = _load(args)
-    if isinstance(model, D3PMAbsorbing):
-        raise DataError("plan is for ARDMs: a D3PM model's T steps are fixed by its schedule")
+    stages, most = model.budget_range()  # a model without policies (D3PM) refuses here
     unit = _unit(model)
-    stages = model.S
     rows = []
     print(
         f"D = {model.D}, {stages} stage(s); sum of L_t = {model.tracker.L().sum():.4f} {unit} "
@@ -153,7 +149,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"| budget | DP {unit} (expected) | naive {unit} (expected) | DP steps |")
         print("| ---: | ---: | ---: | ---: |")
     for b in args.budgets:
-        if b > stages * model.D or b < stages:
+        if b > most or b < stages:
             continue
         dp = model.stage_policies(b, mode="joint")
         naive = model.stage_policies(b, mode="joint", naive=True)
@@ -242,7 +238,7 @@ def _summary(s: _Summary) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     import time
 
-    from ardm.coding import files, stages
+    from ardm.coding import files
     from ardm.coding.codec import compress
     from ardm.errors import FormatError
 
@@ -274,7 +270,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             unit=modality.unit,
             seconds=time.perf_counter() - start,
             to_stdout=files.STDIO in outs,
-            extra=f", budget {min(args.budget, stages.model_calls(model)[1])}"
+            extra=f", budget {min(args.budget, model.budget_range()[1])}"
             + (", verified" if args.verify else ""),
         )
     )

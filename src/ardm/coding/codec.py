@@ -41,10 +41,11 @@ Two levels:
 * :func:`encode` / :func:`decode` (:func:`decode_with_rest`) against any
   ``log_prob_fn(x, known, t) -> (N, *shape, K)`` (log-probabilities), a fixed order
   ``sigma`` and a ``policy``: raw payloads, no header.
-* :func:`compress` / :func:`decompress` against a model (an :class:`ardm.model.ARDM`): files
-  with the header of :mod:`ardm.coding.container`, a data checksum and tiling for data
-  larger or smaller than the model's shape (one stream per file; version-2 files, one
-  stream per tile, and version-3 files, a checksum field, are still read).
+* :func:`compress` / :func:`decompress` against a model (a
+  :class:`ardm.models.process.Process`, which gives its coding stages): files with the
+  header of :mod:`ardm.coding.container`, a data checksum and tiling for data larger or
+  smaller than the model's shape (one stream per file; version-2 files, one stream per
+  tile, and version-3 files, a checksum field, are still read).
 """
 
 from __future__ import annotations
@@ -70,11 +71,7 @@ from ardm.coding.lockstep import (
     decode_with_rest,
     encode,
 )
-from ardm.coding.stages import (
-    CodingModel,
-    model_calls,
-    model_stages,
-)
+from ardm.coding.stages import CodingModel
 from ardm.coding.tiles import _check_tileable, cut_tiles, paste_tiles, tile_grid
 from ardm.errors import DataError, FormatError
 
@@ -117,13 +114,13 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         raise ValueError(f"budget must be at least 1, got {budget}")
     if not items:
         return []
-    fewest, most = model_calls(model)
+    fewest, most = model.budget_range()
     if budget < fewest:
         raise DataError(f"this model has {fewest} stages: it needs a budget of at least {fewest}")
     budget = min(int(budget), most)
     device = _model_device(model)
     fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
-    stages = model_stages(model, budget, int(model.order_seed))
+    stages = model.coding_stages(budget, int(model.order_seed))
 
     tiles: list[torch.Tensor] = []
     pads: list[torch.Tensor] = []
@@ -199,7 +196,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
         )
     if header.kind != model.kind:
         raise FormatError(f"this file holds {header.kind} data but the model is for {model.kind}")
-    fewest, most = model_calls(model)
+    fewest, most = model.budget_range()
     if not fewest <= header.budget <= most:
         raise FormatError(
             f"corrupt header: budget {header.budget} is outside [{fewest}, {most}] for this model"
@@ -229,7 +226,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
     setup = CodingSetup(
-        model_stages(model, header.budget, header.seed),
+        model.coding_stages(header.budget, header.seed),
         tile,
         model.K,
         pad=pad.to(device),

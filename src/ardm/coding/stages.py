@@ -1,20 +1,19 @@
 """Coding stages: what a model hands the coder. One :class:`Stage` per generation stage (its
-network function, order ``sigma``, policy and digit arithmetic), the model adapter
-(:func:`model_stages`) and the one conversion of log-probabilities to coder rows."""
+network function, order ``sigma``, policy and digit arithmetic), what the coder asks of a model
+(:class:`CodingModel`: its budget range and its stages) and the one conversion of
+log-probabilities to coder rows."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ardm.coding.ans import smooth
-from ardm.core.dmol import BYTE, dmol_byte_log_probs
-from ardm.core.orders import order_from_seed
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``log_prob_fn(x, known, t) -> log_probs``: ``x (N, *shape)`` int64 (zero where unknown),
@@ -26,23 +25,24 @@ HeadFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class CodingModel(Protocol):
-    """What :func:`compress` / :func:`decompress` need from every model.
-
-    The rest depends on the kind (:func:`model_stages`): an OA-ARDM (:class:`ardm.model.ARDM`)
-    has ``log_probs(x, known, t)`` and ``policy_for_budget(budget)``, a mixture model
-    (:class:`ardm.dmol_model.DMoLARDM`) also ``mixtures`` and ``params(x, known, t)``, an
-    Upscale ARDM (:class:`ardm.upscale_model.UpscaleARDM`) ``S``, ``b``,
-    ``stage_log_probs`` and ``stage_policies``.
-    """
+    """What :func:`ardm.coding.codec.compress` / ``decompress`` need from every model
+    (:class:`ardm.models.process.Process`): the model says how it codes."""
 
     K: int
     shape: tuple[int, ...]
     D: int
-    S: int  # stages: 1 for an OA-ARDM
     kind: str
     order_seed: int
 
     def fingerprint(self) -> bytes: ...
+
+    def budget_range(self) -> tuple[int, int]:
+        """The fewest and the most network calls a file may use (``(S, S * D)``)."""
+        ...
+
+    def coding_stages(self, budget: int, seed: int) -> list[Stage]:
+        """The stages the coder walks for ``budget`` calls and order seed ``seed``."""
+        ...
 
 
 # ---------------------------------------------------------------------------- probabilities
@@ -99,71 +99,6 @@ class Stage:
     b: int | None = None  # None: whatever the network gives (checked against K on decoding)
     byte_pair: ByteFn | None = None  # set: each value is coded as a high and a low byte
     head: HeadFn | None = None  # set: log_prob_fn gives raw outputs, head the step's table
-
-
-def model_calls(model: CodingModel) -> tuple[int, int]:
-    """The fewest and the most network calls a file of ``model`` can use: ``(S, S * D)``."""
-    return model.S, model.S * model.D
-
-
-def _is_mixture(model: CodingModel) -> bool:
-    """Whether ``model`` is a discretised-logistic-mixture OA-ARDM
-    (:class:`ardm.dmol_model.DMoLARDM`: ``mixtures``, ``params`` and ``table``)."""
-    return getattr(model, "mixtures", None) is not None and hasattr(model, "params")
-
-
-def _codes_byte_pairs(model: CodingModel) -> bool:
-    """Whether ``model`` is coded as byte pairs: a discretised-logistic-mixture OA-ARDM
-    (:class:`ardm.dmol_model.DMoLARDM`, with ``mixtures`` and ``params``) over 16-bit values.
-
-    Such a model has no ``(..., 65536)`` table: one network call gives the mixture, and each
-    value is two 256-way symbols (:func:`ardm.core.dmol.dmol_byte_log_probs`). A mixture model
-    with a small ``K`` (at most 4096) has a full table and is coded like any OA-ARDM.
-    """
-    if not _is_mixture(model):
-        return False
-    if model.K == BYTE * BYTE:
-        return True
-    from ardm.models.dmol import MAX_FULL_K
-
-    if model.K > MAX_FULL_K:
-        raise ValueError(
-            f"a mixture model with K={model.K} classes can be coded only with K <= 4096 (a "
-            f"full table) or K = 65536 (two bytes per value)"
-        )
-    return False
-
-
-def model_stages(model: CodingModel, budget: int, seed: int) -> list[Stage]:
-    """The coding stages of ``model`` for ``budget`` network calls and order seed ``seed``.
-
-    An OA-ARDM has one stage with the DP policy for ``budget``; a 16-bit mixture model
-    (:func:`_codes_byte_pairs`) codes that stage's values as byte pairs. An Upscale ARDM (a model with
-    ``S`` stages of base-``b`` digits) has one stage per digit, coarse first, with the order
-    ``order_from_seed(D, seed + s)`` and the joint DP: ``budget`` calls in total, split over
-    the stages where they lower the expected cost most.
-    """
-    stages = model.S
-    if stages == 1:
-        oa: Any = model  # an ardm.model.ARDM (or its mixture variant, DMoLARDM)
-        sigma, policy = order_from_seed(model.D, seed), oa.policy_for_budget(budget)
-        if _codes_byte_pairs(model):
-            return [Stage(oa.params, sigma, policy, byte_pair=dmol_byte_log_probs)]
-        if _is_mixture(model):  # its K-way table only at each step's variables
-            return [Stage(oa.params, sigma, policy, head=oa.table)]
-        return [Stage(oa.log_probs, sigma, policy)]
-    upscale: Any = model  # an ardm.upscale_model.UpscaleARDM
-    b = int(upscale.b)
-    policies = upscale.stage_policies(budget, mode="joint")
-    stage_fn = upscale.stage_log_probs
-
-    def fn(s: int) -> LogProbFn:
-        return lambda x, known, t: stage_fn(x, known, s, t)
-
-    return [
-        Stage(fn(s), order_from_seed(model.D, seed + s), policies[s], b ** (stages - s - 1), b)
-        for s in range(stages)
-    ]
 
 
 ByteFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]

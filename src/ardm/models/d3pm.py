@@ -1,6 +1,6 @@
 """D3PM with the absorbing state (Austin et al. 2021): the discrete-diffusion baseline.
 
-The same network contract as :class:`ardm.model.ARDM` (``logits = net(x, known, t)``) serves
+The same network contract as :class:`ardm.models.ardm.ARDM` (``logits = net(x, known, t)``) serves
 here: absorbed positions are the unknown ones, and the network predicts ``x0`` at every
 position (x0-parametrisation). ``t`` given to the network is the number of unabsorbed
 positions of each example, clamped to ``[0, D-1]``; the diffusion step never reaches it.
@@ -42,20 +42,27 @@ slots sum to the bound.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ardm.core.loss_tracker import LossTracker
+from ardm.coding.stages import Stage
+from ardm.config import Config, ModelConfig
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
-from ardm.core.orders import sample_t
-from ardm.models.ardm import LossOutput, _sample_categorical
-from ardm.models.process import Process, step_batches
+from ardm.errors import DataError
+from ardm.models.heads import CategoricalHead
+from ardm.models.process import BudgetNLL, Process, Sampling
+
+EVAL_STEPS = (1000, 256, 100, 50, 20)
+"""The step counts at which evaluation measures a D3PM's bound (its budgets)."""
+
+NO_ORDER = (
+    "a D3PM model has no generation order: its T steps are fixed by its schedule (policies, "
+    "plans, exact likelihoods, conditional generation and compression are for ARDMs)"
+)
 
 
 def absorb_mask(
@@ -88,8 +95,9 @@ def d3pm_bound(S: torch.Tensor, t: torch.Tensor, T: int, D: int) -> BoundTerms:
 class D3PMAbsorbing(Process):
     """D3PM-absorbing over ``D = prod(net.shape)`` variables with ``K`` classes, ``T`` steps.
 
-    Mirrors :class:`ardm.model.ARDM` where the training loop and evaluation need it.
-    ``order_seed`` is kept for interface parity only (D3PM has no generation order).
+    The same interface as :class:`ardm.models.ardm.ARDM`: a budget is a number of steps.
+    What needs a generation order (policies, exact likelihoods, completion, coding) is
+    refused with one line naming D3PM. ``order_seed`` is kept for the fingerprint only.
     """
 
     def __init__(
@@ -100,27 +108,36 @@ class D3PMAbsorbing(Process):
         steps: int = 1000,
         ce_weight: float = 1e-3,
         order_seed: int = 0,
+        config: Config | None = None,
     ) -> None:
-        super().__init__()
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        self.net = net
-        self.K: int = int(net.K)  # type: ignore[arg-type]
-        self.shape: tuple[int, ...] = tuple(net.shape)  # type: ignore[arg-type]
-        self.D: int = math.prod(self.shape)
-        self.kind = kind
+        super().__init__(
+            net,
+            head=CategoricalHead(int(net.K)),  # type: ignore[arg-type]
+            kind=kind,
+            slots=int(steps),  # slot t-1 holds L_t, bits per dim
+            ce_weight=ce_weight,
+            order_seed=order_seed,
+            config=config,
+        )
         self.T = int(steps)
-        self.ce_weight = ce_weight
-        self.order_seed = order_seed
-        self.tracker = LossTracker(self.T, self.K)  # slot t-1 holds L_t, bits per dim
-        self.config: dict[str, Any] = {}  # resolved config, set by the builder
-        self.last_sample_calls = 0  # network calls made by the latest ``sample``
+
+    @staticmethod
+    def config_head(K: int, mc: ModelConfig) -> CategoricalHead:
+        """A ``K``-way softmax over ``x0``."""
+        return CategoricalHead(K)
+
+    @classmethod
+    def from_config(cls, net: nn.Module, cfg: Config, *, kind: str) -> D3PMAbsorbing:
+        """The D3PM of a resolved config around ``net``."""
+        mc = cfg.model
+        return cls(net, kind=kind, steps=mc.d3pm_steps, ce_weight=mc.ce_weight, config=cfg)
 
     # ------------------------------------------------------------------ network
     def log_probs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-probabilities ``(B, *shape, K)`` (float32) of ``x0`` given the unabsorbed ones."""
-        logits = self.net(x, known, t)  # (B, *shape, K)
-        return torch.log_softmax(logits.float(), dim=-1)
+        return self.head.table(self.head.params(self.net(x, known, t)))  # (B, *shape, K)
 
     def absorbed_ll(self, x: torch.Tensor, absorbed: torch.Tensor) -> torch.Tensor:
         """``S`` ``(B,)``: summed ``log p_theta(x0_i | x_t)`` over absorbed positions ``(B, D)``."""
@@ -130,18 +147,14 @@ class D3PMAbsorbing(Process):
         return masked_log_likelihood(self.log_probs(x, known, t_in), x, ~known)
 
     # ------------------------------------------------------------------ training
-    def loss(
-        self, x: torch.Tensor, *, antithetic: bool = False, generator: torch.Generator | None = None
-    ) -> LossOutput:
-        """The D3PM training loss for ``x`` ``(B, *shape)``; ``t`` in the output is ``step - 1``."""
-        B = x.shape[0]
-        slot = sample_t(B, self.T, antithetic=antithetic, generator=generator)  # (B,) in [0, T)
-        step = slot + 1  # (B,) diffusion step in [1, T]
-        absorbed = absorb_mask(B, self.D, step / self.T, generator=generator, device=x.device)
-        S = self.absorbed_ll(x, absorbed)  # (B,)
-        terms = d3pm_bound(S, step.to(x.device), self.T, self.D)
-        loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
-        return LossOutput(loss=loss, terms=terms, t=slot.to(x.device))
+    def step_terms(
+        self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
+    ) -> BoundTerms:
+        """Terms at slots ``t (B,)`` (diffusion steps ``t + 1``) with one draw of ``x_t``."""
+        step = (t + 1).cpu()  # (B,) diffusion step in [1, T]
+        absorbed = absorb_mask(len(t), self.D, step / self.T, generator=generator)
+        S = self.absorbed_ll(x, absorbed.to(x.device))  # (B,)
+        return d3pm_bound(S, step.to(x.device), self.T, self.D)
 
     @torch.no_grad()
     def nll_bound_bpd(
@@ -174,51 +187,40 @@ class D3PMAbsorbing(Process):
                 nll.index_add_(0, items, -S.double().cpu() / step.double())
         return nll / (passes * self.D * LN2)
 
-    @torch.no_grad()
-    def estimate_L(
+    def budget_nlls(
         self,
-        items: torch.Tensor,
+        x: torch.Tensor,
+        budgets: Sequence[int],
         *,
-        passes: int = 1,
+        exact: bool = True,
+        naive: bool = True,
         batch_size: int = 256,
         generator: torch.Generator | None = None,
-        progress: bool = False,
-    ) -> np.ndarray:
-        """Fresh ``L_t`` (bits per dim) for every step, ``(T,)``: each pass evaluates every ``t``.
-
-        Items are drawn at random from ``items`` ``(N, *shape)``, with a fresh ``x_t`` each.
-        """
-        device = self.device
-        total = torch.zeros(self.T, dtype=torch.float64)
-        for slot in step_batches(self.T, batch_size, passes, progress=progress):
-            idx = torch.randint(0, items.shape[0], (len(slot),), generator=generator)
-            x = items[idx].to(device).long()  # (b, *shape)
-            step = slot + 1  # (b,)
-            absorbed = absorb_mask(len(slot), self.D, step / self.T, generator=generator)
-            S = self.absorbed_ll(x, absorbed.to(device))  # (b,)
-            total[slot] += d3pm_bound(S.double().cpu(), step, self.T, self.D).L_t
-        return (total / passes).numpy()
+    ) -> Iterator[BudgetNLL]:
+        """The bound at each of :data:`EVAL_STEPS` steps (one fresh absorption pattern per step
+        and item); a D3PM has no exact likelihood and no policies, so the ARDM ``budgets``,
+        ``exact`` and ``naive`` do not apply."""
+        for steps in EVAL_STEPS:
+            nll = self.nll_bound_bpd(x, steps=steps, batch_size=batch_size, generator=generator)
+            note = f"D3PM-absorbing {steps}-step bound (trained with T={self.T})"
+            yield BudgetNLL("d3pm", steps, nll, None, note)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        steps: int | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        on_step: Any = None,
-    ) -> torch.Tensor:
-        """Ancestral sampling of ``n`` items ``(n, *shape)`` in ``steps`` steps (default ``T``).
+    def generate(self, n: int, how: Sampling) -> torch.Tensor:
+        """Ancestral sampling of ``n`` items ``(n, *shape)`` in ``how.budget`` steps (default ``T``).
 
         From ``x_T`` (all absorbed), step ``t`` reveals each absorbed position with
         probability ``1/t`` and gives it a value drawn from ``p_theta(x0 | x_t)``; step 1
         reveals the rest. A step that reveals nothing skips the network: the number of
-        network calls made is left in ``self.last_sample_calls`` (at most ``steps``, at most
-        ``D`` per item). ``on_step(x, step_mask)`` is called after each network call.
+        network calls made is left in ``self.last_sample_calls`` (at most the steps, at most
+        ``D`` per item). ``naive`` and ``mode`` mean nothing here (no policies).
         """
-        T = self.T if steps is None else int(steps)
+        if how.known is not None:
+            raise DataError("conditional generation is for ARDMs; the D3PM baseline does not do it")
+        if how.policies is not None:
+            raise DataError(NO_ORDER)
+        T = self.T if how.budget is None else int(how.budget)
         if T < 1:
             raise ValueError(f"steps must be at least 1, got {T}")
         device = self.device
@@ -227,31 +229,54 @@ class D3PMAbsorbing(Process):
         calls = 0
         for t in range(T, 0, -1):
             reveal = absorbed & absorb_mask(
-                n, self.D, torch.full((n,), 1.0 / t), generator=generator, device=device
+                n, self.D, torch.full((n,), 1.0 / t), generator=how.generator, device=device
             )  # (n, D)
             if not bool(reveal.any()):
                 continue
             known = (~absorbed).view(n, *self.shape)
             t_in = known.flatten(1).sum(dim=1).clamp(max=self.D - 1)  # (n,)
-            log_probs = self.log_probs(x.view(n, *self.shape), known, t_in).view(n, self.D, -1)
-            draw = _sample_categorical(log_probs / temperature, generator)  # (n, D)
+            params = self.head.params(self.net(x.view(n, *self.shape), known, t_in))
+            draw = self.head.sample(
+                params.view(n, self.D, -1), temperature=how.temperature, generator=how.generator
+            )  # (n, D)
             x = torch.where(reveal, draw, x)
             absorbed &= ~reveal
             calls += 1
-            if on_step is not None:
-                on_step(x.view(n, *self.shape), reveal.view(n, *self.shape))
+            if how.on_step is not None:
+                how.on_step(x.view(n, *self.shape), reveal.view(n, *self.shape))
         self.last_sample_calls = calls
         return x.view(n, *self.shape)
 
+    # ------------------------------------------------------------------ no order
+    def stage_policies(
+        self, budget: int, *, mode: str = "joint", naive: bool = False, start: int = 0
+    ) -> list[np.ndarray]:
+        raise DataError(NO_ORDER)
+
+    def expected_bpd(self, policies: np.ndarray | Sequence[np.ndarray]) -> float:
+        raise DataError(NO_ORDER)
+
+    def exact_nll_bpd(
+        self,
+        x: torch.Tensor,
+        *,
+        sigmas: torch.Tensor | None = None,
+        policies: Sequence[np.ndarray] | None = None,
+        batch_size: int = 256,
+        sigma: torch.Tensor | None = None,
+        policy: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        raise DataError(NO_ORDER)
+
+    def budget_range(self) -> tuple[int, int]:
+        raise DataError(NO_ORDER)
+
+    def coding_stages(self, budget: int, seed: int) -> list[Stage]:
+        raise DataError(NO_ORDER)
+
     # ------------------------------------------------------------------ identity
-    def fingerprint(self) -> bytes:
-        """SHA-256 of the resolved config, ``T``, order seed, sorted ``L_t`` and all weights."""
-        h = hashlib.sha256()
-        h.update(json.dumps(self.config, sort_keys=True).encode())
-        h.update(f"d3pm-absorbing T={self.T}".encode())
-        h.update(str(self.order_seed).encode())
-        h.update(self.tracker.sorted_L().tobytes())
-        for name, tensor in sorted(self.net.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return h.digest()
+    def identity(self) -> bytes:
+        """The raw resolved config and ``T``."""
+        return (
+            json.dumps(self.config, sort_keys=True).encode() + f"d3pm-absorbing T={self.T}".encode()
+        )
