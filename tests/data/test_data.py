@@ -56,7 +56,7 @@ def test_default_data_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("ARDM_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv("ARDM_DATA_DIR")
-    assert default_data_dir().resolve() == (Path(__file__).parents[1] / "../shared/data").resolve()
+    assert default_data_dir().resolve() == (Path(__file__).parents[2] / "../shared/data").resolve()
 
 
 def test_specs_are_cheap_and_honest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

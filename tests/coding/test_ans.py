@@ -2,7 +2,7 @@
 and a golden stream that catches a change inside ``constriction``.
 
 Regenerate ``tests/golden/ans_64_symbols.bin`` (only after a deliberate coder change) with
-``ARDM_REGEN_GOLDEN=1 PYTHONPATH=src .venv/bin/pytest tests/test_ans.py -k golden``.
+``ARDM_REGEN_GOLDEN=1 PYTHONPATH=src .venv/bin/pytest tests/coding/test_ans.py -k golden``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ardm.coding import ans
 from ardm.coding.stages import coding_probs
 from ardm.errors import FormatError
-from tests.coding_checks import FAST, GOLDEN, REGEN, one_line
+from tests.coding.checks import FAST, GOLDEN, REGEN, one_line
 
 
 def test_smoothing_floor_and_cost_bound() -> None:

@@ -19,7 +19,7 @@ from ardm.coding.lockstep import CodingSetup, decode, decode_with_rest, encode, 
 from ardm.core.orders import order_from_seed
 from ardm.core.policy import naive_policy
 from ardm.errors import FormatError
-from tests.coding_checks import one_line, policy_nll, small_transformer, small_unet
+from tests.coding.checks import one_line, policy_nll, small_transformer, small_unet
 from tests.tiny_nets import TinyAttnNet, TinyConvNet, TinyNet
 
 Case = tuple[TinyNet, torch.Tensor, torch.Tensor, np.ndarray]

@@ -54,7 +54,7 @@ def test_files_of_the_first_release_decode_or_say_why() -> None:
 
     model = load_model("mnist")
     assert model.fingerprint()[:4].hex() == "07477916"
-    blob = (Path(__file__).parent / "golden" / "shipped_mnist_v2_budget20.ardm").read_bytes()
+    blob = (Path(__file__).parents[1] / "golden" / "shipped_mnist_v2_budget20.ardm").read_bytes()
     try:
         x = decompress(model, blob)
     except FormatError as e:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ardm.cli.commands import main
-from tests.test_train import TINY
+from tests.training.test_train import TINY
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from ardm.nets.wavenet import WaveNet, WaveNetConfig
 from tests.conftest import perturb
 
 K, L = 8, 6
-SRC = Path(__file__).resolve().parents[1] / "src" / "ardm"
+SRC = Path(__file__).resolve().parents[2] / "src" / "ardm"
 
 
 def _net(stages: int = 1, out_classes: int | None = None) -> torch.nn.Module:

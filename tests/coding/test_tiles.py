@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ardm.coding.tiles import cut_tiles, paste_tiles
-from tests.coding_checks import FAST
+from tests.coding.checks import FAST
 
 
 @given(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ardm.coding import container
 from ardm.coding.container import Header
 from ardm.errors import FormatError
-from tests.coding_checks import one_line
+from tests.coding.checks import one_line
 
 
 @given(st.integers(0, 2**64))

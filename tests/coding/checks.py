@@ -15,7 +15,7 @@ from ardm.coding.stages import coding_probs, policy_nll_bits
 from ardm.core.policy import step_bounds
 from tests.tiny_nets import TinyNet, randomize
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 REGEN = os.environ.get("ARDM_REGEN_GOLDEN") == "1"
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -3,7 +3,7 @@ checksums, batch and thread invariance, and the golden files.
 
 Regenerate the golden files of the current format (``tests/golden/v4_*.ardm``; only after a
 deliberate format or coder change, together with a version bump) with ``ARDM_REGEN_GOLDEN=1
-PYTHONPATH=src .venv/bin/pytest tests/test_codec.py -k golden``. The older golden files are
+PYTHONPATH=src .venv/bin/pytest tests/coding/test_codec.py -k golden``. The older golden files are
 frozen: the version-2 ones (``tests/golden/*_budget*.ardm`` without a ``v3_``/``v4_`` prefix)
 and the version-3 ones (``v3_*``); nothing writes those versions any more, they check that
 old files decode.
@@ -26,7 +26,7 @@ from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.core.orders import order_from_seed
 from ardm.errors import DataError, FormatError
 from fuzz.campaign import build_file
-from tests.coding_checks import GOLDEN, REGEN, one_line, policy_nll, small_transformer, small_unet
+from tests.coding.checks import GOLDEN, REGEN, one_line, policy_nll, small_transformer, small_unet
 from tests.tiny_nets import IntegerNet, StandInModel, TinyAttnNet, TinyConvNet, TinyNet
 
 

@@ -23,7 +23,7 @@ from ardm.data import TextAlphabet
 from ardm.errors import DataError
 from ardm.modalities.image import ImageModality, png_bytes, read_image
 from ardm.modalities.text import TextModality, read_text
-from tests.test_train import TINY
+from tests.training.test_train import TINY
 
 TEXT = "the quick brown fox jumps over the lazy dog and keeps running far away"  # 70 chars
 

@@ -11,7 +11,7 @@ from ardm.config import load_config
 from ardm.errors import CheckpointError
 from ardm.models.build import build_model
 from ardm.training.pretrained import export_weights, load_model, load_weights
-from tests.test_train import TINY
+from tests.training.test_train import TINY
 
 
 def _model():  # type: ignore[no-untyped-def]
