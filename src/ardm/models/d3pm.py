@@ -81,15 +81,15 @@ def absorb_mask(
     return (u < prob.double().cpu()[:, None]).to(device)
 
 
-def d3pm_bound(S: torch.Tensor, t: torch.Tensor, T: int, D: int) -> BoundTerms:
-    """Terms from ``S`` (summed log-lik. of the absorbed positions, nats ``(B,)``) at step ``t``.
+def d3pm_bound(ll_nats: torch.Tensor, t: torch.Tensor, T: int, D: int) -> BoundTerms:
+    """Terms from ``ll_nats`` (summed log-lik. of the absorbed positions, nats ``(B,)``) at step ``t``.
 
-    ``t`` is 1-indexed ``(B,)`` in ``[1, T]``; ``L_t = -S / t`` and ``bpd = T L_t`` (as ``t``
-    is uniform), both per ``D ln 2``. ``ce_bpd`` is the unweighted ``-S / (D ln 2)``.
+    ``t`` is 1-indexed ``(B,)`` in ``[1, T]``; ``L_t = -ll_nats / t`` and ``bpd = T L_t`` (as ``t``
+    is uniform), both per ``D ln 2``. ``ce_bpd`` is the unweighted ``-ll_nats / (D ln 2)``.
     """
     scale = D * LN2
-    L_t = -S / t.to(S.dtype) / scale  # (B,)
-    return BoundTerms(bpd=T * L_t, ce_bpd=-S / scale, L_t=L_t)
+    L_t = -ll_nats / t.to(ll_nats.dtype) / scale  # (B,)
+    return BoundTerms(bpd=T * L_t, ce_bpd=-ll_nats / scale, L_t=L_t)
 
 
 class D3PMAbsorbing(Process):
@@ -140,7 +140,7 @@ class D3PMAbsorbing(Process):
         return self.head.table(self.head.params(self.net(x, known, t)))  # (B, *shape, K)
 
     def absorbed_ll(self, x: torch.Tensor, absorbed: torch.Tensor) -> torch.Tensor:
-        """``S`` ``(B,)``: summed ``log p_theta(x0_i | x_t)`` over absorbed positions ``(B, D)``."""
+        """``ll_nats`` ``(B,)``: summed ``log p_theta(x0_i | x_t)`` over absorbed positions ``(B, D)``."""
         B = x.shape[0]
         known = (~absorbed).view(B, *self.shape)  # (B, *shape)
         t_in = known.flatten(1).sum(dim=1).clamp(max=self.D - 1)  # (B,) unabsorbed count
@@ -153,8 +153,8 @@ class D3PMAbsorbing(Process):
         """Terms at slots ``t (B,)`` (diffusion steps ``t + 1``) with one draw of ``x_t``."""
         step = (t + 1).cpu()  # (B,) diffusion step in [1, T]
         absorbed = absorb_mask(len(t), self.D, step / self.T, generator=generator)
-        S = self.absorbed_ll(x, absorbed.to(x.device))  # (B,)
-        return d3pm_bound(S, step.to(x.device), self.T, self.D)
+        ll_nats = self.absorbed_ll(x, absorbed.to(x.device))  # (B,)
+        return d3pm_bound(ll_nats, step.to(x.device), self.T, self.D)
 
     @torch.no_grad()
     def nll_bound_bpd(
@@ -183,8 +183,8 @@ class D3PMAbsorbing(Process):
                 items = jobs // T  # (J,)
                 step = jobs % T + 1  # (J,) in [1, T]
                 absorbed = absorb_mask(len(jobs), self.D, step / T, generator=generator)
-                S = self.absorbed_ll(x[items.to(device)], absorbed.to(device))  # (J,)
-                nll.index_add_(0, items, -S.double().cpu() / step.double())
+                ll_nats = self.absorbed_ll(x[items.to(device)], absorbed.to(device))  # (J,)
+                nll.index_add_(0, items, -ll_nats.double().cpu() / step.double())
         return nll / (passes * self.D * LN2)
 
     def budget_nlls(
