@@ -147,8 +147,8 @@ class ARDM(Process):
         stage = torch.div(t, self.D, rounding_mode="floor")  # (B,)
         t_in = t - stage * self.D  # (B,)
         known = known_mask(sigma, t_in).view(B, *self.shape)  # (B, *shape)
-        S_nats = self.step_ll(x, stage, t_in, known, ~known)  # (B,)
-        terms = ardm_bound(S_nats, t_in, self.D)
+        ll_nats = self.step_ll(x, stage, t_in, known, ~known)  # (B,)
+        terms = ardm_bound(ll_nats, t_in, self.D)
         return BoundTerms(bpd=self.S * terms.bpd, ce_bpd=terms.ce_bpd, L_t=terms.L_t)
 
     def step_terms(
@@ -268,8 +268,8 @@ class ARDM(Process):
             sig = sigmas[items, stage]  # (J, D)
             known = (sig < left[:, None]).view(-1, *self.shape)  # (J, *shape)
             step = ((sig >= left[:, None]) & (sig < right[:, None])).view(-1, *self.shape)
-            S_nats = self.step_ll(x[items], stage, left, known, step)  # (J,)
-            nll.index_add_(0, items, -S_nats.double())
+            ll_nats = self.step_ll(x[items], stage, left, known, step)  # (J,)
+            nll.index_add_(0, items, -ll_nats.double())
         return (nll / (self.D * LN2)).cpu()
 
     def budget_nlls(

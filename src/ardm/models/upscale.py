@@ -22,13 +22,13 @@ Two parametrisations of a stage's digit (paper Sec. 3.3):
 
 Training (Sec. 3.2, one network call per example): draw ``t ~ U{0..S*D-1}``, ``stage = t //
 D``, ``t_in = t % D``, an order ``sigma``, ``known = sigma < t_in``; input ``where(known,
-x^(stage+1), x^(stage))``; ``S_nats`` = summed digit log-likelihood over the ``D - t_in``
-unknown variables. The stage's bound is ``D * S_nats / (D - t_in)`` nats (as OA-ARDM) and a
+x^(stage+1), x^(stage))``; ``ll_nats`` = summed digit log-likelihood over the ``D - t_in``
+unknown variables. The stage's bound is ``D * ll_nats / (D - t_in)`` nats (as OA-ARDM) and a
 uniform stage draw is weighted by ``S``, so in bits per dim
 
-    bpd = -S * D * S_nats / ((D - t_in) * D ln 2) = -S * S_nats / ((D - t_in) ln 2).
+    bpd = -S * D * ll_nats / ((D - t_in) * D ln 2) = -S * ll_nats / ((D - t_in) ln 2).
 
-The tracker has ``S * D`` slots; slot ``s * D + t_in`` holds that stage's ``L_t = -S_nats /
+The tracker has ``S * D`` slots; slot ``s * D + t_in`` holds that stage's ``L_t = -ll_nats /
 ((D - t_in) D ln 2)``, so all slots sum to the bpd.
 """
 
