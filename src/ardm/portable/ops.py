@@ -1,0 +1,230 @@
+"""Exact integer operations, fast: float32 calls on small integer operands.
+
+A float32 sum of integers is exact, in any order, while every partial sum stays below
+``2^24``. A conv or matmul whose operands are bounded by ``A`` and ``W`` and whose reduction
+has ``n`` terms is therefore exact, and gives the same bits on every kernel, thread count and
+batch size, when ``n * A * W < 2^24`` (8-bit operands: ``n <= 1040``). Larger operands are
+split into 7-bit limbs (one call each) and longer reductions into chunks of input channels;
+the partial results are added in int64.
+
+Besides: integer GroupNorm/LayerNorm (integer mean and variance, exact integer square root)
+and SiLU by an exact sigmoid table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ardm.portable.quant import Rescale, bit_length, div_round, isqrt
+from ardm.portable.tables import sigmoid_table
+
+EXACT_LIMIT = 1 << 24
+"""Every partial sum of a float32 call stays strictly below this."""
+
+LIMB_BITS = 7
+"""Lower limbs hold ``[0, 2^7)``; the top limb is signed."""
+
+
+def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
+    """Split int64 ``a`` (``|a| <= bound``) into ``[(limb, limb_bound, shift)]``, ``a = sum limb << shift``.
+
+    One limb when ``bound <= 127``; otherwise lower limbs ``a mod 2^7`` and a signed top limb.
+    """
+    parts: list[tuple[torch.Tensor, int, int]] = []
+    shift = 0
+    while bound > 127:
+        parts.append((a & ((1 << LIMB_BITS) - 1), (1 << LIMB_BITS) - 1, shift))
+        a = a >> LIMB_BITS
+        bound = (bound >> LIMB_BITS) + 1
+        shift += LIMB_BITS
+    parts.append((a, bound, shift))
+    return parts
+
+
+def chunk_size(terms_per_channel: int, a_bound: int, w_bound: int, channels: int) -> int:
+    """Input channels per exact float32 call for a reduction of ``terms_per_channel`` each."""
+    per_channel = terms_per_channel * a_bound * w_bound
+    if per_channel >= EXACT_LIMIT:
+        raise ValueError(
+            f"one input channel already reaches 2^24 ({terms_per_channel} terms x {a_bound} x "
+            f"{w_bound}); use smaller operands"
+        )
+    return max(1, min(channels, (EXACT_LIMIT - 1) // per_channel))
+
+
+@dataclass(frozen=True)
+class ExactConv:
+    """An exact integer conv2d (or, with 1x1 kernels on ``(B, I, 1, 1)``, a linear layer).
+
+    ``weight`` ``(O, I, kh, kw)`` holds integers ``|w| <= w_bound`` (as float32), split into
+    chunks of input channels so that each call stays exact for inputs ``|a| <= a_bound``.
+    Returns the int64 accumulator ``(B, O, H', W')``.
+    """
+
+    weight: torch.Tensor
+    w_bound: int
+    a_bound: int
+    stride: int = 1
+    padding: int = 0
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        O, I, kh, kw = self.weight.shape
+        acc: torch.Tensor | None = None
+        for limb, bound, shift in limbs(a, self.a_bound):
+            step = chunk_size(kh * kw, bound, self.w_bound, I)
+            x = limb.to(torch.float32)  # (B, I, H, W), exact small integers
+            for c0 in range(0, I, step):
+                part = F.conv2d(
+                    x[:, c0 : c0 + step],
+                    self.weight[:, c0 : c0 + step],
+                    stride=self.stride,
+                    padding=self.padding,
+                )  # (B, O, H', W') exact
+                term = part.to(torch.int64) << shift
+                acc = term if acc is None else acc + term
+        assert acc is not None
+        return acc
+
+    @property
+    def acc_bound(self) -> int:
+        """A bound on ``|accumulator|``."""
+        _, I, kh, kw = self.weight.shape
+        return I * kh * kw * self.a_bound * self.w_bound
+
+
+def exact_matmul(a: torch.Tensor, b: torch.Tensor, *, a_bound: int, b_bound: int) -> torch.Tensor:
+    """``a @ b`` for int64 ``a (..., n, k)``, ``b (..., k, m)`` (``|b| <= 127``), exactly, as int64.
+
+    ``a`` is split into limbs and the reduction over ``k`` into chunks as needed.
+    """
+    k = a.shape[-1]
+    bf = b.to(torch.float32)
+    acc: torch.Tensor | None = None
+    for limb, bound, shift in limbs(a, a_bound):
+        step = chunk_size(1, bound, b_bound, k)
+        x = limb.to(torch.float32)
+        for c0 in range(0, k, step):
+            part = torch.matmul(x[..., c0 : c0 + step], bf[..., c0 : c0 + step, :])  # exact
+            term = part.to(torch.int64) << shift
+            acc = term if acc is None else acc + term
+    assert acc is not None
+    return acc
+
+
+MEAN_FRAC_BITS = 3
+"""The group mean is rounded to ``2^-3`` of an input unit."""
+
+STD_FRAC_BITS = 5
+"""The standard deviation carries 5 more fractional bits than the centred values."""
+
+
+@dataclass(frozen=True)
+class IntNorm:
+    """Integer GroupNorm over ``(B, C, ...)`` (LayerNorm: :meth:`layer_norm`, ``groups = 1``),
+    with an affine map into an output integer format.
+
+    ``y_c = round(gamma_q[c] * d / (sigma * 2^gamma_bits)) + beta_q[c]`` where ``d`` is the
+    input minus the group mean (units ``2^-3``), ``sigma`` the integer square root of the
+    group variance (units ``2^-8``, with ``eps_q`` added), ``gamma_q = round(gamma / u *
+    2^gamma_bits)`` and ``beta_q = round(beta / u)`` for the output unit ``u``. Inputs obey
+    ``|x| <= in_bound``; outputs are clamped to ``|y| <= out_bound``.
+    """
+
+    groups: int
+    gamma_q: torch.Tensor
+    beta_q: torch.Tensor
+    gamma_bits: int
+    eps_q: int
+    in_bound: int
+    out_bound: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        B, C = x.shape[:2]
+        g = x.reshape(B, self.groups, -1)  # (B, G, n)
+        n = g.shape[-1]
+        if self.in_bound.bit_length() + MEAN_FRAC_BITS + 1 > 20 or n >= 1 << 20:
+            raise ValueError("an integer norm supports |x| < 2^16 and groups under 2^20 values")
+        m = div_round(g.sum(dim=-1, keepdim=True) << MEAN_FRAC_BITS, torch.tensor(n))  # (B, G, 1)
+        d = (g << MEAN_FRAC_BITS) - m  # (B, G, n), |d| < 2^20
+        V = (d * d).sum(dim=-1, keepdim=True)  # (B, G, 1) < 2^60
+        q, r = torch.div(V, n, rounding_mode="floor"), V % n
+        A = (q << 2 * STD_FRAC_BITS) + ((r << 2 * STD_FRAC_BITS) // n) + self.eps_q  # var, 2^-16
+        sigma = isqrt(A)  # (B, G, 1) std in units 2^-(3+5)
+        shape = (B, C) + (1,) * (x.dim() - 2)
+        d = d.reshape(x.shape)  # (B, C, ...)
+        sigma = sigma.expand(B, self.groups, C // self.groups).reshape(shape)  # (B, C, 1...)
+        cshape = (1, C) + (1,) * (x.dim() - 2)
+        num = d * (self.gamma_q.view(cshape) << STD_FRAC_BITS)  # (B, C, ...)
+        y = div_round(num, sigma << self.gamma_bits) + self.beta_q.view(cshape)
+        return y.clamp(-self.out_bound, self.out_bound)
+
+    def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over the last axis of ``x (..., C)`` (a one-group norm per position)."""
+        C = x.shape[-1]
+        return self(x.reshape(-1, C)).reshape(x.shape)  # (..., C)
+
+    @classmethod
+    def freeze(
+        cls,
+        norm: torch.nn.GroupNorm | torch.nn.LayerNorm,
+        *,
+        in_scale: float,
+        in_bound: int,
+        out_unit: float,
+        out_bound: int,
+    ) -> IntNorm:
+        """The integer form of ``norm`` for inputs of scale ``in_scale``, outputs in ``out_unit``."""
+        gamma = norm.weight.detach().to(torch.float64) / out_unit  # (C,)
+        top = float(gamma.abs().max())
+        gamma_bits = max(0, 22 - (int(top).bit_length() if top >= 1 else 0))
+        eps_q = round(norm.eps / in_scale**2 * 2.0 ** (2 * (MEAN_FRAC_BITS + STD_FRAC_BITS)))
+        return cls(
+            groups=norm.num_groups if isinstance(norm, torch.nn.GroupNorm) else 1,
+            gamma_q=torch.round(gamma * 2.0**gamma_bits).to(torch.int64),
+            beta_q=torch.round(norm.bias.detach().to(torch.float64) / out_unit).to(torch.int64),
+            gamma_bits=gamma_bits,
+            eps_q=max(1, eps_q),
+            in_bound=in_bound,
+            out_bound=out_bound,
+        )
+
+
+SILU_IN_FRAC_BITS = 8
+"""SiLU inputs are ``Q_8``."""
+
+SIGMOID_SPAN = 16
+SIGMOID_BITS = 16
+SILU_IN_BOUND = 1 << 20
+"""SiLU inputs are clamped to ``|z| <= 2^20`` (4096 in value)."""
+
+
+@dataclass(frozen=True)
+class IntSiLU:
+    """``silu(z) = z * sigmoid(z)`` for ``Q_8`` inputs by an exact sigmoid table, then a
+    :class:`Rescale` to the output format, clamped to ``|y| <= out_bound``."""
+
+    rescale: Rescale
+    out_bound: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> IntSiLU:
+        """SiLU into integers of scale ``out_scale``."""
+        ratio = 2.0 ** -(SILU_IN_FRAC_BITS + SIGMOID_BITS) / out_scale
+        bound = SILU_IN_BOUND << SIGMOID_BITS
+        return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        table = sigmoid_table(frac_bits=SILU_IN_FRAC_BITS, span=SIGMOID_SPAN, out_bits=SIGMOID_BITS)
+        n = SIGMOID_SPAN << SILU_IN_FRAC_BITS
+        z = z.clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
+        s = table[(z.clamp(-n, n - 1) + n)]  # sigmoid(z) in Q_16
+        return self.rescale(z * s).clamp(-self.out_bound, self.out_bound)
+
+
+def ensure_bits(bound: int, bits: int, what: str) -> None:
+    """Raise if ``bound`` needs more than ``bits`` bits."""
+    if bit_length(bound) > bits:
+        raise ValueError(f"{what}: bound {bound} exceeds {bits} bits")
