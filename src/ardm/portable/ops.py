@@ -31,11 +31,12 @@ LIMB_BITS = 7
 def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
     """Split int64 ``a`` (``|a| <= bound``) into ``[(limb, limb_bound, shift)]``, ``a = sum limb << shift``.
 
-    One limb when ``bound <= 127``; otherwise lower limbs ``a mod 2^7`` and a signed top limb.
+    One limb when ``bound <= 256``; otherwise lower limbs ``a mod 2^7`` and a signed top limb
+    with a bound of at most 256 (14-bit wide activations: two limbs).
     """
     parts: list[tuple[torch.Tensor, int, int]] = []
     shift = 0
-    while bound > 127:
+    while bound > 256:
         parts.append((a & ((1 << LIMB_BITS) - 1), (1 << LIMB_BITS) - 1, shift))
         a = a >> LIMB_BITS
         bound = (bound >> LIMB_BITS) + 1
@@ -120,15 +121,19 @@ MEAN_FRAC_BITS = 3
 STD_FRAC_BITS = 5
 """The standard deviation carries 5 more fractional bits than the centred values."""
 
+COEF_BITS = 26
+"""Fractional bits of the per-(item, channel) factor ``gamma / sigma``."""
+
 
 @dataclass(frozen=True)
 class IntNorm:
     """Integer GroupNorm over ``(B, C, ...)`` (LayerNorm: :meth:`layer_norm`, ``groups = 1``),
     with an affine map into an output integer format.
 
-    ``y_c = round(gamma_q[c] * d / (sigma * 2^gamma_bits)) + beta_q[c]`` where ``d`` is the
-    input minus the group mean (units ``2^-3``), ``sigma`` the integer square root of the
-    group variance (units ``2^-8``, with ``eps_q`` added), ``gamma_q = round(gamma / u *
+    ``y_c = round(d * coef[b, c] / 2^26) + beta_q[c]`` where ``d`` is the input minus the
+    group mean (units ``2^-3``), ``sigma`` the integer square root of the group variance
+    (units ``2^-8``, with ``eps_q`` added), ``coef = round(gamma_q[c] 2^31 / (sigma
+    2^gamma_bits))`` one integer division per item and channel, ``gamma_q = round(gamma / u *
     2^gamma_bits)`` and ``beta_q = round(beta / u)`` for the output unit ``u``. Inputs obey
     ``|x| <= in_bound``; outputs are clamped to ``|y| <= out_bound``.
     """
@@ -153,12 +158,13 @@ class IntNorm:
         q, r = torch.div(V, n, rounding_mode="floor"), V % n
         A = (q << 2 * STD_FRAC_BITS) + ((r << 2 * STD_FRAC_BITS) // n) + self.eps_q  # var, 2^-16
         sigma = isqrt(A)  # (B, G, 1) std in units 2^-(3+5)
+        sigma = sigma.expand(B, self.groups, C // self.groups).reshape(B, C)  # (B, C)
+        num = self.gamma_q << (STD_FRAC_BITS + COEF_BITS)  # (C,) < 2^55
+        coef = div_round(num, sigma << self.gamma_bits)  # (B, C): gamma / (u sigma), 2^-26
         shape = (B, C) + (1,) * (x.dim() - 2)
-        d = d.reshape(x.shape)  # (B, C, ...)
-        sigma = sigma.expand(B, self.groups, C // self.groups).reshape(shape)  # (B, C, 1...)
+        d = d.reshape(x.shape) * coef.view(shape)  # (B, C, ...) < 2^58 (|d| <= sigma sqrt(n))
         cshape = (1, C) + (1,) * (x.dim() - 2)
-        num = d * (self.gamma_q.view(cshape) << STD_FRAC_BITS)  # (B, C, ...)
-        y = div_round(num, sigma << self.gamma_bits) + self.beta_q.view(cshape)
+        y = ((d + (1 << (COEF_BITS - 1))) >> COEF_BITS) + self.beta_q.view(cshape)
         return y.clamp(-self.out_bound, self.out_bound)
 
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +185,7 @@ class IntNorm:
         """The integer form of ``norm`` for inputs of scale ``in_scale``, outputs in ``out_unit``."""
         gamma = norm.weight.detach().to(torch.float64) / out_unit  # (C,)
         top = float(gamma.abs().max())
-        gamma_bits = max(0, 22 - (int(top).bit_length() if top >= 1 else 0))
+        gamma_bits = max(0, 22 - (int(top).bit_length() if top >= 1 else 0))  # gamma_q < 2^23
         eps_q = round(norm.eps / in_scale**2 * 2.0 ** (2 * (MEAN_FRAC_BITS + STD_FRAC_BITS)))
         return cls(
             groups=norm.num_groups if isinstance(norm, torch.nn.GroupNorm) else 1,
@@ -192,19 +198,23 @@ class IntNorm:
         )
 
 
-SILU_IN_FRAC_BITS = 8
-"""SiLU inputs are ``Q_8``."""
+SILU_IN_FRAC_BITS = 12
+"""SiLU inputs are ``Q_12``."""
+
+SIGMOID_FRAC_BITS = 8
+"""The sigmoid table's step is ``2^-8``; the input is rounded to it for the lookup only."""
 
 SIGMOID_SPAN = 16
 SIGMOID_BITS = 16
-SILU_IN_BOUND = 1 << 20
-"""SiLU inputs are clamped to ``|z| <= 2^20`` (4096 in value)."""
+SILU_IN_BOUND = 1 << 24
+"""SiLU inputs are clamped to ``|z| <= 2^24`` (4096 in value)."""
 
 
 @dataclass(frozen=True)
 class IntSiLU:
-    """``silu(z) = z * sigmoid(z)`` for ``Q_8`` inputs by an exact sigmoid table, then a
-    :class:`Rescale` to the output format, clamped to ``|y| <= out_bound``."""
+    """``silu(z) = z * sigmoid(z)`` for ``Q_12`` inputs by an exact sigmoid table (indexed by
+    ``z`` rounded to ``2^-8``), then a :class:`Rescale` to the output format, clamped to
+    ``|y| <= out_bound``."""
 
     rescale: Rescale
     out_bound: int
@@ -217,10 +227,12 @@ class IntSiLU:
         return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        table = sigmoid_table(frac_bits=SILU_IN_FRAC_BITS, span=SIGMOID_SPAN, out_bits=SIGMOID_BITS)
-        n = SIGMOID_SPAN << SILU_IN_FRAC_BITS
+        table = sigmoid_table(frac_bits=SIGMOID_FRAC_BITS, span=SIGMOID_SPAN, out_bits=SIGMOID_BITS)
+        n = SIGMOID_SPAN << SIGMOID_FRAC_BITS
+        drop = SILU_IN_FRAC_BITS - SIGMOID_FRAC_BITS
         z = z.clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
-        s = table[(z.clamp(-n, n - 1) + n)]  # sigmoid(z) in Q_16
+        i = (z + (1 << (drop - 1))) >> drop  # z rounded to Q_8
+        s = table[i.clamp(-n, n - 1) + n]  # sigmoid(z) in Q_16
         return self.rescale(z * s).clamp(-self.out_bound, self.out_bound)
 
 

@@ -3,7 +3,7 @@
 Every tensor is an int64 tensor with a scale fixed at freeze time:
 
 * the residual stream and skips are *wide* (``|q| <= 2^14 - 1``; convs on them take two
-  7-bit limbs); GroupNorm outputs are ``Q_8`` for the SiLU table, SiLU outputs and every
+  7-bit limbs); GroupNorm outputs are ``Q_12`` for the SiLU table, SiLU outputs and every
   other conv/matmul input are 8-bit; logits are ``Q_6``;
 * the input conv sees ``2x - K`` where known (else 0) and ``K * known``, both in units of
   ``1/K``; the value embedding followed by its 1x1 conv is one table per image channel;
@@ -29,11 +29,14 @@ from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, div_round, quantize_values
 from ardm.portable.tables import exp_table, sinusoid_table
 
-Q8 = 2.0**-SILU_IN_FRAC_BITS
-"""The unit of a GroupNorm output that feeds a SiLU."""
+QS = 2.0**-SILU_IN_FRAC_BITS
+"""The unit of a GroupNorm or linear output that feeds a SiLU."""
 
 LOGIT_BOUND = 1 << 20
 """Integer logits are clamped to ``|l| <= 2^20`` (16384 nats)."""
+
+TIME_W_BITS = 12
+"""The time path (one row per item, no pixels) affords 12-bit weights."""
 
 ATTN_EXP_FRAC_BITS = 6
 ATTN_EXP_BITS = 14
@@ -43,8 +46,8 @@ ATTN_EXP_SPAN = 16
 def _norm_silu(
     norm: nn.GroupNorm, *, in_scale: float, out_amax: float
 ) -> tuple[IntNorm, IntSiLU]:
-    """GroupNorm (wide in, ``Q_8`` out) and SiLU (into an 8-bit tensor of magnitude ``out_amax``)."""
-    n = IntNorm.freeze(norm, in_scale=in_scale, in_bound=WIDE, out_unit=Q8, out_bound=SILU_IN_BOUND)
+    """GroupNorm (wide in, ``Q_12`` out) and SiLU (into an 8-bit tensor of magnitude ``out_amax``)."""
+    n = IntNorm.freeze(norm, in_scale=in_scale, in_bound=WIDE, out_unit=QS, out_bound=SILU_IN_BOUND)
     return n, IntSiLU.freeze(out_scale=narrow_scale(out_amax), out_bound=NARROW)
 
 
@@ -95,7 +98,12 @@ class IntResBlock:
         temb = None
         if block.temb_proj is not None:
             temb = IntLayer.freeze(
-                block.temb_proj, in_scale=temb_scale, in_bound=NARROW, out_scale=s_r, out_bound=WIDE
+                block.temb_proj,
+                in_scale=temb_scale,
+                in_bound=WIDE,
+                out_scale=s_r,
+                out_bound=WIDE,
+                w_bits=TIME_W_BITS,
             )
         conv_2 = IntLayer.freeze(
             block.conv_2,
@@ -189,9 +197,12 @@ class IntResample:
 
 @dataclass(frozen=True)
 class IntTime:
-    """The time path: exact sinusoid table row ``t`` -> Linear -> SiLU -> Linear -> SiLU (8-bit)."""
+    """The time path: exact sinusoid table row ``t`` -> Linear -> SiLU -> Linear -> SiLU.
 
-    table: torch.Tensor  # (D, dim) int64, |.| <= 127 (scale 1/127)
+    It costs nothing next to the convs, so every activation on it is wide (14 bits).
+    """
+
+    table: torch.Tensor  # (D, dim) int64, |.| <= WIDE (scale 1/WIDE)
     lin_1: IntLayer
     silu_1: IntSiLU
     lin_2: IntLayer
@@ -200,22 +211,22 @@ class IntTime:
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         s = self.table[t][:, :, None, None]  # (B, dim, 1, 1)
         u = self.silu_1(self.lin_1(s))  # (B, 4ch, 1, 1) 8-bit
-        return self.silu_2(self.lin_2(u))  # (B, 4ch, 1, 1) 8-bit: silu(temb)
+        return self.silu_2(self.lin_2(u))  # (B, 4ch, 1, 1) wide: silu(temb)
 
     @classmethod
     def freeze(cls, net: UNet, ranges: Ranges, temb_amax: float) -> IntTime:
         assert net.time_emb is not None
         lin_1, lin_2 = net.time_emb.mlp[0], net.time_emb.mlp[2]
         assert isinstance(lin_1, nn.Linear) and isinstance(lin_2, nn.Linear)
-        table = sinusoid_table(steps=net.D, dim=net.time_emb.dim, D=net.D, out_bits=7)
-        s_u = narrow_scale(ranges["time_emb.mlp.2<"])
-        q8 = {"out_scale": Q8, "out_bound": SILU_IN_BOUND}
+        table = sinusoid_table(steps=net.D, dim=net.time_emb.dim, D=net.D, out_bits=14)
+        s_u = wide_scale(ranges["time_emb.mlp.2<"])
+        qs = {"out_scale": QS, "out_bound": SILU_IN_BOUND}
         return cls(
             table=table,
-            lin_1=IntLayer.freeze(lin_1, in_scale=1 / NARROW, in_bound=NARROW, **q8),  # type: ignore[arg-type]
-            silu_1=IntSiLU.freeze(out_scale=s_u, out_bound=NARROW),
-            lin_2=IntLayer.freeze(lin_2, in_scale=s_u, in_bound=NARROW, **q8),  # type: ignore[arg-type]
-            silu_2=IntSiLU.freeze(out_scale=narrow_scale(temb_amax), out_bound=NARROW),
+            lin_1=IntLayer.freeze(lin_1, in_scale=1 / WIDE, in_bound=WIDE, w_bits=TIME_W_BITS, **qs),  # type: ignore[arg-type]
+            silu_1=IntSiLU.freeze(out_scale=s_u, out_bound=WIDE),
+            lin_2=IntLayer.freeze(lin_2, in_scale=s_u, in_bound=WIDE, w_bits=TIME_W_BITS, **qs),  # type: ignore[arg-type]
+            silu_2=IntSiLU.freeze(out_scale=wide_scale(temb_amax), out_bound=WIDE),
         )
 
 
@@ -242,12 +253,8 @@ class IntInput:
     def freeze(cls, net: UNet, ranges: Ranges) -> tuple[IntInput, float]:
         s_h = wide_scale(max(ranges["conv_in>"], ranges["value_in>"]))
         C, K = net.shape[0], net.K
-        w = net.conv_in.weight.detach().clone()  # (O, 2C, 3, 3)
-        w[:, C:] /= K  # the mask channel arrives as K * known, in units of 1/K
-        conv = nn.Conv2d(2 * C, w.shape[0], 3, padding=1)
-        conv.weight.data, conv.bias.data = w, net.conv_in.bias.detach().clone()  # type: ignore[union-attr]
-        conv_in = IntLayer.freeze(
-            conv, in_scale=1.0 / K, in_bound=K, out_scale=s_h, out_bound=WIDE, w_bits=10
+        conv_in = IntLayer.freeze(  # the mask arrives as K * known: 1 in units of 1/K
+            net.conv_in, in_scale=1.0 / K, in_bound=K, out_scale=s_h, out_bound=WIDE, w_bits=10
         )
         emb = net.value_emb.weight.detach().double()  # (K + 1, E)
         E = emb.shape[1]
@@ -276,7 +283,7 @@ class IntegerUNet:
         temb_scale = 1.0
         if net.time_emb is not None:
             temb_amax = ranges["down.0.temb_proj<"]
-            self.time, temb_scale = IntTime.freeze(net, ranges, temb_amax), narrow_scale(temb_amax)
+            self.time, temb_scale = IntTime.freeze(net, ranges, temb_amax), wide_scale(temb_amax)
         scales = [s]
         self.down: list[IntResBlock | IntResample] = []
         for i, layer in enumerate(net.down):
