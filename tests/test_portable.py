@@ -21,13 +21,11 @@ import torch.nn.functional as F
 
 import ardm
 from ardm.core.orders import known_mask, random_orders
-from ardm.nets.unet import UNet, UNetConfig
+from ardm.nets.unet import UNet
 from ardm.portable import IntegerUNet, categorical_pmf
 from ardm.portable.ops import ExactConv, IntNorm, IntSiLU, exact_matmul, limbs
 from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
 from ardm.portable.tables import exp_table, sigmoid_table, sinusoid_table
-
-from .tiny_nets import randomize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,28 +35,28 @@ def ints(shape: tuple[int, ...], bound: int, seed: int) -> torch.Tensor:
     return torch.randint(-bound, bound + 1, shape, generator=g)
 
 
-def conv_reference(
-    a: torch.Tensor, w: torch.Tensor, *, stride: int, padding: int
-) -> torch.Tensor:
+def conv_reference(a: torch.Tensor, w: torch.Tensor, *, stride: int, padding: int) -> torch.Tensor:
     """int64 conv2d by unfold (exact in float64 for these sizes) and an int64 matmul."""
-    B, _, H, W = a.shape
-    O, _, kh, kw = w.shape
-    cols = F.unfold(a.double(), (kh, kw), padding=padding, stride=stride).long()  # (B, I*kh*kw, L)
-    out = w.reshape(O, -1) @ cols  # (B, O, L) int64
+    B, _, H, _ = a.shape
+    c_out, _, kh, kw = w.shape
+    cols = F.unfold(
+        a.double(), (kh, kw), padding=padding, stride=stride
+    ).long()  # (B, c_in*kh*kw, L)
+    out = w.reshape(c_out, -1) @ cols  # (B, c_out, L) int64
     Ho = (H + 2 * padding - kh) // stride + 1
-    return out.reshape(B, O, Ho, -1)
+    return out.reshape(B, c_out, Ho, -1)
 
 
 # ---------------------------------------------------------------------------- (a) ops
 
 
 @pytest.mark.parametrize(
-    ("I", "a_bound", "k", "stride"),
+    ("c_in", "a_bound", "k", "stride"),
     [(16, 127, 3, 1), (128, 127, 3, 1), (32, WIDE, 3, 2), (96, WIDE, 1, 1), (2, 256, 3, 1)],
 )
-def test_exact_conv_equals_int64_reference(I: int, a_bound: int, k: int, stride: int) -> None:
-    a = ints((3, I, 9, 9), a_bound, seed=I)
-    w = ints((8, I, k, k), 127, seed=I + 1)
+def test_exact_conv_equals_int64_reference(c_in: int, a_bound: int, k: int, stride: int) -> None:
+    a = ints((3, c_in, 9, 9), a_bound, seed=c_in)
+    w = ints((8, c_in, k, k), 127, seed=c_in + 1)
     conv = ExactConv(w.float(), 127, a_bound, stride=stride, padding=k // 2)
     out = conv(a)  # (3, 8, H', W') int64
     assert out.dtype == torch.int64
@@ -87,7 +85,7 @@ def test_rescale_div_round_isqrt_are_exact() -> None:
     assert r(x).tolist() == [(v * m + (1 << (s - 1))) >> s for v in x.tolist()]
     assert abs(m / 2**s - 0.0123) < 1e-9
     den = ints((1000,), 1000, seed=6).abs() + 1
-    want = [math.floor((2 * n + d) / (2 * d)) for n, d in zip(x.tolist(), den.tolist())]
+    want = [(2 * n + d) // (2 * d) for n, d in zip(x.tolist(), den.tolist(), strict=True)]
     assert div_round(x, den).tolist() == want
     a = torch.cat([torch.arange(0, 5000), ints((1000,), 1 << 51, seed=7).abs()])
     assert isqrt(a).tolist() == [math.isqrt(v) for v in a.tolist()]
@@ -220,7 +218,9 @@ def test_integer_unet_same_bits_for_batch_and_threads(shipped: tuple[UNet, Integ
         torch.set_num_threads(2)
         batched = inet.pmf(x, known, t)  # (16, ...)
         torch.set_num_threads(1)
-        single = torch.cat([inet.pmf(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)])
+        single = torch.cat(
+            [inet.pmf(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)]
+        )
     finally:
         torch.set_num_threads(threads)
     assert sha(batched) == sha(single)

@@ -53,15 +53,18 @@ def chunk_size(terms_per_channel: int, a_bound: int, w_bound: int, channels: int
             f"one input channel already reaches 2^24 ({terms_per_channel} terms x {a_bound} x "
             f"{w_bound}); use smaller operands"
         )
-    return max(1, min(channels, (EXACT_LIMIT - 1) // per_channel))
+    most = max(1, min(channels, (EXACT_LIMIT - 1) // per_channel))
+    chunks = -(-channels // most)
+    return -(-channels // chunks)  # balanced: e.g. 128 channels as 64 + 64, not 115 + 13
 
 
 @dataclass(frozen=True)
 class ExactConv:
     """An exact integer conv2d (or, with 1x1 kernels on ``(B, I, 1, 1)``, a linear layer).
 
-    ``weight`` ``(O, I, kh, kw)`` holds integers ``|w| <= w_bound`` (as float32), split into
-    chunks of input channels so that each call stays exact for inputs ``|a| <= a_bound``.
+    ``weight`` ``(O, I, kh, kw)`` holds integers ``|w| <= w_bound`` (as float32); inputs obey
+    ``|a| <= a_bound``. The limbs of the input are stacked along the batch and the input
+    channels split into chunks, so that each float32 call is exact; a 1x1 conv is a matmul.
     Returns the int64 accumulator ``(B, O, H', W')``.
     """
 
@@ -72,28 +75,34 @@ class ExactConv:
     padding: int = 0
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        O, I, kh, kw = self.weight.shape
+        _, c_in, kh, kw = self.weight.shape
+        B = a.shape[0]
+        parts = limbs(a, self.a_bound)
+        step = chunk_size(kh * kw, max(b for _, b, _ in parts), self.w_bound, c_in)
+        x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
         acc: torch.Tensor | None = None
-        for limb, bound, shift in limbs(a, self.a_bound):
-            step = chunk_size(kh * kw, bound, self.w_bound, I)
-            x = limb.to(torch.float32)  # (B, I, H, W), exact small integers
-            for c0 in range(0, I, step):
-                part = F.conv2d(
-                    x[:, c0 : c0 + step],
-                    self.weight[:, c0 : c0 + step],
-                    stride=self.stride,
-                    padding=self.padding,
-                )  # (B, O, H', W') exact
-                term = part.to(torch.int64) << shift
+        for c0 in range(0, c_in, step):
+            y = self._call(x[:, c0 : c0 + step], self.weight[:, c0 : c0 + step])  # (L*B, O, ..)
+            y = y.to(torch.int64)  # exact: every partial sum was below 2^24
+            for j, (_, _, shift) in enumerate(parts):
+                term = y[j * B : (j + 1) * B] << shift if shift else y[j * B : (j + 1) * B]
                 acc = term if acc is None else acc + term
         assert acc is not None
         return acc
 
+    def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """One exact float32 call: ``(N, i, H, W)`` -> ``(N, O, H', W')``."""
+        if w.shape[2:] == (1, 1) and self.stride == 1 and self.padding == 0:
+            N, i, H, W = x.shape
+            y = torch.matmul(w[:, :, 0, 0], x.reshape(N, i, H * W))  # (N, O, HW)
+            return y.reshape(N, -1, H, W)
+        return F.conv2d(x, w, stride=self.stride, padding=self.padding)
+
     @property
     def acc_bound(self) -> int:
         """A bound on ``|accumulator|``."""
-        _, I, kh, kw = self.weight.shape
-        return I * kh * kw * self.a_bound * self.w_bound
+        _, c_in, kh, kw = self.weight.shape
+        return c_in * kh * kw * self.a_bound * self.w_bound
 
 
 def exact_matmul(a: torch.Tensor, b: torch.Tensor, *, a_bound: int, b_bound: int) -> torch.Tensor:

@@ -43,9 +43,7 @@ ATTN_EXP_BITS = 14
 ATTN_EXP_SPAN = 16
 
 
-def _norm_silu(
-    norm: nn.GroupNorm, *, in_scale: float, out_amax: float
-) -> tuple[IntNorm, IntSiLU]:
+def _norm_silu(norm: nn.GroupNorm, *, in_scale: float, out_amax: float) -> tuple[IntNorm, IntSiLU]:
     """GroupNorm (wide in, ``Q_12`` out) and SiLU (into an 8-bit tensor of magnitude ``out_amax``)."""
     n = IntNorm.freeze(norm, in_scale=in_scale, in_bound=WIDE, out_unit=QS, out_bound=SILU_IN_BOUND)
     return n, IntSiLU.freeze(out_scale=narrow_scale(out_amax), out_bound=NARROW)
@@ -156,7 +154,9 @@ class IntAttn:
         """The integer block for a wide input of scale ``s_in``; returns it and its output scale."""
         C = block.qkv.in_channels
         s_n = narrow_scale(ranges[name + ".qkv<"])
-        norm = IntNorm.freeze(block.norm, in_scale=s_in, in_bound=WIDE, out_unit=s_n, out_bound=NARROW)
+        norm = IntNorm.freeze(
+            block.norm, in_scale=s_in, in_bound=WIDE, out_unit=s_n, out_bound=NARROW
+        )
         parts = ranges.channels(name + ".qkv").reshape(3, C).amax(dim=1)  # (3,) q, k, v
         s_q, s_k, s_v = (narrow_scale(float(a)) for a in parts)
         out_scale = torch.tensor([s_q, s_k, s_v], dtype=torch.float64).repeat_interleave(C)
@@ -169,7 +169,9 @@ class IntAttn:
         value_shift = 24
         value = torch.tensor(round(s_v / s_y * 2.0**value_shift), dtype=torch.int64)
         s_out = wide_scale(ranges[name + ">"])
-        proj = IntLayer.freeze(block.proj, in_scale=s_y, in_bound=NARROW, out_scale=s_out, out_bound=WIDE)
+        proj = IntLayer.freeze(
+            block.proj, in_scale=s_y, in_bound=NARROW, out_scale=s_out, out_bound=WIDE
+        )
         residual = Rescale.from_ratio(s_in / s_out, in_bound=WIDE)
         return cls(norm, qkv, score, value, value_shift, proj, residual), s_out
 
@@ -191,7 +193,9 @@ class IntResample:
         cls, layer: Downsample | Upsample, name: str, s_in: float, ranges: Ranges
     ) -> tuple[IntResample, float]:
         s_out = wide_scale(ranges[name + ">"])
-        conv = IntLayer.freeze(layer.conv, in_scale=s_in, in_bound=WIDE, out_scale=s_out, out_bound=WIDE)
+        conv = IntLayer.freeze(
+            layer.conv, in_scale=s_in, in_bound=WIDE, out_scale=s_out, out_bound=WIDE
+        )
         return cls(conv, isinstance(layer, Upsample)), s_out
 
 
@@ -220,12 +224,22 @@ class IntTime:
         assert isinstance(lin_1, nn.Linear) and isinstance(lin_2, nn.Linear)
         table = sinusoid_table(steps=net.D, dim=net.time_emb.dim, D=net.D, out_bits=14)
         s_u = wide_scale(ranges["time_emb.mlp.2<"])
-        qs = {"out_scale": QS, "out_bound": SILU_IN_BOUND}
+
+        def linear(layer: nn.Linear, in_scale: float) -> IntLayer:
+            return IntLayer.freeze(
+                layer,
+                in_scale=in_scale,
+                in_bound=WIDE,
+                out_scale=QS,
+                out_bound=SILU_IN_BOUND,
+                w_bits=TIME_W_BITS,
+            )
+
         return cls(
             table=table,
-            lin_1=IntLayer.freeze(lin_1, in_scale=1 / WIDE, in_bound=WIDE, w_bits=TIME_W_BITS, **qs),  # type: ignore[arg-type]
+            lin_1=linear(lin_1, 1 / WIDE),
             silu_1=IntSiLU.freeze(out_scale=s_u, out_bound=WIDE),
-            lin_2=IntLayer.freeze(lin_2, in_scale=s_u, in_bound=WIDE, w_bits=TIME_W_BITS, **qs),  # type: ignore[arg-type]
+            lin_2=linear(lin_2, s_u),
             silu_2=IntSiLU.freeze(out_scale=wide_scale(temb_amax), out_bound=WIDE),
         )
 
