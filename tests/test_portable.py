@@ -23,7 +23,7 @@ import ardm
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.unet import UNet
 from ardm.portable import IntegerUNet, categorical_pmf
-from ardm.portable.ops import ExactConv, IntNorm, IntSiLU, exact_matmul, limbs
+from ardm.portable.ops import ExactConv, IntNorm, IntSiLU, SiLUTable, exact_matmul, limbs
 from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
 from ardm.portable.tables import exp_table, sigmoid_table, sinusoid_table
 
@@ -58,10 +58,11 @@ def test_exact_conv_equals_int64_reference(c_in: int, a_bound: int, k: int, stri
     a = ints((3, c_in, 9, 9), a_bound, seed=c_in)
     w = ints((8, c_in, k, k), 127, seed=c_in + 1)
     conv = ExactConv(w.float(), 127, a_bound, stride=stride, padding=k // 2)
-    out = conv(a)  # (3, 8, H', W') int64
-    assert out.dtype == torch.int64
-    assert torch.equal(out, conv_reference(a, w, stride=stride, padding=k // 2))
+    out = conv(a)  # (3, 8, H', W') float64 integers
+    assert torch.equal(out, out.floor())
+    assert torch.equal(out.long(), conv_reference(a, w, stride=stride, padding=k // 2))
     assert out.abs().max() <= conv.acc_bound
+    assert torch.equal(conv(a.float()), out)  # float32 carriers: the same integers
 
 
 def test_limbs_recompose_every_value() -> None:
@@ -70,12 +71,14 @@ def test_limbs_recompose_every_value() -> None:
     assert len(parts) == 2
     assert torch.equal(sum(p << s for p, _, s in parts), a)  # type: ignore[misc]
     assert all(int(p.abs().max()) <= b for p, b, _ in parts)
+    floats = limbs(a.float(), WIDE)
+    assert all(torch.equal(p.long(), q) for (p, _, _), (q, _, _) in zip(floats, parts, strict=True))
 
 
 def test_exact_matmul_equals_int64_reference() -> None:
     a = ints((2, 50, 300), 1 << 14, seed=3).abs()  # 15-bit weights, as in attention
     b = ints((2, 300, 20), 127, seed=4)
-    assert torch.equal(exact_matmul(a, b, a_bound=1 << 14, b_bound=127), a @ b)
+    assert torch.equal(exact_matmul(a, b, a_bound=1 << 14, b_bound=127).long(), a @ b)
 
 
 def test_rescale_div_round_isqrt_are_exact() -> None:
@@ -84,6 +87,9 @@ def test_rescale_div_round_isqrt_are_exact() -> None:
     m, s = int(r.multiplier), r.shift
     assert r(x).tolist() == [(v * m + (1 << (s - 1))) >> s for v in x.tolist()]
     assert abs(m / 2**s - 0.0123) < 1e-9
+    r64 = Rescale.from_ratio(0.0123, in_bound=1 << 30, float64=True)  # exact in float64
+    m, s = int(r64.multiplier), r64.shift
+    assert r64(x.double()).long().tolist() == [(v * m + (1 << (s - 1))) >> s for v in x.tolist()]
     den = ints((1000,), 1000, seed=6).abs() + 1
     want = [(2 * n + d) // (2 * d) for n, d in zip(x.tolist(), den.tolist(), strict=True)]
     assert div_round(x, den).tolist() == want
@@ -108,10 +114,10 @@ def norm_reference(norm: IntNorm, x: torch.Tensor) -> list[int]:
             per_c = len(vals) // per
             for i, e in enumerate(d):
                 c = g * per + i // per_c
-                num = int(norm.gamma_q[c]) << 31
+                num = int(norm.gamma_q[c]) << 29
                 den = sigma << norm.gamma_bits
                 coef = (2 * num + den) // (2 * den)
-                y = ((e * coef + (1 << 25)) >> 26) + int(norm.beta_q[c])
+                y = ((e * coef + (1 << 23)) >> 24) + int(norm.beta_q[c])
                 out.append(max(-norm.out_bound, min(norm.out_bound, y)))
     return out
 
@@ -124,26 +130,30 @@ def test_group_norm_equals_python_reference_and_float() -> None:
         gn.bias.uniform_(-1.0, 1.0)
     x = ints((2, 8, 5, 5), 3000, seed=8) + 700
     scale = 1e-3
-    norm = IntNorm.freeze(gn, in_scale=scale, in_bound=WIDE, out_unit=2.0**-12, out_bound=1 << 24)
-    y = norm(x)
-    assert y.flatten().tolist() == norm_reference(norm, x)
-    want = gn(x.double().float() * scale).double() * 2**12
-    assert (y.double() - want).abs().max() < 8  # a few units of 2^-12
+    norm = IntNorm.freeze(gn, in_scale=scale, in_bound=WIDE, out_unit=2.0**-8, out_bound=1 << 20)
+    y = norm(x.float())
+    assert y.long().flatten().tolist() == norm_reference(norm, x)
+    want = gn(x.double().float() * scale).double() * 2**8
+    assert (y.double() - want).abs().max() <= 1  # one unit of 2^-8
 
 
-def test_silu_equals_python_reference_and_float() -> None:
-    z = ints((2000,), 40 << 12, seed=9)
+def test_silu_equals_python_reference_float_and_its_table() -> None:
+    z = ints((4000,), 40 << 8, seed=9)
     silu = IntSiLU.freeze(out_scale=0.05, out_bound=127)
     table = sigmoid_table(frac_bits=8, span=16, out_bits=16).tolist()
     r = silu.rescale
     m, s = int(r.multiplier), r.shift
     want = []
     for v in z.tolist():
-        i = min(max((v + 8) >> 4, -4096), 4095) + 4096
-        want.append(max(-127, min(127, (v * table[i] * m + (1 << (s - 1))) >> s)))
-    assert silu(z).tolist() == want
-    ref = F.silu(z.double() / 4096) / 0.05
+        sig = 1 << 16 if v >= 4096 else table[min(max(v, -4096), 4095) + 4096]
+        want.append(max(-127, min(127, (v * sig * m + (1 << (s - 1))) >> s)))
+    assert silu(z).long().tolist() == want
+    ref = F.silu(z.double() / 256) / 0.05
     assert (silu(z).double() - ref.clamp(-127, 127)).abs().max() <= 1
+    for out_scale in (0.05, 0.5):  # a table within the sigmoid's span, and one beyond it
+        lut = SiLUTable.freeze(out_scale=out_scale, out_bound=127)
+        exact = IntSiLU.freeze(out_scale=out_scale, out_bound=127)
+        assert torch.equal(lut(z.float()), exact(z))
 
 
 def test_tables_match_the_functions_they_stand_for() -> None:

@@ -27,7 +27,8 @@ def wide_scale(amax: float) -> float:
 @dataclass(frozen=True)
 class IntLayer:
     """``clamp(rescale(conv(a) + bias), out_bound)``: an integer conv2d, or a linear layer on
-    ``(B, I, 1, 1)``; ``bias`` ``(1, O, 1, 1)`` is in accumulator units."""
+    ``(B, I, 1, 1)``; ``bias`` ``(1, O, 1, 1)`` is in accumulator units. Inputs and outputs
+    are float32 tensors holding integers; the accumulator and rescale run exactly in float64."""
 
     conv: ExactConv
     bias: torch.Tensor
@@ -35,8 +36,9 @@ class IntLayer:
     out_bound: int
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        acc = self.conv(a) + self.bias  # (B, O, H', W')
-        return self.rescale(acc).clamp(-self.out_bound, self.out_bound)
+        acc = self.conv(a) + self.bias  # (B, O, H', W') float64 integers
+        y = self.rescale(acc).clamp_(-self.out_bound, self.out_bound)
+        return y.to(torch.float32)
 
     @classmethod
     def freeze(
@@ -65,8 +67,8 @@ class IntLayer:
         conv = ExactConv(q.to(torch.float32), w_bound, in_bound, stride, padding)
         ratio = acc_scale / torch.as_tensor(out_scale, dtype=torch.float64)  # (O,)
         bound = conv.acc_bound + int(b.abs().max())
-        rescale = Rescale.from_ratio(ratio, in_bound=bound, shape=(1, -1, 1, 1))
-        return cls(conv, b.view(1, -1, 1, 1), rescale, out_bound)
+        rescale = Rescale.from_ratio(ratio, in_bound=bound, shape=(1, -1, 1, 1), float64=True)
+        return cls(conv, b.view(1, -1, 1, 1).to(torch.float64), rescale, out_bound)
 
 
 class Ranges:

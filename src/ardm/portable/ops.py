@@ -13,6 +13,7 @@ and SiLU by an exact sigmoid table.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,8 @@ LIMB_BITS = 7
 
 
 def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
-    """Split int64 ``a`` (``|a| <= bound``) into ``[(limb, limb_bound, shift)]``, ``a = sum limb << shift``.
+    """Split integers ``a`` (``|a| <= bound``; int64, or a float tensor holding integers) into
+    ``[(limb, limb_bound, shift)]`` with ``a = sum limb * 2^shift``.
 
     One limb when ``bound <= 256``; otherwise lower limbs ``a mod 2^7`` and a signed top limb
     with a bound of at most 256 (14-bit wide activations: two limbs).
@@ -37,8 +39,13 @@ def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
     parts: list[tuple[torch.Tensor, int, int]] = []
     shift = 0
     while bound > 256:
-        parts.append((a & ((1 << LIMB_BITS) - 1), (1 << LIMB_BITS) - 1, shift))
-        a = a >> LIMB_BITS
+        if a.is_floating_point():
+            hi = torch.floor(a * (1.0 / (1 << LIMB_BITS)))  # exact: a power of two
+            parts.append((a - hi * (1 << LIMB_BITS), (1 << LIMB_BITS) - 1, shift))
+            a = hi
+        else:
+            parts.append((a & ((1 << LIMB_BITS) - 1), (1 << LIMB_BITS) - 1, shift))
+            a = a >> LIMB_BITS
         bound = (bound >> LIMB_BITS) + 1
         shift += LIMB_BITS
     parts.append((a, bound, shift))
@@ -65,7 +72,8 @@ class ExactConv:
     ``weight`` ``(O, I, kh, kw)`` holds integers ``|w| <= w_bound`` (as float32); inputs obey
     ``|a| <= a_bound``. The limbs of the input are stacked along the batch and the input
     channels split into chunks, so that each float32 call is exact; a 1x1 conv is a matmul.
-    Returns the int64 accumulator ``(B, O, H', W')``.
+    Inputs are int64 or float tensors holding integers; returns the accumulator ``(B, O, H',
+    W')`` as float64 integers (exact below ``2^53``).
     """
 
     weight: torch.Tensor
@@ -83,10 +91,11 @@ class ExactConv:
         acc: torch.Tensor | None = None
         for c0 in range(0, c_in, step):
             y = self._call(x[:, c0 : c0 + step], self.weight[:, c0 : c0 + step])  # (L*B, O, ..)
-            y = y.to(torch.int64)  # exact: every partial sum was below 2^24
+            y = y.to(torch.float64)  # exact: every partial sum was below 2^24
             for j, (_, _, shift) in enumerate(parts):
-                term = y[j * B : (j + 1) * B] << shift if shift else y[j * B : (j + 1) * B]
-                acc = term if acc is None else acc + term
+                term = y[j * B : (j + 1) * B]
+                term = term * float(1 << shift) if shift else term
+                acc = term if acc is None else acc + term  # integers below 2^53: exact
         assert acc is not None
         return acc
 
@@ -106,10 +115,8 @@ class ExactConv:
 
 
 def exact_matmul(a: torch.Tensor, b: torch.Tensor, *, a_bound: int, b_bound: int) -> torch.Tensor:
-    """``a @ b`` for int64 ``a (..., n, k)``, ``b (..., k, m)`` (``|b| <= 127``), exactly, as int64.
-
-    ``a`` is split into limbs and the reduction over ``k`` into chunks as needed.
-    """
+    """``a @ b`` for integers ``a (..., n, k)``, ``b (..., k, m)`` (``|b| <= b_bound <= 256``),
+    exactly, as float64 integers; ``a`` is split into limbs and ``k`` into chunks as needed."""
     k = a.shape[-1]
     bf = b.to(torch.float32)
     acc: torch.Tensor | None = None
@@ -118,7 +125,7 @@ def exact_matmul(a: torch.Tensor, b: torch.Tensor, *, a_bound: int, b_bound: int
         x = limb.to(torch.float32)
         for c0 in range(0, k, step):
             part = torch.matmul(x[..., c0 : c0 + step], bf[..., c0 : c0 + step, :])  # exact
-            term = part.to(torch.int64) << shift
+            term = part.to(torch.float64) * float(1 << shift)
             acc = term if acc is None else acc + term
     assert acc is not None
     return acc
@@ -130,7 +137,7 @@ MEAN_FRAC_BITS = 3
 STD_FRAC_BITS = 5
 """The standard deviation carries 5 more fractional bits than the centred values."""
 
-COEF_BITS = 26
+COEF_BITS = 24
 """Fractional bits of the per-(item, channel) factor ``gamma / sigma``."""
 
 
@@ -139,12 +146,14 @@ class IntNorm:
     """Integer GroupNorm over ``(B, C, ...)`` (LayerNorm: :meth:`layer_norm`, ``groups = 1``),
     with an affine map into an output integer format.
 
-    ``y_c = round(d * coef[b, c] / 2^26) + beta_q[c]`` where ``d`` is the input minus the
+    ``y_c = round(d * coef[b, c] / 2^24) + beta_q[c]`` where ``d`` is the input minus the
     group mean (units ``2^-3``), ``sigma`` the integer square root of the group variance
-    (units ``2^-8``, with ``eps_q`` added), ``coef = round(gamma_q[c] 2^31 / (sigma
+    (units ``2^-8``, with ``eps_q`` added), ``coef = round(gamma_q[c] 2^29 / (sigma
     2^gamma_bits))`` one integer division per item and channel, ``gamma_q = round(gamma / u *
     2^gamma_bits)`` and ``beta_q = round(beta / u)`` for the output unit ``u``. Inputs obey
-    ``|x| <= in_bound``; outputs are clamped to ``|y| <= out_bound``.
+    ``|x| <= in_bound``; outputs are clamped to ``|y| <= out_bound``. Inputs are float (or
+    int64) tensors holding integers; the large products run in float64, exactly (every one
+    an integer below ``2^52``, checked), and the output is float32 integers.
     """
 
     groups: int
@@ -157,24 +166,30 @@ class IntNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         B, C = x.shape[:2]
-        g = x.reshape(B, self.groups, -1)  # (B, G, n)
+        g = x.reshape(B, self.groups, -1).to(torch.float64)  # (B, G, n) integers
         n = g.shape[-1]
-        if self.in_bound.bit_length() + MEAN_FRAC_BITS + 1 > 20 or n >= 1 << 20:
-            raise ValueError("an integer norm supports |x| < 2^16 and groups under 2^20 values")
-        m = div_round(g.sum(dim=-1, keepdim=True) << MEAN_FRAC_BITS, torch.tensor(n))  # (B, G, 1)
-        d = (g << MEAN_FRAC_BITS) - m  # (B, G, n), |d| < 2^20
-        V = (d * d).sum(dim=-1, keepdim=True)  # (B, G, 1) < 2^60
+        if 2 * (self.in_bound.bit_length() + MEAN_FRAC_BITS + 1) + n.bit_length() > 52:
+            raise ValueError(f"an integer norm of {n} values below {self.in_bound} overflows")
+        S = g.sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact
+        m = div_round(S << MEAN_FRAC_BITS, torch.tensor(n))  # (B, G, 1) mean, units 2^-3
+        d = g * float(1 << MEAN_FRAC_BITS) - m.to(torch.float64)  # (B, G, n) exact integers
+        V = (d * d).sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact: < 2^52
         q, r = torch.div(V, n, rounding_mode="floor"), V % n
         A = (q << 2 * STD_FRAC_BITS) + ((r << 2 * STD_FRAC_BITS) // n) + self.eps_q  # var, 2^-16
         sigma = isqrt(A)  # (B, G, 1) std in units 2^-(3+5)
         sigma = sigma.expand(B, self.groups, C // self.groups).reshape(B, C)  # (B, C)
-        num = self.gamma_q << (STD_FRAC_BITS + COEF_BITS)  # (C,) < 2^55
-        coef = div_round(num, sigma << self.gamma_bits)  # (B, C): gamma / (u sigma), 2^-26
+        num = self.gamma_q << (STD_FRAC_BITS + COEF_BITS)  # (C,) < 2^52
+        coef = div_round(num, sigma << self.gamma_bits)  # (B, C): gamma / (u sigma), 2^-24
+        # |d| <= sqrt(V) <= sqrt(n) (sigma + 1) 2^-5, so |d coef| <= 2 sqrt(n) max|gamma/u| 2^24
+        gamma_top = (int(self.gamma_q.abs().max()) >> self.gamma_bits) + 1
+        if 2 * (math.isqrt(n) + 1) * gamma_top >= 1 << (52 - COEF_BITS):
+            raise ValueError("an integer norm's gamma is too large for exact float64 products")
         shape = (B, C) + (1,) * (x.dim() - 2)
-        d = d.reshape(x.shape) * coef.view(shape)  # (B, C, ...) < 2^58 (|d| <= sigma sqrt(n))
-        cshape = (1, C) + (1,) * (x.dim() - 2)
-        y = ((d + (1 << (COEF_BITS - 1))) >> COEF_BITS) + self.beta_q.view(cshape)
-        return y.clamp(-self.out_bound, self.out_bound)
+        y = d.reshape(x.shape) * coef.to(torch.float64).view(shape)  # (B, C, ...) exact
+        y += float(1 << (COEF_BITS - 1))
+        y *= 2.0**-COEF_BITS  # exact: a power of two
+        y = y.floor_() + self.beta_q.to(torch.float64).view((1, C) + (1,) * (x.dim() - 2))
+        return y.clamp_(-self.out_bound, self.out_bound).to(torch.float32)
 
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
         """LayerNorm over the last axis of ``x (..., C)`` (a one-group norm per position)."""
@@ -207,23 +222,29 @@ class IntNorm:
         )
 
 
-SILU_IN_FRAC_BITS = 12
-"""SiLU inputs are ``Q_12``."""
-
-SIGMOID_FRAC_BITS = 8
-"""The sigmoid table's step is ``2^-8``; the input is rounded to it for the lookup only."""
+SILU_IN_FRAC_BITS = 8
+"""SiLU inputs are ``Q_8``."""
 
 SIGMOID_SPAN = 16
 SIGMOID_BITS = 16
 SILU_IN_BOUND = 1 << 24
-"""SiLU inputs are clamped to ``|z| <= 2^24`` (4096 in value)."""
+"""SiLU inputs are clamped to ``|z| <= 2^24`` (65536 in value)."""
+
+
+def sigmoid_q16(z: torch.Tensor) -> torch.Tensor:
+    """``round(2^16 sigmoid(z / 2^8))`` for int64 ``Q_8`` inputs: the exact table inside
+    ``|z| < 16``, and 0 or ``2^16`` beyond (where the table has saturated)."""
+    table = sigmoid_table(frac_bits=SILU_IN_FRAC_BITS, span=SIGMOID_SPAN, out_bits=SIGMOID_BITS)
+    n = SIGMOID_SPAN << SILU_IN_FRAC_BITS
+    s = table[z.clamp(-n, n - 1) + n]
+    return torch.where(z >= n, 1 << SIGMOID_BITS, s)
 
 
 @dataclass(frozen=True)
 class IntSiLU:
-    """``silu(z) = z * sigmoid(z)`` for ``Q_12`` inputs by an exact sigmoid table (indexed by
-    ``z`` rounded to ``2^-8``), then a :class:`Rescale` to the output format, clamped to
-    ``|y| <= out_bound``."""
+    """``silu(z) = z * sigmoid(z)`` for ``Q_8`` inputs by the exact sigmoid table, then an
+    int64 :class:`Rescale` to the output format, clamped to ``|y| <= out_bound``. Returns
+    float32 integers; for large tensors with 8-bit outputs :class:`SiLUTable` is faster."""
 
     rescale: Rescale
     out_bound: int
@@ -236,13 +257,32 @@ class IntSiLU:
         return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        table = sigmoid_table(frac_bits=SIGMOID_FRAC_BITS, span=SIGMOID_SPAN, out_bits=SIGMOID_BITS)
-        n = SIGMOID_SPAN << SIGMOID_FRAC_BITS
-        drop = SILU_IN_FRAC_BITS - SIGMOID_FRAC_BITS
-        z = z.clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
-        i = (z + (1 << (drop - 1))) >> drop  # z rounded to Q_8
-        s = table[i.clamp(-n, n - 1) + n]  # sigmoid(z) in Q_16
-        return self.rescale(z * s).clamp(-self.out_bound, self.out_bound)
+        z = z.to(torch.int64).clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
+        y = self.rescale(z * sigmoid_q16(z)).clamp(-self.out_bound, self.out_bound)
+        return y.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class SiLUTable:
+    """:class:`IntSiLU` as one lookup: the table of its output for every ``Q_8`` input in
+    ``[-half, half)``, wide enough that the output has saturated at either end (``-half``:
+    0, ``half - 1``: ``out_bound``); inputs and outputs are float32 integers."""
+
+    table: torch.Tensor  # (2 half,) float32 integers
+    half: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> SiLUTable:
+        """SiLU into integers of scale ``out_scale`` with ``|y| <= out_bound``."""
+        span = max(SIGMOID_SPAN, math.ceil(out_bound * out_scale) + 1)
+        half = span << SILU_IN_FRAC_BITS
+        z = torch.arange(-half, half)  # (2 half,) every Q_8 input in range
+        silu = IntSiLU.freeze(out_scale=out_scale, out_bound=out_bound)
+        return cls(silu(z), half)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int64)
+        return self.table.take(i)  # (z's shape) float32 integers
 
 
 def ensure_bits(bound: int, bits: int, what: str) -> None:

@@ -27,7 +27,10 @@ WIDE = (1 << 14) - 1
 """Largest magnitude of a wide (residual) activation."""
 
 INT64_BITS = 62
-"""Products in a rescale stay below ``2^62``: one bit of headroom for the rounding term."""
+"""Products in an int64 rescale stay below ``2^62``: one bit of headroom for the rounding."""
+
+FLOAT64_BITS = 52
+"""Products in a float64 rescale stay below ``2^52``: integers up to ``2^53`` are exact."""
 
 
 def bit_length(bound: int) -> int:
@@ -57,32 +60,43 @@ def quantize_values(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tenso
 
 @dataclass(frozen=True)
 class Rescale:
-    """``y = (x * multiplier + 2^(shift-1)) >> shift``: ``x`` times ``ratio`` in int64.
+    """``y = floor((x * multiplier + 2^(shift-1)) / 2^shift)``: integers ``x`` times ``ratio``.
 
-    ``multiplier`` is int64 and broadcasts against ``x`` (one entry per channel, or one for
-    all). ``in_bound`` bounds ``|x|``; the product never exceeds ``2^62``.
+    ``multiplier`` is an integer (one per channel, broadcasting against ``x``, or one for
+    all) and ``in_bound`` bounds ``|x|``. On int64 ``x`` it runs in int64 (products below
+    ``2^62``); on a float tensor holding integers it runs in float64, where every product
+    and sum is an integer below ``2^53`` (``float64=True`` at freezing) and so exact: the same
+    integers either way, the float64 form is faster on CPUs without 64-bit integer SIMD
+    multiplies.
     """
 
     multiplier: torch.Tensor
     shift: int
     in_bound: int
+    float64: bool = False
 
     @classmethod
     def from_ratio(
-        cls, ratio: torch.Tensor | float, *, in_bound: int, shape: tuple[int, ...] = (-1,)
+        cls,
+        ratio: torch.Tensor | float,
+        *,
+        in_bound: int,
+        shape: tuple[int, ...] = (-1,),
+        float64: bool = False,
     ) -> Rescale:
         """The rescale by ``ratio`` (float64, ``>= 0``) of integers with ``|x| <= in_bound``."""
         r = torch.as_tensor(ratio, dtype=torch.float64).reshape(-1)
         rmax = float(r.max())
         if not rmax >= 0 or not math.isfinite(rmax):
             raise ValueError(f"a rescale ratio must be finite and >= 0, got max {rmax}")
-        room = INT64_BITS - bit_length(in_bound)  # bits left for the multiplier
-        if room < 8:
-            raise ValueError(f"a rescale input bound of {in_bound} leaves no room in int64")
+        bits = FLOAT64_BITS if float64 else INT64_BITS
+        room = bits - bit_length(in_bound)  # bits left for the multiplier
+        if room < 12:
+            raise ValueError(f"a rescale input bound of {in_bound} leaves no room in {bits} bits")
         top = math.frexp(rmax)[1] if rmax > 0 else 0  # rmax < 2^top
-        shift = max(1, min(INT64_BITS - 1, room - top))
+        shift = max(1, min(bits - 1, room - top))
         m = torch.round(r * 2.0**shift).to(torch.int64)
-        return cls(multiplier=m.reshape(shape), shift=shift, in_bound=in_bound)
+        return cls(multiplier=m.reshape(shape), shift=shift, in_bound=in_bound, float64=float64)
 
     @property
     def out_bound(self) -> int:
@@ -91,7 +105,14 @@ class Rescale:
         return (self.in_bound * top + (1 << (self.shift - 1))) >> self.shift
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.multiplier + (1 << (self.shift - 1))) >> self.shift
+        if not x.is_floating_point():
+            return (x * self.multiplier + (1 << (self.shift - 1))) >> self.shift
+        if not self.float64:
+            raise ValueError("this rescale was frozen for int64 inputs")
+        y = x.to(torch.float64) * self.multiplier.to(torch.float64)  # exact, < 2^53
+        y += float(1 << (self.shift - 1))
+        y *= 2.0**-self.shift  # exact: a power of two
+        return y.floor_()
 
 
 def div_round(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

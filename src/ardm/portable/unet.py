@@ -1,10 +1,12 @@
 """The integer form of the image U-Net (:class:`ardm.nets.unet.UNet`, one stage).
 
-Every tensor is an int64 tensor with a scale fixed at freeze time:
+Every activation is a tensor of integers with a scale fixed at freeze time, carried in
+float32 (all of them stay below ``2^24``; accumulators and rescales run in float64, below
+``2^53``, or in int64), so every operation is exact:
 
 * the residual stream and skips are *wide* (``|q| <= 2^14 - 1``; convs on them take two
-  7-bit limbs); GroupNorm outputs are ``Q_12`` for the SiLU table, SiLU outputs and every
-  other conv/matmul input are 8-bit; logits are ``Q_6``;
+  7-bit limbs); GroupNorm outputs are ``Q_8`` and index a SiLU table whose outputs, like
+  every other conv/matmul input, are 8-bit; logits are ``Q_6``;
 * the input conv sees ``2x - K`` where known (else 0) and ``K * known``, both in units of
   ``1/K``; the value embedding followed by its 1x1 conv is one table per image channel;
 * the time path starts from an exact sinusoid table (one row per ``t``), then the MLP and
@@ -24,7 +26,14 @@ from torch import nn
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.unet import AttnBlock, Downsample, ResBlock, UNet, Upsample
 from ardm.portable.layers import IntLayer, Ranges, narrow_scale, wide_scale
-from ardm.portable.ops import SILU_IN_BOUND, SILU_IN_FRAC_BITS, IntNorm, IntSiLU, exact_matmul
+from ardm.portable.ops import (
+    SILU_IN_BOUND,
+    SILU_IN_FRAC_BITS,
+    IntNorm,
+    IntSiLU,
+    SiLUTable,
+    exact_matmul,
+)
 from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, div_round, quantize_values
 from ardm.portable.tables import exp_table, sinusoid_table
@@ -43,10 +52,12 @@ ATTN_EXP_BITS = 14
 ATTN_EXP_SPAN = 16
 
 
-def _norm_silu(norm: nn.GroupNorm, *, in_scale: float, out_amax: float) -> tuple[IntNorm, IntSiLU]:
+def _norm_silu(
+    norm: nn.GroupNorm, *, in_scale: float, out_amax: float
+) -> tuple[IntNorm, SiLUTable]:
     """GroupNorm (wide in, ``Q_12`` out) and SiLU (into an 8-bit tensor of magnitude ``out_amax``)."""
     n = IntNorm.freeze(norm, in_scale=in_scale, in_bound=WIDE, out_unit=QS, out_bound=SILU_IN_BOUND)
-    return n, IntSiLU.freeze(out_scale=narrow_scale(out_amax), out_bound=NARROW)
+    return n, SiLUTable.freeze(out_scale=narrow_scale(out_amax), out_bound=NARROW)
 
 
 @dataclass(frozen=True)
@@ -55,23 +66,25 @@ class IntResBlock:
 
     join: tuple[Rescale, ...] | None
     norm_1: IntNorm
-    silu_1: IntSiLU
+    silu_1: SiLUTable
     conv_1: IntLayer
     temb_proj: IntLayer | None
     norm_2: IntNorm
-    silu_2: IntSiLU
+    silu_2: SiLUTable
     conv_2: IntLayer
     skip: IntLayer | Rescale
 
     def __call__(self, parts: list[torch.Tensor], temb: torch.Tensor | None) -> torch.Tensor:
         if self.join is not None:
-            parts = [r(p).clamp(-WIDE, WIDE) for r, p in zip(self.join, parts, strict=True)]
+            parts = [
+                r(p).clamp_(-WIDE, WIDE).float() for r, p in zip(self.join, parts, strict=True)
+            ]
         h = torch.cat(parts, dim=1)  # (B, in, H, W) wide
         r = self.conv_1(self.silu_1(self.norm_1(h)))  # (B, out, H, W) wide
         if self.temb_proj is not None and temb is not None:
             r = (r + self.temb_proj(temb)).clamp(-WIDE, WIDE)  # (B, out, H, W)
         r = self.conv_2(self.silu_2(self.norm_2(r)))  # (B, out, H, W) wide
-        return (self.skip(h) + r).clamp(-WIDE, WIDE)  # (B, out, H, W)
+        return (self.skip(h).float() + r).clamp_(-WIDE, WIDE)  # (B, out, H, W)
 
     @classmethod
     def freeze(
@@ -81,7 +94,7 @@ class IntResBlock:
         s_in, join = parts[0], None
         if len(parts) > 1:
             s_in = wide_scale(ranges[name + "<"])
-            join = tuple(Rescale.from_ratio(s / s_in, in_bound=WIDE) for s in parts)
+            join = tuple(Rescale.from_ratio(s / s_in, in_bound=WIDE, float64=True) for s in parts)
         s_r = wide_scale(ranges[name + ".norm_2<"])
         s_out = wide_scale(ranges[name + ">"])
         norm_1, silu_1 = _norm_silu(block.norm_1, in_scale=s_in, out_amax=ranges[name + ".conv_1<"])
@@ -116,7 +129,7 @@ class IntResBlock:
                 block.skip, in_scale=s_in, in_bound=WIDE, out_scale=s_out, out_bound=WIDE
             )
         else:
-            skip = Rescale.from_ratio(s_in / s_out, in_bound=WIDE)
+            skip = Rescale.from_ratio(s_in / s_out, in_bound=WIDE, float64=True)
         layer = cls(join, norm_1, silu_1, conv_1, temb, norm_2, silu_2, conv_2, skip)
         return layer, s_out
 
@@ -137,15 +150,15 @@ class IntAttn:
         B, C, H, W = h.shape
         qkv = self.qkv(self.norm(h)).reshape(B, 3, C, H * W)  # (B, 3, C, HW) 8-bit
         q, k, v = qkv.transpose(2, 3).unbind(dim=1)  # (B, HW, C) each
-        s = exact_matmul(q, k.transpose(1, 2), a_bound=NARROW, b_bound=NARROW)  # (B, HW, HW)
+        s = exact_matmul(q, k.transpose(1, 2), a_bound=NARROW, b_bound=NARROW).long()
         d = self.score(s.amax(dim=-1, keepdim=True) - s)  # (B, HW, HW) >= 0, Q_6
         table = exp_table(frac_bits=ATTN_EXP_FRAC_BITS, span=ATTN_EXP_SPAN, out_bits=ATTN_EXP_BITS)
         e = table[d.clamp(max=table.numel() - 1)]  # (B, HW, HW) in [0, 2^14]
-        num = exact_matmul(e, v, a_bound=1 << ATTN_EXP_BITS, b_bound=NARROW)  # (B, HW, C)
+        num = exact_matmul(e, v, a_bound=1 << ATTN_EXP_BITS, b_bound=NARROW).long()
         den = e.sum(dim=-1, keepdim=True) << self.value_shift  # (B, HW, 1)
         y = div_round(num * self.value, den).clamp(-NARROW, NARROW)  # (B, HW, C) 8-bit
-        y = y.transpose(1, 2).reshape(B, C, H, W)  # (B, C, H, W)
-        return (self.residual(h) + self.proj(y)).clamp(-WIDE, WIDE)  # (B, C, H, W)
+        y = y.transpose(1, 2).reshape(B, C, H, W).float()  # (B, C, H, W)
+        return (self.residual(h).float() + self.proj(y)).clamp_(-WIDE, WIDE)  # (B, C, H, W)
 
     @classmethod
     def freeze(
@@ -172,7 +185,7 @@ class IntAttn:
         proj = IntLayer.freeze(
             block.proj, in_scale=s_y, in_bound=NARROW, out_scale=s_out, out_bound=WIDE
         )
-        residual = Rescale.from_ratio(s_in / s_out, in_bound=WIDE)
+        residual = Rescale.from_ratio(s_in / s_out, in_bound=WIDE, float64=True)
         return cls(norm, qkv, score, value, value_shift, proj, residual), s_out
 
 
@@ -213,7 +226,7 @@ class IntTime:
     silu_2: IntSiLU
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        s = self.table[t][:, :, None, None]  # (B, dim, 1, 1)
+        s = self.table[t][:, :, None, None].float()  # (B, dim, 1, 1)
         u = self.silu_1(self.lin_1(s))  # (B, 4ch, 1, 1) 8-bit
         return self.silu_2(self.lin_2(u))  # (B, 4ch, 1, 1) wide: silu(temb)
 
@@ -257,10 +270,11 @@ class IntInput:
     def __call__(self, x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         x = torch.where(known, x, self.K)  # (B, C, H, W) unknown -> index K
         value = torch.where(known, 2 * x - self.K, 0)  # (B, C, H, W) in units 1/K
-        h_conv = self.conv_in(torch.cat([value, self.K * known.long()], dim=1))  # (B, 3ch/4, H, W)
+        a = torch.cat([value, self.K * known.long()], dim=1).float()  # (B, 2C, H, W)
+        h_conv = self.conv_in(a)  # (B, 3ch/4, H, W)
         C = x.shape[1]
         e = sum(self.values[c][x[:, c]] for c in range(C))  # (B, H, W, E')
-        h_val = (e + self.value_bias).permute(0, 3, 1, 2).clamp(-WIDE, WIDE)  # (B, E', H, W)
+        h_val = (e + self.value_bias).permute(0, 3, 1, 2).clamp(-WIDE, WIDE).float()
         return torch.cat([h_conv, h_val], dim=1)  # (B, ch, H, W) wide
 
     @classmethod
@@ -368,7 +382,8 @@ class IntegerUNet:
         for layer in self.up:
             h = layer([h, hs.pop()], temb) if isinstance(layer, IntResBlock) else layer(h)
         out = self.conv_out(self.silu_out(self.norm_out(h)))  # (B, C*O, H, W)
-        return out.reshape(B, C, self.out_classes, H, W).permute(0, 1, 3, 4, 2)  # (B, C, H, W, O)
+        out = out.to(torch.int64).reshape(B, C, self.out_classes, H, W)  # (B, C, O, H, W)
+        return out.permute(0, 1, 3, 4, 2)  # (B, C, H, W, O)
 
     def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer weights ``(B, C, H, W, O)``, each >= 0, summing to ``2^24 - O`` per variable."""
