@@ -3,6 +3,7 @@ record (calibration) that fixes every activation's scale."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ardm.portable.ops import ExactConv
+from ardm.portable.ops import ExactConv, limbs
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
 
 
@@ -35,10 +36,24 @@ class IntLayer:
     rescale: Rescale
     out_bound: int
 
-    def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        acc = self.conv(a) + self.bias  # (B, O, H', W') float64 integers
-        y = self.rescale(acc).clamp_(-self.out_bound, self.out_bound)
-        return y.to(torch.float32)
+    def __call__(self, a: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on ``a``; ``add`` (integers in output units, broadcasting) is added
+        before the clamp (``floor(v) + add = floor(v + add)`` for integers)."""
+        offset, scales = self._epilogue
+        y = offset if add is None else offset + add.to(torch.float64)
+        for (term, _), scale in zip(self.conv.terms(a), scales, strict=True):
+            y = torch.addcmul(y, term, scale)  # (B, O, H', W') float64, exact
+        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+
+    @functools.cached_property
+    def _epilogue(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``floor((acc + bias) M / 2^s + 1/2)`` as ``floor(sum_j y_j scale_j + offset)`` with
+        ``scale_j = M 2^(shift_j - s)`` and ``offset = (bias M + 2^(s-1)) 2^-s``: every product
+        and partial sum is a multiple of ``2^-s`` below ``2^(53 - s)``, so exact."""
+        m, s = self.rescale.multiplier.to(torch.float64), self.rescale.shift
+        offset = (self.bias * m + float(1 << (s - 1))) * 2.0**-s  # (1, O, 1, 1)
+        shifts = [shift for _, _, shift in limbs(torch.zeros(1), self.conv.a_bound)]
+        return offset, [m * 2.0 ** (shift - s) for shift in shifts]
 
     @classmethod
     def freeze(

@@ -83,21 +83,30 @@ class ExactConv:
     padding: int = 0
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        acc: torch.Tensor | None = None
+        for y, shift in self.terms(a):
+            term = y.to(torch.float64) * float(1 << shift)  # exact
+            acc = term if acc is None else acc + term  # integers below 2^53: exact
+        assert acc is not None
+        return acc
+
+    def terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """``[(y, shift)]`` with ``accumulator = sum y * 2^shift``: one float32 term per limb
+        (float64 where input chunks had to be added), so a caller can fuse the sum."""
         _, c_in, kh, kw = self.weight.shape
         B = a.shape[0]
         parts = limbs(a, self.a_bound)
         step = chunk_size(kh * kw, max(b for _, b, _ in parts), self.w_bound, c_in)
-        x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
-        acc: torch.Tensor | None = None
+        if len(parts) == 1 and a.dtype == torch.float32:
+            x = a  # (B, I, H, W) float32 integers already
+        else:
+            x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
+        y: torch.Tensor | None = None
         for c0 in range(0, c_in, step):
-            y = self._call(x[:, c0 : c0 + step], self.weight[:, c0 : c0 + step])  # (L*B, O, ..)
-            y = y.to(torch.float64)  # exact: every partial sum was below 2^24
-            for j, (_, _, shift) in enumerate(parts):
-                term = y[j * B : (j + 1) * B]
-                term = term * float(1 << shift) if shift else term
-                acc = term if acc is None else acc + term  # integers below 2^53: exact
-        assert acc is not None
-        return acc
+            part = self._call(x[:, c0 : c0 + step], self.weight[:, c0 : c0 + step])  # exact
+            y = part if y is None else y.to(torch.float64) + part  # chunks add in float64
+        assert y is not None
+        return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
 
     def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """One exact float32 call: ``(N, i, H, W)`` -> ``(N, O, H', W')``."""
@@ -166,14 +175,15 @@ class IntNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         B, C = x.shape[:2]
-        g = x.reshape(B, self.groups, -1).to(torch.float64)  # (B, G, n) integers
+        g = x.reshape(B, self.groups, -1).to(torch.float32)  # (B, G, n) integers < 2^16
         n = g.shape[-1]
         if 2 * (self.in_bound.bit_length() + MEAN_FRAC_BITS + 1) + n.bit_length() > 52:
             raise ValueError(f"an integer norm of {n} values below {self.in_bound} overflows")
-        S = g.sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact
+        S = torch.sum(g, dim=-1, keepdim=True, dtype=torch.float64).to(torch.int64)  # exact
         m = div_round(S << MEAN_FRAC_BITS, torch.tensor(n))  # (B, G, 1) mean, units 2^-3
-        d = g * float(1 << MEAN_FRAC_BITS) - m.to(torch.float64)  # (B, G, n) exact integers
-        V = (d * d).sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact: < 2^52
+        d = torch.add(-m.to(torch.float32), g, alpha=1 << MEAN_FRAC_BITS)  # (B, G, n) < 2^19
+        dd = d.to(torch.float64)
+        V = torch.linalg.vecdot(dd, dd).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
         q, r = torch.div(V, n, rounding_mode="floor"), V % n
         A = (q << 2 * STD_FRAC_BITS) + ((r << 2 * STD_FRAC_BITS) // n) + self.eps_q  # var, 2^-16
         sigma = isqrt(A)  # (B, G, 1) std in units 2^-(3+5)
@@ -185,11 +195,12 @@ class IntNorm:
         if 2 * (math.isqrt(n) + 1) * gamma_top >= 1 << (52 - COEF_BITS):
             raise ValueError("an integer norm's gamma is too large for exact float64 products")
         shape = (B, C) + (1,) * (x.dim() - 2)
-        y = d.reshape(x.shape) * coef.to(torch.float64).view(shape)  # (B, C, ...) exact
-        y += float(1 << (COEF_BITS - 1))
-        y *= 2.0**-COEF_BITS  # exact: a power of two
-        y = y.floor_() + self.beta_q.to(torch.float64).view((1, C) + (1,) * (x.dim() - 2))
-        return y.clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+        # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact
+        offset = (self.beta_q.to(torch.float64) + 0.5).view((1, C) + (1,) * (x.dim() - 2))
+        y = torch.addcmul(
+            offset, d.reshape(x.shape), (coef.to(torch.float64) * 2.0**-COEF_BITS).view(shape)
+        )
+        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
 
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
         """LayerNorm over the last axis of ``x (..., C)`` (a one-group norm per position)."""

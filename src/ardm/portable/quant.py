@@ -15,6 +15,7 @@ it to the scale of the next tensor.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -109,10 +110,15 @@ class Rescale:
             return (x * self.multiplier + (1 << (self.shift - 1))) >> self.shift
         if not self.float64:
             raise ValueError("this rescale was frozen for int64 inputs")
-        y = x.to(torch.float64) * self.multiplier.to(torch.float64)  # exact, < 2^53
-        y += float(1 << (self.shift - 1))
-        y *= 2.0**-self.shift  # exact: a power of two
-        return y.floor_()
+        scale, half = self._float64
+        return torch.addcmul(half, x, scale).floor_()  # floor(x M 2^-s + 1/2): exact
+
+    @functools.cached_property
+    def _float64(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M 2^-s, 1/2)`` in float64: ``x M 2^-s`` is exact while ``|x M| < 2^53``."""
+        return self.multiplier.to(torch.float64) * 2.0**-self.shift, torch.tensor(
+            0.5, dtype=torch.float64
+        )
 
 
 def div_round(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

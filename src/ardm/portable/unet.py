@@ -80,9 +80,8 @@ class IntResBlock:
                 r(p).clamp_(-WIDE, WIDE).float() for r, p in zip(self.join, parts, strict=True)
             ]
         h = torch.cat(parts, dim=1)  # (B, in, H, W) wide
-        r = self.conv_1(self.silu_1(self.norm_1(h)))  # (B, out, H, W) wide
-        if self.temb_proj is not None and temb is not None:
-            r = (r + self.temb_proj(temb)).clamp(-WIDE, WIDE)  # (B, out, H, W)
+        add = self.temb_proj(temb) if self.temb_proj is not None and temb is not None else None
+        r = self.conv_1(self.silu_1(self.norm_1(h)), add)  # (B, out, H, W) wide
         r = self.conv_2(self.silu_2(self.norm_2(r)))  # (B, out, H, W) wide
         return (self.skip(h).float() + r).clamp_(-WIDE, WIDE)  # (B, out, H, W)
 
