@@ -23,7 +23,15 @@ import ardm
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.unet import UNet
 from ardm.portable import IntegerUNet, categorical_pmf
-from ardm.portable.ops import ExactConv, IntNorm, IntSiLU, SiLUTable, exact_matmul, limbs
+from ardm.portable.ops import (
+    ExactConv,
+    IntNorm,
+    IntSiLU,
+    NormSiLU,
+    SiLUTable,
+    exact_matmul,
+    limbs,
+)
 from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
 from ardm.portable.tables import exp_table, sigmoid_table, sinusoid_table
 
@@ -135,6 +143,8 @@ def test_group_norm_equals_python_reference_and_float() -> None:
     assert y.long().flatten().tolist() == norm_reference(norm, x)
     want = gn(x.double().float() * scale).double() * 2**8
     assert (y.double() - want).abs().max() <= 1  # one unit of 2^-8
+    lut = SiLUTable.freeze(out_scale=0.03, out_bound=127)
+    assert torch.equal(NormSiLU(norm, lut)(x.float()), lut(y))  # fused: the same integers
 
 
 def test_silu_equals_python_reference_float_and_its_table() -> None:

@@ -174,6 +174,12 @@ class IntNorm:
     out_bound: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.unrounded(x, shift=0.5)  # (B, C, ...) float64
+        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+
+    def unrounded(self, x: torch.Tensor, *, shift: float) -> torch.Tensor:
+        """``d coef / 2^24 + beta_q + shift`` (float64, exact); the output is its floor when
+        ``shift = 1/2``."""
         B, C = x.shape[:2]
         g = x.reshape(B, self.groups, -1).to(torch.float32)  # (B, G, n) integers < 2^16
         n = g.shape[-1]
@@ -196,11 +202,9 @@ class IntNorm:
             raise ValueError("an integer norm's gamma is too large for exact float64 products")
         shape = (B, C) + (1,) * (x.dim() - 2)
         # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact
-        offset = (self.beta_q.to(torch.float64) + 0.5).view((1, C) + (1,) * (x.dim() - 2))
-        y = torch.addcmul(
-            offset, d.reshape(x.shape), (coef.to(torch.float64) * 2.0**-COEF_BITS).view(shape)
-        )
-        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+        offset = (self.beta_q.to(torch.float64) + shift).view((1, C) + (1,) * (x.dim() - 2))
+        scale = (coef.to(torch.float64) * 2.0**-COEF_BITS).view(shape)  # (B, C, 1...)
+        return torch.addcmul(offset, d.reshape(x.shape), scale)  # (B, C, ...) float64
 
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
         """LayerNorm over the last axis of ``x (..., C)`` (a one-group norm per position)."""
@@ -294,6 +298,20 @@ class SiLUTable:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int64)
         return self.table.take(i)  # (z's shape) float32 integers
+
+
+@dataclass(frozen=True)
+class NormSiLU:
+    """``silu(norm(x))``: an :class:`IntNorm` into ``Q_8`` and a :class:`SiLUTable`, fused so
+    that the normalised value indexes the table directly (the same integers as the two)."""
+
+    norm: IntNorm
+    silu: SiLUTable
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm.unrounded(x, shift=0.5 + self.silu.half)  # (B, C, ...) index + fraction
+        i = y.floor_().clamp_(0, 2 * self.silu.half - 1).to(torch.int64)
+        return self.silu.table.take(i)  # (B, C, ...) float32 integers
 
 
 def ensure_bits(bound: int, bits: int, what: str) -> None:

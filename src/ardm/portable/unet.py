@@ -31,6 +31,7 @@ from ardm.portable.ops import (
     SILU_IN_FRAC_BITS,
     IntNorm,
     IntSiLU,
+    NormSiLU,
     SiLUTable,
     exact_matmul,
 )
@@ -52,12 +53,10 @@ ATTN_EXP_BITS = 14
 ATTN_EXP_SPAN = 16
 
 
-def _norm_silu(
-    norm: nn.GroupNorm, *, in_scale: float, out_amax: float
-) -> tuple[IntNorm, SiLUTable]:
+def _norm_silu(norm: nn.GroupNorm, *, in_scale: float, out_amax: float) -> NormSiLU:
     """GroupNorm (wide in, ``Q_12`` out) and SiLU (into an 8-bit tensor of magnitude ``out_amax``)."""
     n = IntNorm.freeze(norm, in_scale=in_scale, in_bound=WIDE, out_unit=QS, out_bound=SILU_IN_BOUND)
-    return n, SiLUTable.freeze(out_scale=narrow_scale(out_amax), out_bound=NARROW)
+    return NormSiLU(n, SiLUTable.freeze(out_scale=narrow_scale(out_amax), out_bound=NARROW))
 
 
 @dataclass(frozen=True)
@@ -65,25 +64,28 @@ class IntResBlock:
     """Integer :class:`ardm.nets.unet.ResBlock`; ``join`` brings concatenated parts to one scale."""
 
     join: tuple[Rescale, ...] | None
-    norm_1: IntNorm
-    silu_1: SiLUTable
+    norm_1: NormSiLU
     conv_1: IntLayer
     temb_proj: IntLayer | None
-    norm_2: IntNorm
-    silu_2: SiLUTable
+    norm_2: NormSiLU
     conv_2: IntLayer
     skip: IntLayer | Rescale
 
-    def __call__(self, parts: list[torch.Tensor], temb: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, parts: list[torch.Tensor], time: torch.Tensor | None) -> torch.Tensor:
+        """The block on its input ``parts`` (concatenated) with its time term ``time``
+        ``(B, out, 1, 1)`` (see :meth:`time_term`) or None."""
         if self.join is not None:
             parts = [
                 r(p).clamp_(-WIDE, WIDE).float() for r, p in zip(self.join, parts, strict=True)
             ]
         h = torch.cat(parts, dim=1)  # (B, in, H, W) wide
-        add = self.temb_proj(temb) if self.temb_proj is not None and temb is not None else None
-        r = self.conv_1(self.silu_1(self.norm_1(h)), add)  # (B, out, H, W) wide
-        r = self.conv_2(self.silu_2(self.norm_2(r)))  # (B, out, H, W) wide
+        r = self.conv_1(self.norm_1(h), time)  # (B, out, H, W) wide
+        r = self.conv_2(self.norm_2(r))  # (B, out, H, W) wide
         return (self.skip(h).float() + r).clamp_(-WIDE, WIDE)  # (B, out, H, W)
+
+    def time_term(self, temb: torch.Tensor) -> torch.Tensor | None:
+        """The time projection ``(B, out, 1, 1)`` of ``silu(temb)`` (wide), if any."""
+        return self.temb_proj(temb) if self.temb_proj is not None else None
 
     @classmethod
     def freeze(
@@ -96,8 +98,8 @@ class IntResBlock:
             join = tuple(Rescale.from_ratio(s / s_in, in_bound=WIDE, float64=True) for s in parts)
         s_r = wide_scale(ranges[name + ".norm_2<"])
         s_out = wide_scale(ranges[name + ">"])
-        norm_1, silu_1 = _norm_silu(block.norm_1, in_scale=s_in, out_amax=ranges[name + ".conv_1<"])
-        norm_2, silu_2 = _norm_silu(block.norm_2, in_scale=s_r, out_amax=ranges[name + ".conv_2<"])
+        norm_1 = _norm_silu(block.norm_1, in_scale=s_in, out_amax=ranges[name + ".conv_1<"])
+        norm_2 = _norm_silu(block.norm_2, in_scale=s_r, out_amax=ranges[name + ".conv_2<"])
         conv_1 = IntLayer.freeze(
             block.conv_1,
             in_scale=narrow_scale(ranges[name + ".conv_1<"]),
@@ -129,7 +131,7 @@ class IntResBlock:
             )
         else:
             skip = Rescale.from_ratio(s_in / s_out, in_bound=WIDE, float64=True)
-        layer = cls(join, norm_1, silu_1, conv_1, temb, norm_2, silu_2, conv_2, skip)
+        layer = cls(join, norm_1, conv_1, temb, norm_2, conv_2, skip)
         return layer, s_out
 
 
@@ -305,6 +307,7 @@ class IntegerUNet:
             raise ValueError("the integer U-Net supports one-stage networks only (so far)")
         self.shape = net.shape
         self.K, self.out_classes, self.D = net.K, net.out_classes, net.D
+        self._time_cache: dict[int, list[torch.Tensor | None]] = {}
         self.input, s = IntInput.freeze(net, ranges)
         self.time: IntTime | None = None
         temb_scale = 1.0
@@ -335,9 +338,7 @@ class IntegerUNet:
             else:
                 resample, s = IntResample.freeze(layer, f"up.{i}", s, ranges)  # type: ignore[arg-type]
                 self.up.append(resample)
-        self.norm_out, self.silu_out = _norm_silu(
-            net.norm_out, in_scale=s, out_amax=ranges["conv_out<"]
-        )
+        self.norm_out = _norm_silu(net.norm_out, in_scale=s, out_amax=ranges["conv_out<"])
         self.conv_out = IntLayer.freeze(
             net.conv_out,
             in_scale=narrow_scale(ranges["conv_out<"]),
@@ -369,20 +370,47 @@ class IntegerUNet:
         """Integer logits ``(B, C, H, W, O)`` int64 in ``Q_6``."""
         B, C, H, W = x.shape
         h = self.input(x.long(), known)  # (B, ch, H, W) wide
-        temb = self.time(t.long()) if self.time is not None else None  # (B, 4ch, 1, 1)
+        times = iter(self.time_terms(t))  # one per ResBlock, in order
         hs = [h]
         for layer in self.down:
-            h = layer([h], temb) if isinstance(layer, IntResBlock) else layer(h)
+            h = layer([h], next(times)) if isinstance(layer, IntResBlock) else layer(h)
             hs.append(h)
-        h = self.mid_1([h], temb)  # (B, c, h, w)
+        h = self.mid_1([h], next(times))  # (B, c, h, w)
         if self.mid_attn is not None:
             h = self.mid_attn(h)
-        h = self.mid_2([h], temb)
+        h = self.mid_2([h], next(times))
         for layer in self.up:
-            h = layer([h, hs.pop()], temb) if isinstance(layer, IntResBlock) else layer(h)
-        out = self.conv_out(self.silu_out(self.norm_out(h)))  # (B, C*O, H, W)
+            h = layer([h, hs.pop()], next(times)) if isinstance(layer, IntResBlock) else layer(h)
+        out = self.conv_out(self.norm_out(h))  # (B, C*O, H, W)
         out = out.to(torch.int64).reshape(B, C, self.out_classes, H, W)  # (B, C, O, H, W)
         return out.permute(0, 1, 3, 4, 2)  # (B, C, H, W, O)
+
+    def blocks(self) -> list[IntResBlock]:
+        """The ResBlocks in the order of the forward pass."""
+        down = [b for b in self.down if isinstance(b, IntResBlock)]
+        up = [b for b in self.up if isinstance(b, IntResBlock)]
+        return [*down, self.mid_1, self.mid_2, *up]
+
+    def time_terms(self, t: torch.Tensor) -> list[torch.Tensor | None]:
+        """Every ResBlock's time term ``(B, out, 1, 1)`` for steps ``t`` ``(B,)``.
+
+        They depend on ``t`` alone, so each step's terms are computed once and kept (an
+        exact integer function: keeping them changes no bit).
+        """
+        blocks = self.blocks()
+        if self.time is None:
+            return [None] * len(blocks)
+        rows = []
+        for step in t.tolist():
+            if step not in self._time_cache:
+                temb = self.time(torch.tensor([step]))  # (1, 4ch, 1, 1)
+                self._time_cache[step] = [b.time_term(temb) for b in blocks]
+            rows.append(self._time_cache[step])
+        return [None if col[0] is None else torch.cat(col) for col in zip(*rows, strict=True)]
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle without the kept time terms (a copy recomputes them)."""
+        return {**self.__dict__, "_time_cache": {}}
 
     def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer weights ``(B, C, H, W, O)``, each >= 0, summing to ``2^24 - O`` per variable."""
