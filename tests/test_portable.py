@@ -118,7 +118,7 @@ def norm_reference(norm: IntNorm, x: torch.Tensor) -> list[int]:
             m = (2 * (sum(vals) << 3) + n) // (2 * n)
             d = [(v << 3) - m for v in vals]
             V = sum(e * e for e in d)
-            sigma = math.isqrt(V * 1024 // n + norm.eps_q)
+            sigma = math.isqrt((V << 10) // n + norm.eps_q)
             per_c = len(vals) // per
             for i, e in enumerate(d):
                 c = g * per + i // per_c

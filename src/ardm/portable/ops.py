@@ -13,6 +13,7 @@ and SiLU by an exact sigmoid table.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -181,30 +182,33 @@ class IntNorm:
         """``d coef / 2^24 + beta_q + shift`` (float64, exact); the output is its floor when
         ``shift = 1/2``."""
         B, C = x.shape[:2]
-        g = x.reshape(B, self.groups, -1).to(torch.float32)  # (B, G, n) integers < 2^16
+        g = x.reshape(B, self.groups, -1).to(torch.float64)  # (B, G, n) integers < 2^16
         n = g.shape[-1]
         if 2 * (self.in_bound.bit_length() + MEAN_FRAC_BITS + 1) + n.bit_length() > 52:
             raise ValueError(f"an integer norm of {n} values below {self.in_bound} overflows")
-        S = torch.sum(g, dim=-1, keepdim=True, dtype=torch.float64).to(torch.int64)  # exact
-        m = div_round(S << MEAN_FRAC_BITS, torch.tensor(n))  # (B, G, 1) mean, units 2^-3
-        d = torch.add(-m.to(torch.float32), g, alpha=1 << MEAN_FRAC_BITS)  # (B, G, n) < 2^19
-        dd = d.to(torch.float64)
-        V = torch.linalg.vecdot(dd, dd).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
-        q, r = torch.div(V, n, rounding_mode="floor"), V % n
-        A = (q << 2 * STD_FRAC_BITS) + ((r << 2 * STD_FRAC_BITS) // n) + self.eps_q  # var, 2^-16
-        sigma = isqrt(A)  # (B, G, 1) std in units 2^-(3+5)
-        sigma = sigma.expand(B, self.groups, C // self.groups).reshape(B, C)  # (B, C)
-        num = self.gamma_q << (STD_FRAC_BITS + COEF_BITS)  # (C,) < 2^52
-        coef = div_round(num, sigma << self.gamma_bits)  # (B, C): gamma / (u sigma), 2^-24
+        gamma_q, offset, gamma_top = self._constants
         # |d| <= sqrt(V) <= sqrt(n) (sigma + 1) 2^-5, so |d coef| <= 2 sqrt(n) max|gamma/u| 2^24
-        gamma_top = (int(self.gamma_q.abs().max()) >> self.gamma_bits) + 1
         if 2 * (math.isqrt(n) + 1) * gamma_top >= 1 << (52 - COEF_BITS):
             raise ValueError("an integer norm's gamma is too large for exact float64 products")
+        S = g.sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact
+        m = torch.div((S << (MEAN_FRAC_BITS + 1)) + n, 2 * n, rounding_mode="floor")  # 2^-3
+        d = torch.add(-m.to(torch.float64), g, alpha=1 << MEAN_FRAC_BITS)  # (B, G, n) < 2^19
+        V = torch.linalg.vecdot(d, d).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
+        A = ((V << 2 * STD_FRAC_BITS) // n) + self.eps_q  # (B, G, 1) variance in 2^-16
+        sigma = isqrt(A).repeat_interleave(C // self.groups, dim=1)  # (B, C, 1) std, 2^-8
+        coef = div_round(gamma_q, sigma << self.gamma_bits)  # (B, C, 1): gamma/(u sigma), 2^-24
         shape = (B, C) + (1,) * (x.dim() - 2)
-        # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact
-        offset = (self.beta_q.to(torch.float64) + shift).view((1, C) + (1,) * (x.dim() - 2))
         scale = (coef.to(torch.float64) * 2.0**-COEF_BITS).view(shape)  # (B, C, 1...)
-        return torch.addcmul(offset, d.reshape(x.shape), scale)  # (B, C, ...) float64
+        # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact
+        o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
+        return torch.addcmul(o, d.view(x.shape), scale)  # (B, C, ...) float64
+
+    @functools.cached_property
+    def _constants(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``gamma_q 2^29`` ``(C, 1)``, ``beta_q`` float64 ``(C,)`` and a bound on ``|gamma/u|``."""
+        num = (self.gamma_q << (STD_FRAC_BITS + COEF_BITS))[:, None]  # (C, 1) < 2^52
+        top = (int(self.gamma_q.abs().max()) >> self.gamma_bits) + 1
+        return num, self.beta_q.to(torch.float64), top
 
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
         """LayerNorm over the last axis of ``x (..., C)`` (a one-group norm per position)."""
@@ -297,7 +301,7 @@ class SiLUTable:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int64)
-        return self.table.take(i)  # (z's shape) float32 integers
+        return self.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,7 @@ class NormSiLU:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm.unrounded(x, shift=0.5 + self.silu.half)  # (B, C, ...) index + fraction
         i = y.floor_().clamp_(0, 2 * self.silu.half - 1).to(torch.int64)
-        return self.silu.table.take(i)  # (B, C, ...) float32 integers
+        return self.silu.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
 
 
 def ensure_bits(bound: int, bits: int, what: str) -> None:
