@@ -23,6 +23,7 @@ import ardm
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.unet import UNet
 from ardm.portable import IntegerUNet, categorical_pmf
+from ardm.portable.layers import IntLayer
 from ardm.portable.ops import (
     ExactConv,
     IntNorm,
@@ -71,6 +72,24 @@ def test_exact_conv_equals_int64_reference(c_in: int, a_bound: int, k: int, stri
     assert torch.equal(out.long(), conv_reference(a, w, stride=stride, padding=k // 2))
     assert out.abs().max() <= conv.acc_bound
     assert torch.equal(conv(a.float()), out)  # float32 carriers: the same integers
+
+
+@pytest.mark.parametrize(("a_bound", "pow2"), [(127, True), (127, False), (WIDE, False)])
+def test_int_layer_equals_its_int64_definition(a_bound: int, pow2: bool) -> None:
+    torch.manual_seed(a_bound + pow2)
+    conv = torch.nn.Conv2d(48, 16, 3, padding=1)
+    layer = IntLayer.freeze(
+        conv, in_scale=0.02, in_bound=a_bound, out_scale=0.05, out_bound=WIDE, pow2=pow2
+    )
+    assert (layer._float32_epilogue is not None) == pow2  # the fast float32 epilogue
+    a = ints((2, 48, 7, 7), a_bound, seed=11)
+    add = ints((2, 16, 1, 1), 50, seed=12)
+    acc = conv_reference(a, layer.conv.weight.long(), stride=1, padding=1)  # (2, 16, 7, 7)
+    want = (layer.rescale(acc + layer.bias.long()) + add).clamp(-WIDE, WIDE)  # int64 rescale
+    got = layer(a.float(), add.float())
+    assert got.dtype == torch.float32 and torch.equal(got.long(), want)
+    ref = conv(a.float() * 0.02) / 0.05
+    assert (got.double() - ref.double() - add).abs().max() < 0.02 * ref.abs().max() + 1
 
 
 def test_limbs_recompose_every_value() -> None:

@@ -45,6 +45,9 @@ QS = 2.0**-SILU_IN_FRAC_BITS
 LOGIT_BOUND = 1 << 20
 """Integer logits are clamped to ``|l| <= 2^20`` (16384 nats)."""
 
+POW2 = True
+"""Layers on 8-bit inputs rescale by powers of two (see ``IntLayer.freeze``)."""
+
 TIME_W_BITS = 12
 """The time path (one row per item, no pixels) affords 12-bit weights."""
 
@@ -104,6 +107,7 @@ class IntResBlock:
             block.conv_1,
             in_scale=narrow_scale(ranges[name + ".conv_1<"]),
             in_bound=NARROW,
+            pow2=POW2,
             out_scale=s_r,
             out_bound=WIDE,
         )
@@ -121,6 +125,7 @@ class IntResBlock:
             block.conv_2,
             in_scale=narrow_scale(ranges[name + ".conv_2<"]),
             in_bound=NARROW,
+            pow2=POW2,
             out_scale=s_out,
             out_bound=WIDE,
         )
@@ -175,7 +180,12 @@ class IntAttn:
         s_q, s_k, s_v = (narrow_scale(float(a)) for a in parts)
         out_scale = torch.tensor([s_q, s_k, s_v], dtype=torch.float64).repeat_interleave(C)
         qkv = IntLayer.freeze(
-            block.qkv, in_scale=s_n, in_bound=NARROW, out_scale=out_scale, out_bound=NARROW
+            block.qkv,
+            in_scale=s_n,
+            in_bound=NARROW,
+            pow2=POW2,
+            out_scale=out_scale,
+            out_bound=NARROW,
         )
         score_ratio = s_q * s_k / math.sqrt(C) * 2.0**ATTN_EXP_FRAC_BITS
         score = Rescale.from_ratio(score_ratio, in_bound=2 * C * NARROW * NARROW)
@@ -184,7 +194,7 @@ class IntAttn:
         value = torch.tensor(round(s_v / s_y * 2.0**value_shift), dtype=torch.int64)
         s_out = wide_scale(ranges[name + ">"])
         proj = IntLayer.freeze(
-            block.proj, in_scale=s_y, in_bound=NARROW, out_scale=s_out, out_bound=WIDE
+            block.proj, in_scale=s_y, in_bound=NARROW, pow2=POW2, out_scale=s_out, out_bound=WIDE
         )
         residual = Rescale.from_ratio(s_in / s_out, in_bound=WIDE, float64=True)
         return cls(norm, qkv, score, value, value_shift, proj, residual), s_out
@@ -343,6 +353,7 @@ class IntegerUNet:
             net.conv_out,
             in_scale=narrow_scale(ranges["conv_out<"]),
             in_bound=NARROW,
+            pow2=POW2,
             out_scale=2.0**-LOGIT_FRAC_BITS,
             out_bound=LOGIT_BOUND,
         )
