@@ -19,6 +19,21 @@ table derails an ANS decoder. The integer form of a network computes only with i
 Freezing (``IntegerUNet.from_float``) runs the float network to calibrate activation ranges,
 so it is *not* portable itself: the frozen integer state is what must be shipped, and every
 machine that evaluates it gets the same bits.
+
+Not yet integer (what each needs, from these parts):
+
+* Transformer (``english``): LayerNorm is ``IntNorm.layer_norm``; GELU a per-layer table
+  like :class:`ardm.portable.ops.SiLUTable` (``erf`` from ``decimal``); rotary angles an
+  exact cos/sin table per (position, pair) like ``sinusoid_table``, the rotation an
+  integer multiply and rescale; per-head attention as in ``IntAttn`` (integer scores, exp
+  table, division of the value sum in int64); the head's logits through
+  :func:`categorical_pmf`. Linear layers are ``IntLayer`` on ``(B*L, C, 1, 1)``.
+* WaveNet (``fsdd``): ``Conv1d`` as a 2-D :class:`ExactConv` of height 1 (dilation to be
+  added to ``ExactConv``); ``tanh(a) * sigmoid(b)`` from two exact tables and an integer
+  product; upscale stage one-hots are exact already.
+* Logistic mixture (``cifar10-subset``): the pmf from integer ``mu`` and ``1/s`` by a
+  sigmoid-table CDF at every bin edge, differences clamped at 0, weighted by the integer
+  softmax of the mixture logits, scaled to ``2^24 - K`` as in :func:`categorical_pmf`.
 """
 
 from __future__ import annotations
