@@ -314,7 +314,8 @@ class NormSiLU:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm.unrounded(x, shift=0.5 + self.silu.half)  # (B, C, ...) index + fraction
-        i = y.floor_().clamp_(0, 2 * self.silu.half - 1).to(torch.int64)
+        # clamped to [0, 2 half - 1] first, truncation is the floor (and floor commutes with it)
+        i = y.clamp_(0, 2 * self.silu.half - 1).to(torch.int64)
         return self.silu.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
 
 
