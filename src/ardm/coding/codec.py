@@ -51,12 +51,17 @@ Two levels:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ardm.coding.container import (
     FINGERPRINT_BYTES,
     MAX_D,
+    PORTABLE_VERSION,
+    VERSION,
+    WRITE_VERSIONS,
     Header,
     data_crc32,
     pack,
@@ -71,7 +76,7 @@ from ardm.coding.lockstep import (
     decode_with_rest,
     encode,
 )
-from ardm.coding.stages import CodingModel
+from ardm.coding.stages import CodingModel, Stage
 from ardm.coding.tiles import _check_tileable, cut_tiles, paste_tiles, tile_grid
 from ardm.errors import DataError, FormatError
 
@@ -87,31 +92,80 @@ def _check_eval(model: CodingModel) -> None:
         raise ValueError("the model is in training mode: call model.eval() before coding")
 
 
-def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
+@dataclass(frozen=True)
+class _Coder:
+    """How a file is coded: its format ``version``, the fingerprint it carries, the stages
+    (``stages(budget, seed)``) and how the lockstep evaluates them (per item, or batched
+    ``batch`` tiles at a time)."""
+
+    version: int
+    fingerprint: bytes
+    stages: Callable[[int, int], list[Stage]]
+    per_item: bool = True
+    batch: int | None = None
+
+
+PORTABLE_BATCH = 16
+"""Tiles per network call of the integer coder (format version 5): its integer tables do not
+depend on the batch, so this changes the speed only (see benchmarks/portable_throughput.py)."""
+
+
+def _coder(model: CodingModel, version: int | None = None) -> _Coder:
+    """The coder of format ``version`` for ``model`` (``None``: version 5 when the model has a
+    portable form, ``model.portable``, else version 4)."""
+    portable = getattr(model, "portable", None)
+    if version is None:
+        version = PORTABLE_VERSION if portable is not None else VERSION
+    if version != PORTABLE_VERSION:
+        return _Coder(version, model.fingerprint()[:FINGERPRINT_BYTES], model.coding_stages)
+    if portable is None:
+        raise FormatError(
+            "this file was made by the integer coder (format v5), which needs the model's "
+            "portable form (shipped models have one; `ardm export` freezes one)"
+        )
+
+    def stages(budget: int, seed: int) -> list[Stage]:
+        return list(portable.coding_stages(model, budget, seed))
+
+    fingerprint = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]
+    return _Coder(version, fingerprint, stages, per_item=False, batch=PORTABLE_BATCH)
+
+
+def _items(model: CodingModel, x: torch.Tensor) -> tuple[list[torch.Tensor], bool]:
+    """The items of ``x`` (one item or a batch) and whether it was one item."""
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise DataError(f"expected integer data, got {x.dtype}")
+    ndim = len(model.shape)
+    if x.dim() == ndim:
+        return [x], True
+    if x.dim() == ndim + 1:
+        return list(x), False
+    raise DataError(
+        f"expected one item with {ndim} axes (model shape {model.shape}) or a batch of "
+        f"them, got shape {tuple(x.shape)}"
+    )
+
+
+def compress(
+    model: CodingModel, x: torch.Tensor, *, budget: int, version: int | None = None
+) -> bytes | list[bytes]:
     """Compress one item ``x`` (``bytes``) or a batch ``(N, ...)`` (a list of files).
 
     An item has the model's shape, or any shape with as many axes (an image larger or
     smaller than the model's tile, a text of another length): it is then cut into tiles of
     the model's shape and its true shape is stored. ``budget`` network calls per tile
     (clamped to ``S * D``; an Upscale ARDM with ``S`` stages needs at least ``S``), order
-    ``model.order_seed``.
+    ``model.order_seed``. ``version``: ``None`` (default) writes format version 5 (the
+    integer coder, decodable on every machine) when the model has a portable form
+    (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
     """
     _check_eval(model)
-    x = torch.as_tensor(x)
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise DataError(f"expected integer data, got {x.dtype}")
-    ndim = len(model.shape)
-    if x.dim() == ndim:
-        items, single = [x], True
-    elif x.dim() == ndim + 1:
-        items, single = list(x), False
-    else:
-        raise DataError(
-            f"expected one item with {ndim} axes (model shape {model.shape}) or a batch of "
-            f"them, got shape {tuple(x.shape)}"
-        )
+    items, single = _items(model, x)
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
+    if version is not None and version not in WRITE_VERSIONS:
+        raise ValueError(f"version must be one of {WRITE_VERSIONS} or None, got {version}")
     if not items:
         return []
     fewest, most = model.budget_range()
@@ -119,8 +173,8 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         raise DataError(f"this model has {fewest} stages: it needs a budget of at least {fewest}")
     budget = min(int(budget), most)
     device = _model_device(model)
-    fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
-    stages = model.coding_stages(budget, int(model.order_seed))
+    coder = _coder(model, version)
+    stages = coder.stages(budget, int(model.order_seed))
 
     tiles: list[torch.Tensor] = []
     pads: list[torch.Tensor] = []
@@ -146,9 +200,10 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
                 kind=model.kind,
                 budget=budget,
                 seed=int(model.order_seed),
-                fingerprint=fingerprint,
+                fingerprint=coder.fingerprint,
                 K=None if native else model.K,
                 shape=None if native else tuple(values.shape),
+                version=coder.version,
             )
         )
     setup = CodingSetup(
@@ -158,6 +213,8 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         pad=torch.cat(pads).to(device),
         groups=counts,
         device=device,
+        per_item=coder.per_item,
+        batch=coder.batch,
     )
     # One stream per file, shared by its tiles, from the data checksum.
     streams = encode(setup, torch.cat(tiles).to(device), initial=crcs)
@@ -188,7 +245,8 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     """
     _check_eval(model)
     header, body = unpack(blob)
-    ours = model.fingerprint()[:FINGERPRINT_BYTES]
+    coder = _coder(model, header.version)
+    ours = coder.fingerprint
     if header.fingerprint != ours:
         raise FormatError(
             f"this file was compressed with another model (fingerprint "
@@ -226,16 +284,18 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
     setup = CodingSetup(
-        model.coding_stages(header.budget, header.seed),
+        coder.stages(header.budget, header.seed),
         tile,
         model.K,
         pad=pad.to(device),
         groups=groups,
         device=device,
+        per_item=coder.per_item,
+        batch=coder.batch,
     )
     tiles, rests = decode_with_rest(setup, payloads)
     tiles = tiles.cpu()  # (T, *tile)
-    where = float_coder_note(header.version)
+    where = "" if header.version == PORTABLE_VERSION else float_coder_note(header.version)
     if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
         if any(rest != 0 for rest in rests):
             raise FormatError(

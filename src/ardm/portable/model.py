@@ -35,7 +35,7 @@ from torch import nn
 from ardm.coding.stages import Stage
 from ardm.core.seeded_order import seeded_order
 from ardm.portable.pmf import categorical_pmf
-from ardm.portable.state import dump_state, load_state
+from ardm.portable.state import dump_state, load_state, state_sha256
 from ardm.portable.unet import IntegerUNet
 
 
@@ -121,7 +121,7 @@ class PortableModel:
         h = hashlib.sha256(b"ardm-portable-model-1")
         h.update(bytes.fromhex(self.float_fingerprint))
         h.update(self.head.encode())
-        h.update(dump_state(self.net))
+        h.update(state_sha256(self.net))
         return h.digest()
 
     def fingerprint(self) -> bytes:

@@ -37,6 +37,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from ardm.errors import FormatError, first_line
 
@@ -50,15 +51,29 @@ PACKAGE = "ardm.portable"
 _MAX_DEPTH = 64
 
 
+def _plain(value: object, module: str) -> bool:
+    """A public plain class defined in ``module``: no exception, protocol or torch module."""
+    return (
+        isinstance(value, type)
+        and value.__module__ == module
+        and not value.__name__.startswith("_")
+        and not issubclass(value, BaseException | nn.Module)
+        and not getattr(value, "_is_protocol", False)
+    )
+
+
+@functools.cache
 def portable_classes() -> dict[str, type]:
-    """The whitelist: ``"module:qualname" -> class`` for every class defined in a module of
-    :mod:`ardm.portable` (so networks added there later are covered)."""
+    """The whitelist: ``"module:qualname" -> class`` for every public plain class defined in a
+    module of :mod:`ardm.portable` (so networks added there later are covered)."""
     package = importlib.import_module(PACKAGE)
     out: dict[str, type] = {}
     for info in pkgutil.iter_modules(package.__path__):
+        if info.name == "ship":  # the command line, no state
+            continue
         module = importlib.import_module(f"{PACKAGE}.{info.name}")
         for value in vars(module).values():
-            if isinstance(value, type) and value.__module__ == module.__name__:
+            if _plain(value, module.__name__):
                 out[f"{module.__name__}:{value.__qualname__}"] = value
     return out
 
@@ -132,6 +147,15 @@ def state_digest(structure: str, tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"\n{name} {t.dtype} {tuple(t.shape)}\n".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def state_sha256(obj: object) -> bytes:
+    """The SHA-256 of ``obj``'s serialized state (:func:`state_digest` of what
+    :func:`dump_state` writes): the same for equal states, whatever order safetensors gives
+    its metadata (a hash map) in the file's bytes."""
+    writer = _Writer()
+    structure = json.dumps(writer.node(obj, "", 0), sort_keys=True)
+    return bytes.fromhex(state_digest(structure, writer.tensors))
 
 
 def dump_state(obj: object) -> bytes:
