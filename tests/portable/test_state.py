@@ -88,3 +88,14 @@ def test_frozen_unet_gives_identical_pmf_after_loading() -> None:
     assert torch.equal(pm.pmf(x, known, t), back.pmf(x, known, t))
     assert back.fingerprint() == pm.fingerprint()
     assert back.float_fingerprint == m.fingerprint().hex()
+
+
+def test_load_attaches_the_portable_form_of_exactly_its_weights() -> None:
+    from ardm.errors import CheckpointError
+    from ardm.training.pretrained import attach_portable, portable_file, shipped_path
+
+    m = ardm.load("fashion-mnist")
+    assert m.portable is not None and m.portable.float_fingerprint == m.fingerprint().hex()
+    with pytest.raises(CheckpointError, match="other weights"):
+        attach_portable(m, portable_file(shipped_path("mnist")))
+    assert ardm.load("english").portable is None
