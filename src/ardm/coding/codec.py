@@ -36,6 +36,15 @@ each value as two 256-way symbols from the step's one network call: the decoder 
 high bytes of a step, then its low bytes given them, so the encoder pushes the low bytes
 first (:class:`Stage`, ``byte_pair``).
 
+The integer coder (format version 5). A model with a portable form (``model.portable``,
+:class:`ardm.portable.model.PortableModel`: shipped ``mnist`` and ``fashion-mnist``) is coded
+with exact integer tables (``Stage.exact``: no smoothing, ``constriction`` codes ``w + 1``),
+orders from :func:`ardm.core.seeded_order.seeded_order` and its fingerprint; its tables do
+not depend on batch or threads, so tiles and items go through the network batched
+(:data:`PORTABLE_BATCH` per call). Such files decode on every machine. :func:`compress`
+writes version 5 for such a model and version 4 otherwise (``version=4`` forces the float
+coder); :func:`decompress` dispatches on the file's version (:func:`_coder`).
+
 Two levels:
 
 * :func:`encode` / :func:`decode` (:func:`decode_with_rest`) against any
@@ -235,13 +244,31 @@ def float_coder_note(version: int) -> str:
     )
 
 
+def _expected_crc(header: Header, rests: list[int | None], where: str) -> int:
+    """The data checksum a file promises: its ``crc32`` field (versions 2 and 3, whose streams
+    must be left empty), or what its stream has left (versions 4 and 5: exactly one word)."""
+    if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
+        if any(rest != 0 for rest in rests):
+            raise FormatError(
+                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES}){where}"
+            )
+        return header.crc32
+    if rests[0] is None:  # versions 4, 5: the stream started from the checksum, all that is left
+        raise FormatError(
+            f"corrupt payload: more than the 32-bit checksum is left after decoding every "
+            f"value ({_LEFT_CAUSES}){where}"
+        )
+    return rests[0]
+
+
 def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     """Decompress one file of :func:`compress` with the model that made it.
 
     Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
-    data kind, and data that does not match its checksum (version 4: the stream's initial
-    state, all that may be left after the last value; versions 2 and 3: the header field):
-    wrong data is never returned.
+    data kind, and data that does not match its checksum (versions 4 and 5: the stream's
+    initial state, all that may be left after the last value; versions 2 and 3: the header
+    field): wrong data is never returned. Version 5 (the integer coder) needs the model's
+    portable form (``model.portable``); versions 2-4 use the float coder.
     """
     _check_eval(model)
     header, body = unpack(blob)
@@ -296,19 +323,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     tiles, rests = decode_with_rest(setup, payloads)
     tiles = tiles.cpu()  # (T, *tile)
     where = "" if header.version == PORTABLE_VERSION else float_coder_note(header.version)
-    if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
-        if any(rest != 0 for rest in rests):
-            raise FormatError(
-                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES}){where}"
-            )
-        expected = header.crc32
-    else:  # version 4: the stream started from the checksum, which must be all that is left
-        if rests[0] is None:
-            raise FormatError(
-                f"corrupt payload: more than the 32-bit checksum is left after decoding every "
-                f"value ({_LEFT_CAUSES}){where}"
-            )
-        expected = rests[0]
+    expected = _expected_crc(header, rests, where)
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
     if data_crc32(x.numpy(), model.K) != expected:
         raise FormatError(
