@@ -179,8 +179,8 @@ class _StepWork(Generic[_T]):
         self.known = step.before.to(pad.device)[None, :] | pad  # (N, D) padding is known
         self.positions = step.positions.to(pad.device)  # (m,)
 
-    def current(self, rows: slice) -> torch.Tensor:
-        """The values the network sees for the tiles ``rows``: ``(n, D)``."""
+    def current(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """The values the network sees for the tiles ``rows`` (a slice or indices): ``(n, D)``."""
         raise NotImplementedError
 
     def finish(self, i: int, out: torch.Tensor) -> _T:
@@ -213,21 +213,23 @@ class _StepWork(Generic[_T]):
         return iter(self._batched(tiles, workers.batch))
 
     def _batched(self, tiles: Sequence[int], batch: int) -> list[_T]:
-        """:meth:`finish` of ``tiles`` (in their order) from calls on runs of ``batch`` rows."""
+        """:meth:`finish` of ``tiles`` (in their order) from one call per ``batch`` of them
+        (only the tiles asked for: a tile with nothing to code at a step may have every
+        variable known, a ``t`` no step has)."""
         done: dict[int, _T] = {}
         wanted = sorted(tiles)
         for k in range(0, len(wanted), batch):
-            lo, hi = wanted[k], wanted[min(k + batch, len(wanted)) - 1] + 1
-            rows = slice(lo, hi)
+            chunk = wanted[k : k + batch]
+            rows = torch.tensor(chunk, device=self.known.device)  # (n,)
             out = _step_out(
                 self.step.stage,
                 self.current(rows),
                 self.known[rows],
                 self.step.positions,
                 self.shape,
-            )  # (hi - lo, m, O)
-            for i in wanted[k : k + batch]:
-                done[i] = self.finish(i, out[i - lo : i - lo + 1])
+            )  # (n, m, O)
+            for j, i in enumerate(chunk):
+                done[i] = self.finish(i, out[j : j + 1])
         return [done[i] for i in tiles]
 
 
@@ -248,7 +250,7 @@ class _EncodeStep(_StepWork[_Pushes]):
         self.coded = coded  # (N, m)
         self.fine, self.coarse, self.digits = digits  # (N, D) each
 
-    def current(self, rows: slice) -> torch.Tensor:
+    def current(self, rows: slice | torch.Tensor) -> torch.Tensor:
         return torch.where(self.known[rows], self.fine[rows], self.coarse[rows])  # (n, D)
 
     def finish(self, i: int, out: torch.Tensor) -> _Pushes:
@@ -277,7 +279,7 @@ class _DecodeStep(_StepWork[tuple[torch.Tensor | None, np.ndarray]]):
         super().__init__(step, shape, pad)
         self.x, self.K = x, K
 
-    def current(self, rows: slice) -> torch.Tensor:
+    def current(self, rows: slice | torch.Tensor) -> torch.Tensor:
         return self.x[rows].clone()  # (n, D) decoded so far (coarse where not yet refined)
 
     def finish(self, i: int, out: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
