@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ardm.portable.quant import Rescale, bit_length, div_round, isqrt
-from ardm.portable.tables import sigmoid_table
+from ardm.portable.tables import normal_cdf_table, sigmoid_table
 
 EXACT_LIMIT = 1 << 24
 """Every partial sum of a float32 call stays strictly below this."""
@@ -323,3 +323,65 @@ def ensure_bits(bound: int, bits: int, what: str) -> None:
     """Raise if ``bound`` needs more than ``bits`` bits."""
     if bit_length(bound) > bits:
         raise ValueError(f"{what}: bound {bound} exceeds {bits} bits")
+
+
+GELU_IN_FRAC_BITS = 8
+"""GELU inputs are ``Q_8``."""
+
+NORMAL_CDF_SPAN = 16
+NORMAL_CDF_BITS = 16
+
+
+def normal_cdf_q16(z: torch.Tensor) -> torch.Tensor:
+    """``round(2^16 Phi(z / 2^8))`` for int64 ``Q_8`` inputs: the exact table inside ``|z| <
+    16``, and 0 or ``2^16`` beyond (where the table has saturated)."""
+    table = normal_cdf_table(
+        frac_bits=GELU_IN_FRAC_BITS, span=NORMAL_CDF_SPAN, out_bits=NORMAL_CDF_BITS
+    )
+    n = NORMAL_CDF_SPAN << GELU_IN_FRAC_BITS
+    p = table[z.clamp(-n, n - 1) + n]
+    return torch.where(z >= n, 1 << NORMAL_CDF_BITS, p)
+
+
+@dataclass(frozen=True)
+class IntGELU:
+    """``gelu(z) = z * Phi(z)`` (exact erf form, as ``F.gelu``) for ``Q_8`` inputs by the exact
+    normal-CDF table, then an int64 :class:`Rescale` to the output format, clamped to ``|y| <=
+    out_bound``. Returns float32 integers; :class:`GELUTable` is its one-lookup form."""
+
+    rescale: Rescale
+    out_bound: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> IntGELU:
+        """GELU into integers of scale ``out_scale``."""
+        ratio = 2.0 ** -(GELU_IN_FRAC_BITS + NORMAL_CDF_BITS) / out_scale
+        bound = SILU_IN_BOUND << NORMAL_CDF_BITS
+        return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(torch.int64).clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
+        y = self.rescale(z * normal_cdf_q16(z)).clamp(-self.out_bound, self.out_bound)
+        return y.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class GELUTable:
+    """:class:`IntGELU` as one lookup: its output for every ``Q_8`` input in ``[-half,
+    half)``, wide enough that the output has saturated at either end (``-half``: 0, ``half -
+    1``: ``out_bound``); inputs and outputs are float32 integers."""
+
+    table: torch.Tensor  # (2 half,) float32 integers
+    half: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> GELUTable:
+        """GELU into integers of scale ``out_scale`` with ``|y| <= out_bound``."""
+        span = max(NORMAL_CDF_SPAN, math.ceil(out_bound * out_scale) + 1)
+        half = span << GELU_IN_FRAC_BITS
+        z = torch.arange(-half, half)  # (2 half,) every Q_8 input in range
+        return cls(IntGELU.freeze(out_scale=out_scale, out_bound=out_bound)(z), half)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int64)
+        return self.table.index_select(0, i.reshape(-1)).view(i.shape)  # float32 integers
