@@ -33,7 +33,7 @@ from ardm.core.orders import known_mask, random_orders
 from ardm.nets.embeddings import apply_rotary
 from ardm.nets.transformer import Block, Transformer
 from ardm.portable.layers import IntLayer, Ranges, narrow_scale, wide_scale
-from ardm.portable.ops import GELU_IN_FRAC_BITS, SILU_IN_BOUND, GELUTable, IntNorm, exact_matmul
+from ardm.portable.ops import EXACT_LIMIT, GELU_IN_FRAC_BITS, SILU_IN_BOUND, GELUTable, IntNorm
 from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, div_round, quantize_values
 from ardm.portable.tables import exp_table, rotary_table
@@ -45,16 +45,33 @@ ROTARY_BITS = 14
 ATTN_QK_BOUND = NARROW
 """Rotated queries and keys are integers ``|q| <= ATTN_QK_BOUND`` (8-bit: one matmul call)."""
 
+EXP_LIMB_BITS = 7
+"""Attention weights (``<= 2^14``) are split into two 7-bit limbs for ``e @ v``."""
+
 VALUE_SHIFT = 24
 """Fractional bits of the multiplier that moves the value average to the output scale."""
 
 
 def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-    """An :class:`IntLayer` on rows ``a (N, I)`` -> ``(N, O)``, as one matmul over all rows;
-    ``add`` ``(N, O)`` (output units) is added before the clamp."""
-    x = a.t()[None, :, :, None]  # (1, I, N, 1)
-    extra = None if add is None else add.t()[None, :, :, None]  # (1, O, N, 1)
-    return layer(x, extra)[0, :, :, 0].t()  # (N, O)
+    """An :class:`IntLayer` on rows ``a (N, I)`` -> ``(N, O)``; ``add`` ``(N, O)`` (output
+    units) is added before the clamp.
+
+    Where the layer has its exact float32 epilogue and one float32 call covers the whole
+    reduction (``I * a_bound * w_bound < 2^24``), this is ``a @ w^T`` on the rows, the add,
+    multiply and floor of that epilogue (the same integers as the layer, without transposing
+    the activations); otherwise the layer itself on ``(1, I, N, 1)``.
+    """
+    fast = layer._float32_epilogue
+    w = layer.conv.weight[:, :, 0, 0]  # (O, I) float32 integers
+    one_call = w.shape[1] * layer.conv.a_bound * layer.conv.w_bound < EXACT_LIMIT
+    if fast is None or not one_call or a.dtype != torch.float32:
+        x = a.t()[None, :, :, None]  # (1, I, N, 1)
+        extra = None if add is None else add.t()[None, :, :, None]  # (1, O, N, 1)
+        return layer(x, extra)[0, :, :, 0].t()  # (N, O)
+    offset, power = fast  # (1, O, 1, 1) each
+    y = torch.matmul(a, w.t()).add_(offset.view(-1)).mul_(power.view(-1)).floor_()  # (N, O)
+    y = y if add is None else y.add_(add)
+    return y.clamp_(-layer.out_bound, layer.out_bound)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -63,6 +80,22 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half].double(), x[..., half:].double()  # (..., L, h) each
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., L, 2h)
+
+
+def score_exp_table(score: Rescale, bound: int) -> torch.Tensor:
+    """``exp_table[min(score(j), n - 1)]`` for every score gap ``j = max - q.k`` in ``[0,
+    bound]``, cut after the first ``j`` that reaches the table's last entry (every larger gap
+    gets that entry too): the rescale and the exp lookup as one lookup, the same integers.
+    Returned as its two 7-bit limbs ``e mod 2^7`` and ``e >> 7`` (at most ``2^7``), so that
+    ``e @ v`` over ``L <= 1040`` keys is two exact float32 products. Float32 ``(2, cut + 1)``."""
+    table = exp_table(frac_bits=ATTN_EXP_FRAC_BITS, span=ATTN_EXP_SPAN, out_bits=ATTN_EXP_BITS)
+    last = table.numel() - 1
+    idx = score(torch.arange(bound + 1)).clamp(max=last)  # (bound + 1,) non-decreasing
+    reached = torch.nonzero(idx == last)
+    cut = int(reached[0]) if reached.numel() else bound
+    e = table[idx[: cut + 1]]  # (cut + 1,) in [0, 2^14]
+    low = e & ((1 << EXP_LIMB_BITS) - 1)
+    return torch.stack([low, e >> EXP_LIMB_BITS]).to(torch.float32)  # (2, cut + 1)
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,7 @@ class IntSelfAttention:
     rot_q: Rescale  # rotated q (Q_14 product) -> |q| <= ATTN_QK_BOUND
     rot_k: Rescale
     score: Rescale  # (max - q.k) -> Q_6 nats for the exp table
+    exp: torch.Tensor  # (2, n) float32: low and high 7-bit limbs of exp table[score(j)]
     value: torch.Tensor  # () int64: multiplier of (sum e v) / (sum e) into y's 8-bit scale
 
     def __call__(
@@ -84,16 +118,19 @@ class IntSelfAttention:
         L, hd = N // B, C // self.heads
         qkv = linear(self.qkv, a).reshape(B, L, 3, self.heads, hd)  # (B, L, 3, nh, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
-        q = self.rot_q(rotate(q, cos, sin)).clamp_(-ATTN_QK_BOUND, ATTN_QK_BOUND)
-        k = self.rot_k(rotate(k, cos, sin)).clamp_(-ATTN_QK_BOUND, ATTN_QK_BOUND)
+        q = self.rot_q(rotate(q, cos, sin)).clamp_(-ATTN_QK_BOUND, ATTN_QK_BOUND).float()
+        k = self.rot_k(rotate(k, cos, sin)).clamp_(-ATTN_QK_BOUND, ATTN_QK_BOUND).float()
         v = v.clamp(-NARROW, NARROW)  # (B, nh, L, hd)
-        s = exact_matmul(q, k.transpose(-1, -2), a_bound=ATTN_QK_BOUND, b_bound=ATTN_QK_BOUND)
-        s = s.long()  # (B, nh, L, L)
-        d = self.score(s.amax(dim=-1, keepdim=True) - s)  # (B, nh, L, L) >= 0, Q_6
-        table = exp_table(frac_bits=ATTN_EXP_FRAC_BITS, span=ATTN_EXP_SPAN, out_bits=ATTN_EXP_BITS)
-        e = table[d.clamp(max=table.numel() - 1)]  # (B, nh, L, L) in [0, 2^14]
-        num = exact_matmul(e, v, a_bound=1 << ATTN_EXP_BITS, b_bound=NARROW).long()
-        den = e.sum(dim=-1, keepdim=True) << VALUE_SHIFT  # (B, nh, L, 1)
+        s = torch.matmul(q, k.transpose(-1, -2))  # (B, nh, L, L) exact: hd 127^2 < 2^24
+        d = (s.amax(dim=-1, keepdim=True) - s).clamp_(max=self.exp.shape[1] - 1).int()
+        idx = d.view(-1)
+        low, high = (t.index_select(0, idx).view(d.shape) for t in self.exp)  # limbs of e
+        # (B, nh, L, hd) each, exact: L 2^7 127 < 2^24
+        y_low, y_high = torch.matmul(low, v), torch.matmul(high, v)
+        num = y_high.double().mul_(1 << EXP_LIMB_BITS).add_(y_low).long()  # (B, nh, L, hd)
+        s_low, s_high = low.sum(dim=-1, keepdim=True), high.sum(dim=-1, keepdim=True)  # < 2^21
+        den = (s_high.long() << EXP_LIMB_BITS) + s_low.long()  # (B, nh, L, 1) sum of e
+        den = den << VALUE_SHIFT
         y = div_round(num * self.value, den).clamp_(-NARROW, NARROW)  # (B, nh, L, hd)
         return y.transpose(1, 2).reshape(N, C).float()  # (N, C)
 
@@ -122,9 +159,12 @@ class IntSelfAttention:
         score_ratio = s_qr * s_kr / math.sqrt(hd) * 2.0**ATTN_EXP_FRAC_BITS
         bound = 2 * hd * ATTN_QK_BOUND * ATTN_QK_BOUND
         score = Rescale.from_ratio(score_ratio, in_bound=bound)
+        if hd * ATTN_QK_BOUND * ATTN_QK_BOUND >= EXACT_LIMIT:
+            raise ValueError(f"attention scores over {hd} channels are not exact in float32")
         s_y = narrow_scale(ranges[name + ".proj<"])
         value = torch.tensor(round(s_v / s_y * 2.0**VALUE_SHIFT), dtype=torch.int64)
-        layer = cls(attn.heads, qkv, rot(s_q, s_qr), rot(s_k, s_kr), score, value)
+        exp = score_exp_table(score, bound)
+        layer = cls(attn.heads, qkv, rot(s_q, s_qr), rot(s_k, s_kr), score, exp, value)
         return layer, s_y
 
 
