@@ -31,7 +31,7 @@ from torch import nn
 
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.embeddings import apply_rotary
-from ardm.nets.transformer import Block, Transformer
+from ardm.nets.transformer import Block, SelfAttention, Transformer
 from ardm.portable.layers import IntLayer, Ranges, narrow_scale, wide_scale
 from ardm.portable.ops import EXACT_LIMIT, GELU_IN_FRAC_BITS, SILU_IN_BOUND, GELUTable, IntNorm
 from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
@@ -136,7 +136,7 @@ class IntSelfAttention:
 
     @classmethod
     def freeze(
-        cls, attn: nn.Module, name: str, s_a: float, ranges: Ranges
+        cls, attn: SelfAttention, name: str, s_a: float, ranges: Ranges
     ) -> tuple[IntSelfAttention, float]:
         """The integer attention on 8-bit inputs of scale ``s_a``; returns it and the scale
         of its (8-bit) output."""
@@ -256,10 +256,11 @@ def attention_ranges(net: Transformer, ranges: Ranges) -> Iterator[None]:
 
         return record
 
-    handles = [
-        block.attn.qkv.register_forward_hook(hook(f"blocks.{i}.attn", block.attn.heads))
-        for i, block in enumerate(net.blocks)
-    ]
+    handles = []
+    for i, block in enumerate(net.blocks):
+        assert isinstance(block, Block)
+        attn = block.attn
+        handles.append(attn.qkv.register_forward_hook(hook(f"blocks.{i}.attn", attn.heads)))
     try:
         yield
     finally:
