@@ -27,8 +27,8 @@ from ardm.nets.transformer import Transformer
 from ardm.portable.layers import IntLayer
 from ardm.portable.ops import GELUTable, IntGELU, IntNorm
 from ardm.portable.quant import NARROW, WIDE, Rescale
-from ardm.portable.tables import normal_cdf_table, rotary_table
-from ardm.portable.transformer import IntegerTransformer, linear, rotate
+from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
+from ardm.portable.transformer import IntegerTransformer, linear, rotate, score_exp_table
 from tests.test_portable import CHILD, ROOT, conv_reference, ints, norm_reference, sha
 
 # ---------------------------------------------------------------------------- (a) ops
@@ -77,12 +77,26 @@ def test_rotation_and_its_rescale_are_exact() -> None:
     assert torch.equal(r(got).long(), (want * m + (1 << (s - 1))) >> s)
 
 
-def test_row_linear_and_layer_norm_equal_their_int64_definitions() -> None:
+def test_score_gap_table_is_the_rescale_then_the_exp_table() -> None:
+    bound = 2 * 32 * NARROW * NARROW
+    score = Rescale.from_ratio(0.0021 * 64, in_bound=bound)
+    limbs = score_exp_table(score, bound)  # (2, n) float32
+    table = exp_table(frac_bits=6, span=16, out_bits=14)
+    gaps = torch.cat([torch.arange(3000), ints((3000,), bound, seed=26).abs()])
+    want = table[score(gaps).clamp(max=table.numel() - 1)]  # the two-step path
+    i = gaps.clamp(max=limbs.shape[1] - 1)
+    got = limbs[1, i].long() * 128 + limbs[0, i].long()
+    assert torch.equal(got, want) and limbs.max() <= 128
+
+
+@pytest.mark.parametrize("pow2", [True, False])
+def test_row_linear_and_layer_norm_equal_their_int64_definitions(pow2: bool) -> None:
     torch.manual_seed(3)
     lin = torch.nn.Linear(512, 96)
     layer = IntLayer.freeze(
-        lin, in_scale=0.02, in_bound=NARROW, out_scale=0.05, out_bound=WIDE, pow2=True
+        lin, in_scale=0.02, in_bound=NARROW, out_scale=0.05, out_bound=WIDE, pow2=pow2
     )
+    assert (layer._float32_epilogue is not None) == pow2  # fast row path, or the layer's own
     a = ints((70, 512), NARROW, seed=23)  # (N, I) rows
     add = ints((70, 96), 300, seed=24)
     acc = conv_reference(a.t()[None, :, :, None], layer.conv.weight.long(), stride=1, padding=0)
