@@ -93,3 +93,18 @@ def sinusoid_table(
             row = [_round(amp * p[0]) for p in pairs] + [_round(amp * p[1]) for p in pairs]
             rows.append(row + [0] * (dim - 2 * half))
     return torch.tensor(rows, dtype=torch.int64)  # (steps, dim)
+
+
+@functools.lru_cache(maxsize=8)
+def tanh_table(*, frac_bits: int, span: int, out_bits: int) -> torch.Tensor:
+    """``round(2^out_bits * tanh(z))`` for ``z = i / 2^frac_bits``, ``i`` in ``[-span 2^f, span 2^f)``.
+
+    Entry ``j`` holds ``z = (j - span * 2^frac_bits) / 2^frac_bits``; ``tanh(z) = 1 - 2 /
+    (exp(2 z) + 1)`` in ``Decimal``.
+    """
+    with localcontext(_context()):
+        one = Decimal(2) ** out_bits
+        step = Decimal(1) / (Decimal(2) ** frac_bits)
+        n = span << frac_bits
+        values = [_round(one - 2 * one / (1 + (2 * i * step).exp())) for i in range(-n, n)]
+    return torch.tensor(values, dtype=torch.int64)  # (2 * span * 2^f,)
