@@ -123,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(1)
     speed = {B: call_ms(m, inets[timed], x, B, args.repeats) for B in (1, 16)}
     torch.set_num_threads(threads)
-    float_ms, int_ms, pmf_ms = speed[1]
+    float_ms, int_ms, _ = speed[1]
 
     payload = {
         "items": args.items,
@@ -156,7 +156,8 @@ def main() -> None:
         "targets": {"rate_cost_percent": 1.0, "call_ratio": 1.5},
     }
     rows = [
-        f"| integer `{k}` | {v:.4f} | {100 * (v / float_bps - 1):+.2f} % |" for k, v in rates.items()
+        f"| integer `{k}` | {v:.4f} | {100 * (v / float_bps - 1):+.2f} % |"
+        for k, v in rates.items()
     ]
     table = "\n".join(
         [

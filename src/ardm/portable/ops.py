@@ -343,11 +343,11 @@ class ExactDilatedConv(ExactConv):
         if self.stride != 1:
             raise ValueError("a dilated exact conv has stride 1")
         N, i, H, L = x.shape
-        O, _, _, k = w.shape
+        c_out, _, _, k = w.shape
         pad, d = self.padding, self.dilation
         out = L + 2 * pad - d * (k - 1)
         xp = F.pad(x, (pad, pad)) if pad else x  # (N, i, 1, L + 2 pad)
         cols = torch.cat([xp[..., j * d : j * d + out] for j in range(k)], dim=1)  # (N, k i, 1, L')
-        wm = w[:, :, 0, :].permute(0, 2, 1).reshape(O, k * i)  # (O, k i), tap-major like cols
+        wm = w[:, :, 0, :].permute(0, 2, 1).reshape(c_out, k * i)  # (O, k i), tap-major like cols
         y = torch.matmul(wm, cols.reshape(N, k * i, H * out))  # (N, O, L') exact
-        return y.reshape(N, O, H, out)
+        return y.reshape(N, c_out, H, out)
