@@ -138,12 +138,10 @@ def _lookup(table: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class IntWaveBlock:
     """Integer :class:`ardm.nets.wavenet.ResidualBlock` (see the module docstring)."""
 
-    to_y: Rescale  # h -> the dilated conv's input units
-    y_bound: int
+    to_y: Rescale  # h -> the dilated conv's input units (bound: dilated.conv.a_bound)
     temb_proj: IntLayer | None  # silu(temb) -> y units
     dilated: IntLayer  # -> Q_10 pre-activations
-    gate_out: Rescale  # tanh * sigmoid (2^-30) -> the 1x1 conv's input units
-    g_bound: int
+    gate_out: Rescale  # tanh * sigmoid (2^-30) -> the 1x1 conv's input units (out.conv.a_bound)
     out: IntLayer  # -> (residual / sqrt 2 in the next h's units, skip in skip units)
     to_next: Rescale  # h -> the next h's units, divided by sqrt 2
     last: bool  # the last block's residual is never read
@@ -156,10 +154,11 @@ class IntWaveBlock:
         C = h.shape[1]
         y = self.to_y(h)  # (B, C, 1, L) float64
         y = y if time is None else y + time
-        y = y.clamp_(-self.y_bound, self.y_bound).to(torch.float32)
+        y_bound, g_bound = self.dilated.conv.a_bound, self.out.conv.a_bound
+        y = y.clamp_(-y_bound, y_bound).to(torch.float32)
         pre = self.dilated(y)  # (B, 2C, 1, L) Q_10
         g = self.gate_out(gate(pre[:, :C], pre[:, C:]))  # (B, C, 1, L) float64
-        g = g.clamp_(-self.g_bound, self.g_bound).to(torch.float32)
+        g = g.clamp_(-g_bound, g_bound).to(torch.float32)
         o = self.out(g)  # (B, 2C, 1, L)
         skip = o[:, C:]
         if self.last:
@@ -207,7 +206,7 @@ class IntWaveBlock:
         to_y = Rescale.from_ratio(s_h / s_y, in_bound=WIDE, float64=True)
         to_next = Rescale.from_ratio(s_h / (s_next * math.sqrt(2.0)), in_bound=WIDE, float64=True)
         last = i == ctx.blocks - 1
-        return cls(to_y, w.dilated, temb, dilated, gate_out, w.gated, out, to_next, last)
+        return cls(to_y, temb, dilated, gate_out, out, to_next, last)
 
 
 @dataclass
