@@ -385,3 +385,31 @@ class GELUTable:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int32)  # fast conversion
         return self.table.index_select(0, i.reshape(-1)).view(i.shape)  # float32 integers
+
+
+@dataclass(frozen=True)
+class ExactDilatedConv(ExactConv):
+    """An exact integer conv1d with dilation, on ``(B, I, 1, L)`` (a row of height 1): kernel
+    ``(O, I, 1, k)``, zero ``padding`` on both ends of ``L`` and taps ``dilation`` apart.
+
+    Each call stacks the ``k`` shifted copies of its input along the channels and does one
+    matmul (a plain GEMM: no Winograd or FFT algorithm can enter), every partial sum an
+    integer below ``2^24`` as for :class:`ExactConv` (the fan-in is ``k`` per channel).
+    Only ``stride = 1`` (same-length output when ``padding = dilation * (k - 1) / 2``).
+    """
+
+    dilation: int = 1
+
+    def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """One exact float32 call: ``(N, i, 1, L)`` -> ``(N, O, 1, L')``."""
+        if self.stride != 1:
+            raise ValueError("a dilated exact conv has stride 1")
+        N, i, H, L = x.shape
+        c_out, _, _, k = w.shape
+        pad, d = self.padding, self.dilation
+        out = L + 2 * pad - d * (k - 1)
+        xp = F.pad(x, (pad, pad)) if pad else x  # (N, i, 1, L + 2 pad)
+        cols = torch.cat([xp[..., j * d : j * d + out] for j in range(k)], dim=1)  # (N, k i, 1, L')
+        wm = w[:, :, 0, :].permute(0, 2, 1).reshape(c_out, k * i)  # (O, k i), tap-major like cols
+        y = torch.matmul(wm, cols.reshape(N, k * i, H * out))  # (N, O, L') exact
+        return y.reshape(N, c_out, H, out)

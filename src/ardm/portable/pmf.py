@@ -45,3 +45,38 @@ def pmf_nll_bits(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``-log2((w[x] + 1) / 2^24)`` ``(...)`` float64: the exact code length of ``x`` under ``w``."""
     p = torch.gather(w, -1, x.unsqueeze(-1)).squeeze(-1) + 1  # (...)
     return PMF_TOTAL_BITS - torch.log2(p.to(torch.float64))
+
+
+def masked_categorical_pmf(
+    logits: torch.Tensor, valid: torch.Tensor, *, frac_bits: int = LOGIT_FRAC_BITS
+) -> torch.Tensor:
+    """:func:`categorical_pmf` over the entries where ``valid`` (bool, broadcasting; at least
+    one per row): weights ``(..., K)`` int64, 0 where not valid, the valid ones summing to
+    ``2^24 - K`` (so the coder's table is ``w + 1`` for all ``K`` entries, as ever).
+
+    An invalid entry is set to exactly ``EXP_SPAN`` nats below the valid maximum, where the
+    exp table gives 0; the valid entries see the same maximum as without it.
+    """
+    if bool(valid.all()):
+        return categorical_pmf(logits, frac_bits=frac_bits)  # the same integers, faster
+    low = torch.iinfo(torch.int64).min
+    top = torch.where(valid, logits, low).amax(dim=-1, keepdim=True)  # (..., 1) valid max
+    floor = top - (EXP_SPAN << frac_bits)  # (..., 1): weight 0
+    return categorical_pmf(torch.where(valid, logits, floor), frac_bits=frac_bits)
+
+
+def digit_pmf(
+    logits: torch.Tensor, x_cur: torch.Tensor, s: int, *, b: int, S: int, K: int
+) -> torch.Tensor:
+    """An Upscale ARDM's integer digit pmf (direct parametrisation, as
+    :meth:`ardm.models.heads.DigitHead.stage_log_probs`): from integer logits ``(..., S * b)``
+    in ``Q_6`` and the current values ``x_cur (...)``, stage ``s``'s slice of ``b`` logits,
+    every digit whose value would reach ``K`` weighted 0, the others an integer pmf summing to
+    ``2^24 - b``. Returns ``(..., b)`` int64."""
+    from ardm.core.upscale import coarsen, refine  # here: the module head stays append-only
+
+    stage = logits.unflatten(-1, (S, b))[..., s, :]  # (..., b)
+    past = coarsen(x_cur, s, b=b, S=S)  # (...)
+    d = torch.arange(b, device=x_cur.device)  # (b,)
+    valid = refine(past[..., None], d, s, b=b, S=S) < K  # (..., b)
+    return masked_categorical_pmf(stage, valid)

@@ -155,3 +155,18 @@ def rotary_table(
             sin_rows.append([_round(amp * s) for s, _ in pairs])
             cos_rows.append([_round(amp * c) for _, c in pairs])
     return torch.tensor(cos_rows, dtype=torch.int64), torch.tensor(sin_rows, dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def tanh_table(*, frac_bits: int, span: int, out_bits: int) -> torch.Tensor:
+    """``round(2^out_bits * tanh(z))`` for ``z = i / 2^frac_bits``, ``i`` in ``[-span 2^f, span 2^f)``.
+
+    Entry ``j`` holds ``z = (j - span * 2^frac_bits) / 2^frac_bits``; ``tanh(z) = 1 - 2 /
+    (exp(2 z) + 1)`` in ``Decimal``.
+    """
+    with localcontext(_context()):
+        one = Decimal(2) ** out_bits
+        step = Decimal(1) / (Decimal(2) ** frac_bits)
+        n = span << frac_bits
+        values = [_round(one - 2 * one / (1 + (2 * i * step).exp())) for i in range(-n, n)]
+    return torch.tensor(values, dtype=torch.int64)  # (2 * span * 2^f,)
