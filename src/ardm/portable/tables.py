@@ -93,3 +93,11 @@ def sinusoid_table(
             row = [_round(amp * p[0]) for p in pairs] + [_round(amp * p[1]) for p in pairs]
             rows.append(row + [0] * (dim - 2 * half))
     return torch.tensor(rows, dtype=torch.int64)  # (steps, dim)
+
+
+@functools.lru_cache(maxsize=32)
+def exp_value(numerator: int, *, frac_bits: int, out_bits: int) -> int:
+    """``round(2^out_bits * exp(numerator / 2^frac_bits))``: one exact constant (any sign)."""
+    with localcontext(_context()):
+        x = Decimal(numerator) / (Decimal(2) ** frac_bits)
+        return _round((Decimal(2) ** out_bits) * x.exp())

@@ -7,6 +7,9 @@ float32 (all of them stay below ``2^24``; accumulators and rescales run in float
 * the residual stream and skips are *wide* (``|q| <= 2^14 - 1``; convs on them take two
   7-bit limbs); GroupNorm outputs are ``Q_8`` and index a SiLU table whose outputs, like
   every other conv/matmul input, are 8-bit; logits are ``Q_6``;
+* a logistic-mixture net (``out_classes = 3M`` per image channel, ``head_bias`` given) has
+  its outputs in ``Q_12`` with the head's bias folded into the last conv's bias, and its pmf
+  from :func:`ardm.portable.pmf.mixture_pmf`;
 * the input conv sees ``2x - K`` where known (else 0) and ``K * known``, both in units of
   ``1/K``; the value embedding followed by its 1x1 conv is one table per image channel;
 * the time path starts from an exact sinusoid table (one row per ``t``), then the MLP and
@@ -35,7 +38,7 @@ from ardm.portable.ops import (
     SiLUTable,
     exact_matmul,
 )
-from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
+from ardm.portable.pmf import LOGIT_FRAC_BITS, MIX_FRAC_BITS, categorical_pmf, mixture_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, div_round, quantize_values
 from ardm.portable.tables import exp_table, sinusoid_table
 
@@ -306,13 +309,17 @@ class IntInput:
 class IntegerUNet:
     """The frozen integer form of a one-stage :class:`ardm.nets.unet.UNet`.
 
-    ``logits(x, known, t)`` gives int64 logits ``(B, C, H, W, O)`` in ``Q_6`` (units of 1/64
-    nat) and ``pmf(x, known, t)`` integer weights summing to ``2^24 - O`` per variable; both
-    are the same bits on every machine, thread count and batch size. Build it with
-    :meth:`from_float`; ship the frozen object (its freezing calibrates on float outputs).
+    ``logits(x, known, t)`` gives int64 outputs ``(B, C, H, W, O)``: for a categorical net
+    logits in ``Q_6`` (units of 1/64 nat); for a logistic mixture (``head_bias`` given: the
+    :class:`~ardm.models.heads.MixtureHead` bias, ``(O,)``, ``O = 3M``) its parameters
+    (logits, means, log-scales, the head's bias included) in ``Q_12``. ``pmf(x, known, t)``
+    gives integer weights ``(B, C, H, W, K)`` summing to ``2^24 - K`` per variable;
+    ``params_pmf(params)`` the same for rows ``(n, O)`` of chosen variables. All are the same
+    bits on every machine, thread count and batch size. Build it with :meth:`from_float`;
+    ship the frozen object (its freezing calibrates on float outputs).
     """
 
-    def __init__(self, net: UNet, ranges: Ranges) -> None:
+    def __init__(self, net: UNet, ranges: Ranges, head_bias: torch.Tensor | None = None) -> None:
         if net.stages != 1:
             raise ValueError("the integer U-Net supports one-stage networks only (so far)")
         self.shape = net.shape
@@ -349,22 +356,31 @@ class IntegerUNet:
                 resample, s = IntResample.freeze(layer, f"up.{i}", s, ranges)  # type: ignore[arg-type]
                 self.up.append(resample)
         self.norm_out = _norm_silu(net.norm_out, in_scale=s, out_amax=ranges["conv_out<"])
+        self.mixture = head_bias is not None
+        self.out_frac_bits = MIX_FRAC_BITS if self.mixture else LOGIT_FRAC_BITS
         self.conv_out = IntLayer.freeze(
-            net.conv_out,
+            _with_bias(net.conv_out, head_bias, net.shape[0]),
             in_scale=narrow_scale(ranges["conv_out<"]),
             in_bound=NARROW,
             pow2=POW2,
-            out_scale=2.0**-LOGIT_FRAC_BITS,
+            out_scale=2.0**-self.out_frac_bits,
             out_bound=LOGIT_BOUND,
         )
 
     @classmethod
     @torch.no_grad()
     def from_float(
-        cls, net: UNet, items: torch.Tensor, *, passes: int = 4, seed: int = 0
+        cls,
+        net: UNet,
+        items: torch.Tensor,
+        *,
+        passes: int = 4,
+        seed: int = 0,
+        head_bias: torch.Tensor | None = None,
     ) -> IntegerUNet:
         """Freeze ``net`` after recording its activation ranges on ``items`` ``(N, C, H, W)``,
-        each seen ``passes`` times with a random order and a random ``t``."""
+        each seen ``passes`` times with a random order and a random ``t``. ``head_bias``
+        ``(O,)``: a logistic-mixture head's bias (``model.head.bias``), for a mixture net."""
         g = torch.Generator().manual_seed(seed)
         ranges = Ranges()
         net = net.eval()
@@ -375,10 +391,11 @@ class IntegerUNet:
                 sigma = random_orders(N, net.D, generator=g)  # (N, D)
                 known = known_mask(sigma, t).view(N, *net.shape)  # (N, C, H, W)
                 net(items, known, t)
-        return cls(net, ranges)
+        return cls(net, ranges, head_bias)
 
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Integer logits ``(B, C, H, W, O)`` int64 in ``Q_6``."""
+        """Integer outputs ``(B, C, H, W, O)`` int64: logits in ``Q_6``, or mixture parameters
+        in ``Q_12``."""
         B, C, H, W = x.shape
         h = self.input(x.long(), known)  # (B, ch, H, W) wide
         times = iter(self.time_terms(t))  # one per ResBlock, in order
@@ -425,4 +442,30 @@ class IntegerUNet:
 
     def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer weights ``(B, C, H, W, O)``, each >= 0, summing to ``2^24 - O`` per variable."""
-        return categorical_pmf(self.logits(x, known, t))
+        return self.params_pmf(self.logits(x, known, t))
+
+    def params_pmf(self, out: torch.Tensor) -> torch.Tensor:
+        """Integer weights ``(..., K)`` from integer outputs ``(..., O)`` (see :meth:`logits`)."""
+        if not self.mixture:
+            return categorical_pmf(out)
+        rows = mixture_pmf(out.reshape(-1, out.shape[-1]), self.K)  # (n, K)
+        return rows.reshape(*out.shape[:-1], self.K)
+
+
+def _with_bias(conv: nn.Conv2d, head_bias: torch.Tensor | None, channels: int) -> nn.Conv2d:
+    """``conv`` with the head's bias ``(O,)`` added to its bias for each of ``channels`` image
+    channels (output channel ``c O + o``), so that the integer layer computes the parameters."""
+    if head_bias is None:
+        return conv
+    folded = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,  # type: ignore[arg-type]
+    )
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight)
+        folded.bias.copy_(bias + head_bias.to(bias).repeat(channels))  # type: ignore[union-attr]
+    return folded
