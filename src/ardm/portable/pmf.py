@@ -14,7 +14,7 @@ import torch
 
 from ardm.core.dmol import log_scale_min
 from ardm.portable.quant import div_round
-from ardm.portable.tables import exp_table, exp_value, sigmoid_table
+from ardm.portable.tables import exp_range_table, exp_table, sigmoid_table
 
 PMF_TOTAL_BITS = 24
 """The coder's pmf is ``(w + 1) / 2^24``."""
@@ -76,8 +76,11 @@ SCALE_FRAC_BITS = 8
 SCALE_SPAN = 24
 """Log-scales more than 24 above the clamp give inverse scale 0 (a flat component)."""
 
-INV_SCALE_BITS = 16
-"""Inverse scales ``1/s`` are in ``Q_16``."""
+MU_BOUND = 1 << 20
+"""Means are clamped to ``|mu| <= 2^20`` units (256 for ``Q_12``; the U-Net's clamp)."""
+
+INV_SCALE_BITS = 18
+"""Inverse scales ``1/s`` are in ``Q_18`` (at most ``exp(8.9) 2^18 < 2^31``)."""
 
 
 def _mixture_weights(logits: torch.Tensor, frac_bits: int) -> torch.Tensor:
@@ -91,16 +94,19 @@ def _mixture_weights(logits: torch.Tensor, frac_bits: int) -> torch.Tensor:
 
 
 def _inverse_scales(log_s: torch.Tensor, K: int, frac_bits: int) -> torch.Tensor:
-    """``exp(-max(log_s, log_scale_min(K)))`` ``(n, M)`` int64 in ``Q_16`` from an exact exp
-    table: ``exp(-L0) exp(-(log_s - L0))`` with the clamp ``L0`` on the table's ``Q_8`` grid."""
+    """``exp(-max(log_s, log_scale_min(K)))`` ``(n, M)`` int64 in ``Q_18``, from an exact exp
+    table over ``Q_8`` log-scales starting at the clamp (0 beyond its end: a flat component)."""
     lo = math.ceil(log_scale_min(K) * (1 << SCALE_FRAC_BITS))  # the clamp in Q_8
     shift = frac_bits - SCALE_FRAC_BITS
     q8 = (log_s + (1 << (shift - 1))) >> shift if shift > 0 else log_s << -shift  # (n, M) Q_8
     d = q8.clamp(min=lo) - lo  # (n, M) >= 0
-    table = exp_table(frac_bits=SCALE_FRAC_BITS, span=SCALE_SPAN, out_bits=PMF_TOTAL_BITS)
-    e = torch.where(d < table.numel(), table[d.clamp(max=table.numel() - 1)], 0)  # <= 2^24
-    top = exp_value(-lo, frac_bits=SCALE_FRAC_BITS, out_bits=INV_SCALE_BITS)  # exp(-L0) in Q_16
-    return (e * top + (1 << (PMF_TOTAL_BITS - 1))) >> PMF_TOTAL_BITS  # (n, M) Q_16
+    table = exp_range_table(
+        frac_bits=SCALE_FRAC_BITS,
+        start=lo,
+        count=SCALE_SPAN << SCALE_FRAC_BITS,
+        out_bits=INV_SCALE_BITS,
+    )
+    return torch.where(d < table.numel(), table[d.clamp(max=table.numel() - 1)], 0)  # (n, M)
 
 
 def _edge_cdfs(mu: torch.Tensor, inv_s: torch.Tensor, K: int, frac_bits: int) -> torch.Tensor:
@@ -108,8 +114,9 @@ def _edge_cdfs(mu: torch.Tensor, inv_s: torch.Tensor, K: int, frac_bits: int) ->
     ``2^26`` at the open ends, by linear interpolation in an exact sigmoid table.
 
     Inner edge ``j`` (between classes ``j - 1`` and ``j``) is ``(2j - K) / (K - 1)``, so
-    ``z = (edge - mu) / s`` is ``((2j - K) 2^f - (K - 1) mu) inv_s / ((K - 1) 2^(f + 16))``,
-    rounded to ``Q_16``: every term an int64 below ``2^62`` for ``|mu| <= 2^20`` units.
+    ``z = (edge - mu) / s`` is ``((2j - K) 2^f - (K - 1) mu) inv_s / ((K - 1) 2^(f + 18))``,
+    rounded to ``Q_16``: for ``|mu| <= 2^20`` units and ``inv_s < 2^31``
+    every term is an int64 below ``2^60``.
     """
     zf = CDF_FRAC_BITS + CDF_INTERP_BITS
     edges = (2 * torch.arange(1, K) - K) << frac_bits  # (K - 1,) units 2^-f / (K - 1)
@@ -140,6 +147,7 @@ def mixture_pmf(params: torch.Tensor, K: int, *, frac_bits: int = MIX_FRAC_BITS)
     if params.dim() != 2 or params.shape[-1] % 3 != 0:
         raise ValueError(f"mixture_pmf needs (n, 3M) parameters, got {tuple(params.shape)}")
     logits, mu, log_s = params.long().chunk(3, dim=-1)  # (n, M) each
+    mu = mu.clamp(-MU_BOUND, MU_BOUND)  # keeps every product of _edge_cdfs below 2^60
     w = _mixture_weights(logits, frac_bits)  # (n, M) sum <= 2^13
     cdf = _edge_cdfs(mu, _inverse_scales(log_s, K, frac_bits), K, frac_bits)  # (n, M, K + 1)
     mass = (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0)  # (n, M, K) each sums to 2^26

@@ -95,9 +95,12 @@ def sinusoid_table(
     return torch.tensor(rows, dtype=torch.int64)  # (steps, dim)
 
 
-@functools.lru_cache(maxsize=32)
-def exp_value(numerator: int, *, frac_bits: int, out_bits: int) -> int:
-    """``round(2^out_bits * exp(numerator / 2^frac_bits))``: one exact constant (any sign)."""
+@functools.lru_cache(maxsize=8)
+def exp_range_table(*, frac_bits: int, start: int, count: int, out_bits: int) -> torch.Tensor:
+    """``round(2^out_bits * exp(-(start + i) / 2^frac_bits))`` for ``i`` in ``[0, count)``,
+    int64; ``start`` may be negative (values above ``2^out_bits``)."""
     with localcontext(_context()):
-        x = Decimal(numerator) / (Decimal(2) ** frac_bits)
-        return _round((Decimal(2) ** out_bits) * x.exp())
+        one = Decimal(2) ** out_bits
+        step = Decimal(1) / (Decimal(2) ** frac_bits)
+        values = [_round(one * (-((start + i) * step)).exp()) for i in range(count)]
+    return torch.tensor(values, dtype=torch.int64)  # (count,)
