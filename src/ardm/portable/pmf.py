@@ -114,24 +114,35 @@ def _edge_cdfs(mu: torch.Tensor, inv_s: torch.Tensor, K: int, frac_bits: int) ->
     ``2^26`` at the open ends, by linear interpolation in an exact sigmoid table.
 
     Inner edge ``j`` (between classes ``j - 1`` and ``j``) is ``(2j - K) / (K - 1)``, so
-    ``z = (edge - mu) / s`` is ``((2j - K) 2^f - (K - 1) mu) inv_s / ((K - 1) 2^(f + 18))``,
-    rounded to ``Q_16``: for ``|mu| <= 2^20`` units and ``inv_s < 2^31``
-    every term is an int64 below ``2^60``.
+    ``z = (edge - mu) / s`` is ``((2j - K) 2^f - (K - 1) mu) u / 2^(f + 26)`` with ``u =
+    round(2^8 inv_s / (K - 1))`` (``inv_s`` in ``Q_18``), rounded to ``Q_16``: for ``|mu| <=
+    2^20`` units and ``inv_s < 2^31`` every term is an int64 below ``2^60``.
     """
     zf = CDF_FRAC_BITS + CDF_INTERP_BITS
+    shift = frac_bits + INV_SCALE_BITS + 8 - zf
+    u = div_round(inv_s << 8, torch.tensor(K - 1))  # (n, M)
     edges = (2 * torch.arange(1, K) - K) << frac_bits  # (K - 1,) units 2^-f / (K - 1)
-    num = (edges - (K - 1) * mu[..., None]) * inv_s[..., None]  # (n, M, K - 1)
-    den = (K - 1) << (frac_bits + INV_SCALE_BITS - zf)
-    z = div_round(num, torch.tensor(den))  # (n, M, K - 1) Q_16
-    table = sigmoid_table(frac_bits=CDF_FRAC_BITS, span=CDF_SPAN, out_bits=CDF_BITS)
+    z = (edges - (K - 1) * mu[..., None]).mul_(u[..., None])  # (n, M, K - 1)
+    z = z.add_(1 << (shift - 1)).bitwise_right_shift_(shift)  # Q_16, rounded
     half = CDF_SPAN << zf
-    z = z.clamp(-half, half - (1 << CDF_INTERP_BITS) - 1) + half  # (n, M, K - 1) >= 0
-    j = z >> CDF_INTERP_BITS
-    frac = z & ((1 << CDF_INTERP_BITS) - 1)
-    a, b = table[j], table[j + 1]
-    cdf = a + (((b - a) * frac + (1 << (CDF_INTERP_BITS - 1))) >> CDF_INTERP_BITS)
+    z = z.clamp_(-half, half - (1 << CDF_INTERP_BITS) - 1).add_(half)  # (n, M, K - 1) >= 0
+    table, slope = _cdf_table()
+    j = (z >> CDF_INTERP_BITS).view(-1)
+    frac = z.bitwise_and_((1 << CDF_INTERP_BITS) - 1)  # (n, M, K - 1)
+    step = frac.mul_(slope.index_select(0, j).view(z.shape)).add_(1 << (CDF_INTERP_BITS - 1))
+    cdf = step.bitwise_right_shift_(CDF_INTERP_BITS).add_(table.index_select(0, j).view(z.shape))
     lo = torch.zeros_like(cdf[..., :1])
     return torch.cat([lo, cdf, lo + (1 << CDF_BITS)], dim=-1)  # (n, M, K + 1)
+
+
+def _cdf_table() -> tuple[torch.Tensor, torch.Tensor]:
+    """The sigmoid table ``(N,)`` and its forward differences ``(N,)`` (0 at the end)."""
+    table = sigmoid_table(frac_bits=CDF_FRAC_BITS, span=CDF_SPAN, out_bits=CDF_BITS)
+    return table, torch.cat([table[1:] - table[:-1], table[:1] * 0])
+
+
+MIX_CHUNK_ROWS = 64
+"""Rows per chunk of :func:`mixture_pmf` (its ``(rows, M, K)`` temporaries stay in cache)."""
 
 
 def mixture_pmf(params: torch.Tensor, K: int, *, frac_bits: int = MIX_FRAC_BITS) -> torch.Tensor:
@@ -146,6 +157,9 @@ def mixture_pmf(params: torch.Tensor, K: int, *, frac_bits: int = MIX_FRAC_BITS)
     """
     if params.dim() != 2 or params.shape[-1] % 3 != 0:
         raise ValueError(f"mixture_pmf needs (n, 3M) parameters, got {tuple(params.shape)}")
+    if params.shape[0] > MIX_CHUNK_ROWS:  # rows are independent: the same bits in chunks
+        chunks = params.split(MIX_CHUNK_ROWS)
+        return torch.cat([mixture_pmf(c, K, frac_bits=frac_bits) for c in chunks])
     logits, mu, log_s = params.long().chunk(3, dim=-1)  # (n, M) each
     mu = mu.clamp(-MU_BOUND, MU_BOUND)  # keeps every product of _edge_cdfs below 2^60
     w = _mixture_weights(logits, frac_bits)  # (n, M) sum <= 2^13
