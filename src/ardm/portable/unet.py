@@ -20,6 +20,7 @@ float32 (all of them stay below ``2^24``; accumulators and rescales run in float
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -478,15 +479,7 @@ def _with_bias(conv: nn.Conv2d, head_bias: torch.Tensor | None, channels: int) -
     channels (output channel ``c O + o``), so that the integer layer computes the parameters."""
     if head_bias is None:
         return conv
-    folded = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,  # type: ignore[arg-type]
-    )
+    folded = copy.deepcopy(conv)
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
-    with torch.no_grad():
-        folded.weight.copy_(conv.weight)
-        folded.bias.copy_(bias + head_bias.to(bias).repeat(channels))  # type: ignore[union-attr]
+    folded.bias = nn.Parameter(bias + head_bias.detach().to(bias).repeat(channels))
     return folded
