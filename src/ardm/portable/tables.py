@@ -170,3 +170,14 @@ def tanh_table(*, frac_bits: int, span: int, out_bits: int) -> torch.Tensor:
         n = span << frac_bits
         values = [_round(one - 2 * one / (1 + (2 * i * step).exp())) for i in range(-n, n)]
     return torch.tensor(values, dtype=torch.int64)  # (2 * span * 2^f,)
+
+
+@functools.lru_cache(maxsize=8)
+def exp_range_table(*, frac_bits: int, start: int, count: int, out_bits: int) -> torch.Tensor:
+    """``round(2^out_bits * exp(-(start + i) / 2^frac_bits))`` for ``i`` in ``[0, count)``,
+    int64; ``start`` may be negative (values above ``2^out_bits``)."""
+    with localcontext(_context()):
+        one = Decimal(2) ** out_bits
+        step = Decimal(1) / (Decimal(2) ** frac_bits)
+        values = [_round(one * (-((start + i) * step)).exp()) for i in range(count)]
+    return torch.tensor(values, dtype=torch.int64)  # (count,)
