@@ -13,6 +13,7 @@ table derails an ANS decoder. The integer form of a network computes only with i
   whose every partial sum stays below ``2^24``), integer GroupNorm/LayerNorm, SiLU by table;
 * :mod:`ardm.portable.pmf` -- integer logits -> an integer pmf summing to ``2^24 - K``,
   which ``constriction``'s ``Categorical(perfect=False)`` turns into exactly ``w + 1``;
+  :func:`mixture_pmf` the same for a discretised logistic mixture (``cifar10-subset``);
 * :mod:`ardm.portable.unet` -- :class:`IntegerUNet`, the frozen integer form of
   :class:`ardm.nets.unet.UNet`.
 
@@ -31,14 +32,11 @@ Not yet integer (what each needs, from these parts):
 * WaveNet (``fsdd``): ``Conv1d`` as a 2-D :class:`ExactConv` of height 1 (dilation to be
   added to ``ExactConv``); ``tanh(a) * sigmoid(b)`` from two exact tables and an integer
   product; upscale stage one-hots are exact already.
-* Logistic mixture (``cifar10-subset``): the pmf from integer ``mu`` and ``1/s`` by a
-  sigmoid-table CDF at every bin edge, differences clamped at 0, weighted by the integer
-  softmax of the mixture logits, scaled to ``2^24 - K`` as in :func:`categorical_pmf`.
 """
 
 from __future__ import annotations
 
-from ardm.portable.pmf import PMF_TOTAL_BITS, categorical_pmf, pmf_nll_bits
+from ardm.portable.pmf import PMF_TOTAL_BITS, categorical_pmf, mixture_pmf, pmf_nll_bits
 from ardm.portable.unet import IntegerUNet
 
-__all__ = ["PMF_TOTAL_BITS", "IntegerUNet", "categorical_pmf", "pmf_nll_bits"]
+__all__ = ["PMF_TOTAL_BITS", "IntegerUNet", "categorical_pmf", "mixture_pmf", "pmf_nll_bits"]

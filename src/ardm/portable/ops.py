@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ardm.portable.quant import Rescale, bit_length, div_round, isqrt
-from ardm.portable.tables import sigmoid_table
+from ardm.portable.tables import normal_cdf_table, sigmoid_table
 
 EXACT_LIMIT = 1 << 24
 """Every partial sum of a float32 call stays strictly below this."""
@@ -323,3 +323,93 @@ def ensure_bits(bound: int, bits: int, what: str) -> None:
     """Raise if ``bound`` needs more than ``bits`` bits."""
     if bit_length(bound) > bits:
         raise ValueError(f"{what}: bound {bound} exceeds {bits} bits")
+
+
+GELU_IN_FRAC_BITS = 8
+"""GELU inputs are ``Q_8``."""
+
+NORMAL_CDF_SPAN = 16
+NORMAL_CDF_BITS = 16
+
+
+def normal_cdf_q16(z: torch.Tensor) -> torch.Tensor:
+    """``round(2^16 Phi(z / 2^8))`` for int64 ``Q_8`` inputs: the exact table inside ``|z| <
+    16``, and 0 or ``2^16`` beyond (where the table has saturated)."""
+    table = normal_cdf_table(
+        frac_bits=GELU_IN_FRAC_BITS, span=NORMAL_CDF_SPAN, out_bits=NORMAL_CDF_BITS
+    )
+    n = NORMAL_CDF_SPAN << GELU_IN_FRAC_BITS
+    p = table[z.clamp(-n, n - 1) + n]
+    return torch.where(z >= n, 1 << NORMAL_CDF_BITS, p)
+
+
+@dataclass(frozen=True)
+class IntGELU:
+    """``gelu(z) = z * Phi(z)`` (exact erf form, as ``F.gelu``) for ``Q_8`` inputs by the exact
+    normal-CDF table, then an int64 :class:`Rescale` to the output format, clamped to ``|y| <=
+    out_bound``. Returns float32 integers; :class:`GELUTable` is its one-lookup form."""
+
+    rescale: Rescale
+    out_bound: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> IntGELU:
+        """GELU into integers of scale ``out_scale``."""
+        ratio = 2.0 ** -(GELU_IN_FRAC_BITS + NORMAL_CDF_BITS) / out_scale
+        bound = SILU_IN_BOUND << NORMAL_CDF_BITS
+        return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(torch.int64).clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
+        y = self.rescale(z * normal_cdf_q16(z)).clamp(-self.out_bound, self.out_bound)
+        return y.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class GELUTable:
+    """:class:`IntGELU` as one lookup: its output for every ``Q_8`` input in ``[-half,
+    half)``, wide enough that the output has saturated at either end (``-half``: 0, ``half -
+    1``: ``out_bound``); inputs and outputs are float32 integers."""
+
+    table: torch.Tensor  # (2 half,) float32 integers
+    half: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> GELUTable:
+        """GELU into integers of scale ``out_scale`` with ``|y| <= out_bound``."""
+        span = max(NORMAL_CDF_SPAN, math.ceil(out_bound * out_scale) + 1)
+        half = span << GELU_IN_FRAC_BITS
+        z = torch.arange(-half, half)  # (2 half,) every Q_8 input in range
+        return cls(IntGELU.freeze(out_scale=out_scale, out_bound=out_bound)(z), half)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int32)  # fast conversion
+        return self.table.index_select(0, i.reshape(-1)).view(i.shape)  # float32 integers
+
+
+@dataclass(frozen=True)
+class ExactDilatedConv(ExactConv):
+    """An exact integer conv1d with dilation, on ``(B, I, 1, L)`` (a row of height 1): kernel
+    ``(O, I, 1, k)``, zero ``padding`` on both ends of ``L`` and taps ``dilation`` apart.
+
+    Each call stacks the ``k`` shifted copies of its input along the channels and does one
+    matmul (a plain GEMM: no Winograd or FFT algorithm can enter), every partial sum an
+    integer below ``2^24`` as for :class:`ExactConv` (the fan-in is ``k`` per channel).
+    Only ``stride = 1`` (same-length output when ``padding = dilation * (k - 1) / 2``).
+    """
+
+    dilation: int = 1
+
+    def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """One exact float32 call: ``(N, i, 1, L)`` -> ``(N, O, 1, L')``."""
+        if self.stride != 1:
+            raise ValueError("a dilated exact conv has stride 1")
+        N, i, H, L = x.shape
+        c_out, _, _, k = w.shape
+        pad, d = self.padding, self.dilation
+        out = L + 2 * pad - d * (k - 1)
+        xp = F.pad(x, (pad, pad)) if pad else x  # (N, i, 1, L + 2 pad)
+        cols = torch.cat([xp[..., j * d : j * d + out] for j in range(k)], dim=1)  # (N, k i, 1, L')
+        wm = w[:, :, 0, :].permute(0, 2, 1).reshape(c_out, k * i)  # (O, k i), tap-major like cols
+        y = torch.matmul(wm, cols.reshape(N, k * i, H * out))  # (N, O, L') exact
+        return y.reshape(N, c_out, H, out)
