@@ -3,8 +3,9 @@
     python -m fuzz.campaign --count 100000 --seed 0 [--workers 2]
 
 1. Build two tiny deterministic models (a U-Net image ARDM, ``K = 16``, shape ``(1, 4, 4)``;
-   a transformer text ARDM, ``K = 27``, ``L = 8``) and two *foreign* models of the same
-   architectures with other weights.
+   a transformer text ARDM, ``K = 27``, ``L = 8``), the image model with a portable form
+   (its frozen integer U-Net: it writes format version 5, the integer coder; its seed files
+   come first) and *foreign* models of the same architectures with other weights.
 2. Compress seed items with them: native and tiled shapes, several budgets, random,
    low-entropy and all-zero data (in format version 3 an all-zero item often had an empty
    payload; in version 4 the stream holds at least the data checksum); two tiled items are
@@ -67,6 +68,7 @@ from ardm.models.ardm import ARDM
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig
+from ardm.portable.model import freeze
 
 BASE_S = 0.5
 """Constant part of the time bound: header parsing, model fingerprint, policy DP, Python."""
@@ -129,13 +131,25 @@ def text_model(seed: int = 0) -> ARDM:
     return model.eval()
 
 
+def portable_image_model(seed: int = 0) -> ARDM:
+    """:func:`image_model` with a portable form (its frozen integer U-Net, calibrated on seeded
+    random items): it writes format version 5, the integer coder."""
+    model = image_model(seed)
+    g = torch.Generator().manual_seed(1000 + seed)
+    model.portable = freeze(model, torch.randint(0, model.K, (8, *model.shape), generator=g))
+    return model
+
+
 def build_models() -> dict[str, ARDM]:
-    """The decoding models (``image``, ``text``) and the foreign ones (``*-foreign``)."""
+    """The decoding models (``image``, ``text``, ``image-v5`` with a portable form) and the
+    foreign ones (``*-foreign``)."""
     return {
         "image": image_model(0),
         "text": text_model(0),
+        "image-v5": portable_image_model(0),
         "image-foreign": image_model(1),
         "text-foreign": text_model(1),
+        "image-v5-foreign": portable_image_model(1),
     }
 
 
@@ -143,27 +157,30 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
     """The file of ``x`` that ardm writes (``version`` 4, as :func:`codec.compress` with order
     seed ``seed``: the stream starts from the data checksum) or wrote (version 3: a ``crc32``
     field and a stream from the empty state; version 2: also one ANS stream per tile, each but
-    the last after its length). The judge rebuilds files with it; the codec itself writes
-    version 4 only."""
+    the last after its length; version 5: version 4 by the integer coder of the model's
+    portable form). The judge rebuilds files with it; the codec writes versions 4 and 5."""
     native = tuple(x.shape) == tuple(model.shape)
     if native:
         tiles, pad = x[None], torch.zeros((1, *model.shape), dtype=torch.bool)
     else:
         tiles, pad = cut_tiles(x, tuple(model.shape))
-    stages = model.coding_stages(budget, seed)
+    coder = codec._coder(model, version)
+    stages = coder.stages(budget, seed)
     crc = container.data_crc32(x.numpy(), model.K)
     field = version in container.CRC_VERSIONS  # versions 2, 3: a header field; 4: in the stream
     header = container.Header(
         kind=model.kind,
         budget=budget,
         seed=seed,
-        fingerprint=model.fingerprint()[: container.FINGERPRINT_BYTES],
+        fingerprint=coder.fingerprint,
         crc32=crc if field else None,
         K=None if native else model.K,
         shape=None if native else tuple(x.shape),
         version=version,
     )
-    setup = CodingSetup(stages, tuple(model.shape), model.K, pad=pad)
+    setup = CodingSetup(
+        stages, tuple(model.shape), model.K, pad=pad, per_item=coder.per_item, batch=coder.batch
+    )
     if version == 2:
         body = container.join_tiles(encode(setup, tiles))
     else:
@@ -189,6 +206,13 @@ class Item:
 # name, maker model, shape (None: the model's), data pattern, budget; the names ending in
 # "-v2" are written as format version 2 files (:func:`build_file`)
 _ITEM_SPECS: tuple[tuple[str, str, tuple[int, ...] | None, str, int], ...] = (
+    # format version 5 (the integer coder) first: a short campaign's systematic phase covers it
+    ("img5-native-b4", "image-v5", None, "random", 4),
+    ("img5-tiled-7x9-b3", "image-v5", (1, 7, 9), "random", 3),
+    ("img5-native-zero-b3", "image-v5", None, "zero", 3),
+    ("img5-native-low-b16", "image-v5", None, "low", 16),
+    ("img5-tiled-2ch-b5", "image-v5", (2, 4, 4), "low", 5),
+    ("img5-foreign-b4", "image-v5-foreign", None, "random", 4),
     ("img-native-b1", "image", None, "random", 1),
     ("img-native-b4", "image", None, "random", 4),
     ("img-native-b16", "image", None, "random", 16),
@@ -235,9 +259,10 @@ def build_items(models: dict[str, ARDM]) -> list[Item]:
     for i, (name, maker, shape, pattern, budget) in enumerate(_ITEM_SPECS):
         model = models[maker]
         x = _data(model, shape or model.shape, pattern, seed=100 + i)
-        version = 2 if name.endswith("-v2") else container.VERSION
+        written = container.PORTABLE_VERSION if model.portable is not None else container.VERSION
+        version = 2 if name.endswith("-v2") else written
         blob = build_file(model, x, budget=budget, seed=model.order_seed, version=version)
-        if version == container.VERSION:  # the judge rebuilds what the codec writes exactly
+        if version == written:  # the judge rebuilds what the codec writes exactly
             assert codec.compress(model, x, budget=budget) == blob, name
         assert torch.equal(codec.decompress(model, blob), x), name
         home = maker.removesuffix("-foreign")
@@ -403,7 +428,8 @@ class Fuzzer:
         self.seed = seed
         self.models = build_models()
         self.items = build_items(self.models)
-        self.call_s = {name: _time_one_call(self.models[name]) for name in ("image", "text")}
+        homes = ("image", "text", "image-v5")
+        self.call_s = {name: _time_one_call(self.models[name]) for name in homes}
         self.systematic = self._systematic_inputs() if systematic else []
         self.kinds = list(KIND_WEIGHTS)
         self.weights = [KIND_WEIGHTS[k] for k in self.kinds]
@@ -585,10 +611,11 @@ def _time_one_call(model: ARDM, repeats: int = 30) -> float:
     known = torch.zeros_like(x, dtype=torch.bool)
     t = torch.zeros(1, dtype=torch.long)
     times = []
+    call = model.log_probs if model.portable is None else model.portable.pmf  # v5: integer
     with torch.no_grad():
         for _ in range(repeats):
             start = time.perf_counter()
-            model.log_probs(x, known, t)
+            call(x, known, t)
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -93,7 +93,7 @@ def test_header_refuses_malformed_files() -> None:
     cases = {
         "empty": b"",
         "magic": b"PK\x03\x04" + good[4:],
-        "version": good[:2] + bytes([container.VERSION + 1]) + good[3:],
+        "version": good[:2] + bytes([max(container.READ_VERSIONS) + 1]) + good[3:],
         "version 1": good[:2] + b"\x01" + good[3:],
         "flags": good[:3] + bytes([good[3] | 0x80]) + good[4:],
         "kind": good[:3] + bytes([good[3] | 0x03]) + good[4:],
@@ -111,9 +111,9 @@ def test_header_refuses_malformed_files() -> None:
         with pytest.raises(FormatError) as e:
             container.unpack(blob)
         messages[name] = one_line(e)
-    assert container.VERSION == 4 and container.READ_VERSIONS == (2, 3, 4)
-    assert "version 5 (this ardm reads versions 2, 3, 4)" in messages["version"]
-    assert "version 1 (this ardm reads versions 2, 3, 4)" in messages["version 1"]
+    assert container.VERSION == 4 and container.READ_VERSIONS == (2, 3, 4, 5)
+    assert "version 6 (this ardm reads versions 2, 3, 4, 5)" in messages["version"]
+    assert "version 1 (this ardm reads versions 2, 3, 4, 5)" in messages["version 1"]
     assert container.unpack(good[:2] + b"\x02" + good[3:] + bytes(4))[0].version == 2
     with pytest.raises(FormatError, match="ends inside the model fingerprint or checksum"):
         container.unpack(good[:2] + b"\x03" + good[3:])  # 1 byte for a 4-byte checksum

@@ -330,11 +330,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ardm.training.pretrained import export_weights, load_model
+    from ardm.training.pretrained import export_portable, export_weights, load_model
 
-    model = load_model(args.model)
-    path = export_weights(model, args.output, dtype=torch.float32 if args.fp32 else torch.float16)
-    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    path = Path(args.output)
+    if not args.portable_only:
+        model = load_model(args.model)
+        dtype = torch.float32 if args.fp32 else torch.float16
+        path = export_weights(model, path, dtype=dtype)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    if args.portable or args.portable_only:
+        frozen = export_portable(path, items=args.calib)
+        print(f"wrote {frozen} ({frozen.stat().st_size:,} bytes): the portable form")
     return 0
 
 

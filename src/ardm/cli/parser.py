@@ -93,6 +93,19 @@ def _add_training(sub: _Subparsers) -> None:
     q.add_argument("model", help="run folder or checkpoint")
     q.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     q.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    q.add_argument(
+        "--portable",
+        action="store_true",
+        help="also freeze the portable (integer) form for format-v5 files, in portable/ beside it",
+    )
+    q.add_argument(
+        "--portable-only",
+        action="store_true",
+        help="only freeze the portable form of the existing weights file OUTPUT",
+    )
+    q.add_argument(
+        "--calib", type=int, default=64, help="training items to calibrate the integer form on"
+    )
 
 
 def _add_evaluation(sub: _Subparsers) -> None:

@@ -36,6 +36,15 @@ each value as two 256-way symbols from the step's one network call: the decoder 
 high bytes of a step, then its low bytes given them, so the encoder pushes the low bytes
 first (:class:`Stage`, ``byte_pair``).
 
+The integer coder (format version 5). A model with a portable form (``model.portable``,
+:class:`ardm.portable.model.PortableModel`: shipped ``mnist`` and ``fashion-mnist``) is coded
+with exact integer tables (``Stage.exact``: no smoothing, ``constriction`` codes ``w + 1``),
+orders from :func:`ardm.core.seeded_order.seeded_order` and its fingerprint; its tables do
+not depend on batch or threads, so tiles and items go through the network batched
+(:data:`PORTABLE_BATCH` per call). Such files decode on every machine. :func:`compress`
+writes version 5 for such a model and version 4 otherwise (``version=4`` forces the float
+coder); :func:`decompress` dispatches on the file's version (:func:`_coder`).
+
 Two levels:
 
 * :func:`encode` / :func:`decode` (:func:`decode_with_rest`) against any
@@ -51,12 +60,17 @@ Two levels:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ardm.coding.container import (
     FINGERPRINT_BYTES,
     MAX_D,
+    PORTABLE_VERSION,
+    VERSION,
+    WRITE_VERSIONS,
     Header,
     data_crc32,
     pack,
@@ -71,7 +85,7 @@ from ardm.coding.lockstep import (
     decode_with_rest,
     encode,
 )
-from ardm.coding.stages import CodingModel
+from ardm.coding.stages import CodingModel, Stage
 from ardm.coding.tiles import _check_tileable, cut_tiles, paste_tiles, tile_grid
 from ardm.errors import DataError, FormatError
 
@@ -87,31 +101,80 @@ def _check_eval(model: CodingModel) -> None:
         raise ValueError("the model is in training mode: call model.eval() before coding")
 
 
-def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
+@dataclass(frozen=True)
+class _Coder:
+    """How a file is coded: its format ``version``, the fingerprint it carries, the stages
+    (``stages(budget, seed)``) and how the lockstep evaluates them (per item, or batched
+    ``batch`` tiles at a time)."""
+
+    version: int
+    fingerprint: bytes
+    stages: Callable[[int, int], list[Stage]]
+    per_item: bool = True
+    batch: int | None = None
+
+
+PORTABLE_BATCH = 16
+"""Tiles per network call of the integer coder (format version 5): its integer tables do not
+depend on the batch, so this changes the speed only (see benchmarks/portable_throughput.py)."""
+
+
+def _coder(model: CodingModel, version: int | None = None) -> _Coder:
+    """The coder of format ``version`` for ``model`` (``None``: version 5 when the model has a
+    portable form, ``model.portable``, else version 4)."""
+    portable = getattr(model, "portable", None)
+    if version is None:
+        version = PORTABLE_VERSION if portable is not None else VERSION
+    if version != PORTABLE_VERSION:
+        return _Coder(version, model.fingerprint()[:FINGERPRINT_BYTES], model.coding_stages)
+    if portable is None:
+        raise FormatError(
+            "this file was made by the integer coder (format v5), which needs the model's "
+            "portable form (shipped models have one; `ardm export` freezes one)"
+        )
+
+    def stages(budget: int, seed: int) -> list[Stage]:
+        return list(portable.coding_stages(model, budget, seed))
+
+    fingerprint = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]
+    return _Coder(version, fingerprint, stages, per_item=False, batch=PORTABLE_BATCH)
+
+
+def _items(model: CodingModel, x: torch.Tensor) -> tuple[list[torch.Tensor], bool]:
+    """The items of ``x`` (one item or a batch) and whether it was one item."""
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise DataError(f"expected integer data, got {x.dtype}")
+    ndim = len(model.shape)
+    if x.dim() == ndim:
+        return [x], True
+    if x.dim() == ndim + 1:
+        return list(x), False
+    raise DataError(
+        f"expected one item with {ndim} axes (model shape {model.shape}) or a batch of "
+        f"them, got shape {tuple(x.shape)}"
+    )
+
+
+def compress(
+    model: CodingModel, x: torch.Tensor, *, budget: int, version: int | None = None
+) -> bytes | list[bytes]:
     """Compress one item ``x`` (``bytes``) or a batch ``(N, ...)`` (a list of files).
 
     An item has the model's shape, or any shape with as many axes (an image larger or
     smaller than the model's tile, a text of another length): it is then cut into tiles of
     the model's shape and its true shape is stored. ``budget`` network calls per tile
     (clamped to ``S * D``; an Upscale ARDM with ``S`` stages needs at least ``S``), order
-    ``model.order_seed``.
+    ``model.order_seed``. ``version``: ``None`` (default) writes format version 5 (the
+    integer coder, decodable on every machine) when the model has a portable form
+    (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
     """
     _check_eval(model)
-    x = torch.as_tensor(x)
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise DataError(f"expected integer data, got {x.dtype}")
-    ndim = len(model.shape)
-    if x.dim() == ndim:
-        items, single = [x], True
-    elif x.dim() == ndim + 1:
-        items, single = list(x), False
-    else:
-        raise DataError(
-            f"expected one item with {ndim} axes (model shape {model.shape}) or a batch of "
-            f"them, got shape {tuple(x.shape)}"
-        )
+    items, single = _items(model, x)
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
+    if version is not None and version not in WRITE_VERSIONS:
+        raise ValueError(f"version must be one of {WRITE_VERSIONS} or None, got {version}")
     if not items:
         return []
     fewest, most = model.budget_range()
@@ -119,8 +182,8 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         raise DataError(f"this model has {fewest} stages: it needs a budget of at least {fewest}")
     budget = min(int(budget), most)
     device = _model_device(model)
-    fingerprint = model.fingerprint()[:FINGERPRINT_BYTES]
-    stages = model.coding_stages(budget, int(model.order_seed))
+    coder = _coder(model, version)
+    stages = coder.stages(budget, int(model.order_seed))
 
     tiles: list[torch.Tensor] = []
     pads: list[torch.Tensor] = []
@@ -146,9 +209,10 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
                 kind=model.kind,
                 budget=budget,
                 seed=int(model.order_seed),
-                fingerprint=fingerprint,
+                fingerprint=coder.fingerprint,
                 K=None if native else model.K,
                 shape=None if native else tuple(values.shape),
+                version=coder.version,
             )
         )
     setup = CodingSetup(
@@ -158,6 +222,8 @@ def compress(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | lis
         pad=torch.cat(pads).to(device),
         groups=counts,
         device=device,
+        per_item=coder.per_item,
+        batch=coder.batch,
     )
     # One stream per file, shared by its tiles, from the data checksum.
     streams = encode(setup, torch.cat(tiles).to(device), initial=crcs)
@@ -178,17 +244,36 @@ def float_coder_note(version: int) -> str:
     )
 
 
+def _expected_crc(header: Header, rests: list[int | None], where: str) -> int:
+    """The data checksum a file promises: its ``crc32`` field (versions 2 and 3, whose streams
+    must be left empty), or what its stream has left (versions 4 and 5: exactly one word)."""
+    if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
+        if any(rest != 0 for rest in rests):
+            raise FormatError(
+                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES}){where}"
+            )
+        return header.crc32
+    if rests[0] is None:  # versions 4, 5: the stream started from the checksum, all that is left
+        raise FormatError(
+            f"corrupt payload: more than the 32-bit checksum is left after decoding every "
+            f"value ({_LEFT_CAUSES}){where}"
+        )
+    return rests[0]
+
+
 def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     """Decompress one file of :func:`compress` with the model that made it.
 
     Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
-    data kind, and data that does not match its checksum (version 4: the stream's initial
-    state, all that may be left after the last value; versions 2 and 3: the header field):
-    wrong data is never returned.
+    data kind, and data that does not match its checksum (versions 4 and 5: the stream's
+    initial state, all that may be left after the last value; versions 2 and 3: the header
+    field): wrong data is never returned. Version 5 (the integer coder) needs the model's
+    portable form (``model.portable``); versions 2-4 use the float coder.
     """
     _check_eval(model)
     header, body = unpack(blob)
-    ours = model.fingerprint()[:FINGERPRINT_BYTES]
+    coder = _coder(model, header.version)
+    ours = coder.fingerprint
     if header.fingerprint != ours:
         raise FormatError(
             f"this file was compressed with another model (fingerprint "
@@ -226,29 +311,19 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
     setup = CodingSetup(
-        model.coding_stages(header.budget, header.seed),
+        coder.stages(header.budget, header.seed),
         tile,
         model.K,
         pad=pad.to(device),
         groups=groups,
         device=device,
+        per_item=coder.per_item,
+        batch=coder.batch,
     )
     tiles, rests = decode_with_rest(setup, payloads)
     tiles = tiles.cpu()  # (T, *tile)
-    where = float_coder_note(header.version)
-    if header.crc32 is not None:  # versions 2 and 3: streams from the empty state, a field
-        if any(rest != 0 for rest in rests):
-            raise FormatError(
-                f"corrupt payload: bits are left after decoding every value ({_LEFT_CAUSES}){where}"
-            )
-        expected = header.crc32
-    else:  # version 4: the stream started from the checksum, which must be all that is left
-        if rests[0] is None:
-            raise FormatError(
-                f"corrupt payload: more than the 32-bit checksum is left after decoding every "
-                f"value ({_LEFT_CAUSES}){where}"
-            )
-        expected = rests[0]
+    where = "" if header.version == PORTABLE_VERSION else float_coder_note(header.version)
+    expected = _expected_crc(header, rests, where)
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
     if data_crc32(x.numpy(), model.K) != expected:
         raise FormatError(

@@ -1,19 +1,25 @@
 """The ``.ardm`` file format: a small header followed by the entropy-coded payload.
 
-Layout (version 4, every field documented byte by byte in ``docs/format.md``)::
+Layout (versions 4 and 5, every field documented byte by byte in ``docs/format.md``)::
 
     magic      2 bytes   0xAD 0x4D ("\\xadM")
-    version    1 byte    4 (2 and 3 are still read)
+    version    1 byte    5 (integer coder) or 4 (float coder); 2 and 3 are still read
     flags      1 byte    bits 0-1 kind (0 image, 1 text, 2 audio), bit 2 SHAPE, bits 3-7 zero
     budget     varint    number of network calls per tile, 1..D
     seed       varint    order seed: sigma = order_from_seed(D, seed)
     [SHAPE]    varint K, 1 byte ndim (1..4), ndim varints: the true data shape (tiled)
-    model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config)
+    model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config;
+                         version 5: of the model's portable form, its integer state)
     payload    the rest  one ANS stream for the whole file (all its tiles, interleaved),
                          started from the data checksum (:func:`data_crc32`) as the coder's
                          initial state, which the decoder finds again after the last value;
                          a tiled file's payload has at least tiles - 1 bytes (a shorter
                          stream is padded with zero bytes, see :func:`pack_stream`)
+
+Version 5 (:data:`PORTABLE_VERSION`) has version 4's layout; its payload is made by the
+integer coder (:mod:`ardm.portable`): integer probability tables, orders from
+:func:`ardm.core.seeded_order.seeded_order`, so it decodes on every machine. A model without
+a portable form writes version 4.
 
 Versions 2 and 3 (read only) have a field ``crc32`` (4 bytes, the same checksum,
 little-endian) after ``model``, and an ANS stream started from the empty state. Version 2
@@ -39,8 +45,11 @@ from ardm.errors import FormatError
 
 MAGIC = b"\xadM"
 VERSION = 4
-"""The version every writer writes."""
-READ_VERSIONS = (2, 3, 4)
+"""The version the float coder writes (a model without a portable form)."""
+PORTABLE_VERSION = 5
+"""The version the integer coder writes (a model with a portable form)."""
+WRITE_VERSIONS = (VERSION, PORTABLE_VERSION)
+READ_VERSIONS = (2, 3, 4, 5)
 """The versions :func:`unpack` accepts (version 2: one ANS stream per tile; versions 2 and 3:
 a ``crc32`` header field, the stream started from the empty state)."""
 CRC_VERSIONS = (2, 3)
@@ -74,7 +83,7 @@ class Header:
     crc32: int | None = None
     K: int | None = None
     shape: tuple[int, ...] | None = None
-    version: int = VERSION  # the payload layout; writers write VERSION only
+    version: int = VERSION  # the payload layout; writers write VERSION or PORTABLE_VERSION
 
     def __post_init__(self) -> None:
         if self.version not in READ_VERSIONS:
@@ -216,8 +225,8 @@ def split_tiles(body: bytes, count: int) -> list[bytes]:
 def pack(header: Header, payload: bytes) -> bytes:
     """The bytes of a file: header fields (``header.version``), then the payload.
 
-    The codec writes :data:`VERSION` only; a version-2 or -3 header (with its ``crc32``
-    field) is for rebuilding old files."""
+    The codec writes :data:`VERSION` or :data:`PORTABLE_VERSION`; a version-2 or -3 header
+    (with its ``crc32`` field) is for rebuilding old files."""
     flags = KINDS.index(header.kind)
     geometry = b""
     if header.shape is not None:

@@ -24,6 +24,7 @@ from ardm.coding.stages import (
     Stage,
     _order,
     coding_probs,
+    exact_rows,
 )
 from ardm.core.dmol import BYTE
 from ardm.core.policy import step_bounds
@@ -63,11 +64,12 @@ def _table(stage: Stage, out: torch.Tensor) -> torch.Tensor:
     return out if stage.head is None else stage.head(out)
 
 
-def _rows(log_probs: torch.Tensor, b: int | None) -> np.ndarray:
-    """Smoothed coding rows ``(n, m, b)`` of log-probabilities, checking the class count ``b``."""
+def _rows(log_probs: torch.Tensor, b: int | None, *, exact: bool = False) -> np.ndarray:
+    """Coding rows ``(n, m, b)``, checking the class count ``b``: smoothed probabilities of
+    log-probabilities, or (``exact``) integer weights as float64, unchanged."""
     if b is not None and log_probs.shape[-1] != b:
         raise ValueError(f"the network gives {log_probs.shape[-1]} classes, expected {b}")
-    return coding_probs(log_probs)
+    return exact_rows(log_probs) if exact else coding_probs(log_probs)
 
 
 def _coarse(x: torch.Tensor, unit: int) -> torch.Tensor:
@@ -116,10 +118,13 @@ can be ``D x K`` float64 a tile) while the caller pushes or pops the results in 
 
 
 class _Workers:
-    """Runs ``fn(i)`` for many tiles, on a thread pool or (``pool=None``) in order."""
+    """Runs ``fn(i)`` for many tiles, on a thread pool or (``pool=None``) in order; ``batch``:
+    the most tiles of one batched network call (``None``: all; only without ``per_item``)."""
 
-    def __init__(self, pool: ThreadPoolExecutor | None, size: int) -> None:
-        self.pool, self.size = pool, size
+    def __init__(
+        self, pool: ThreadPoolExecutor | None, size: int, batch: int | None = None
+    ) -> None:
+        self.pool, self.size, self.batch = pool, size, batch
 
     def imap(self, fn: Callable[[int], _T], items: Sequence[int]) -> Iterator[_T]:
         """``fn(i)`` for every item, in order, as the caller takes them: the pool works on at
@@ -143,14 +148,15 @@ class _Workers:
 
 @contextmanager
 def _workers(
-    n: int, workers: int | None, device: torch.device, *, per_item: bool
+    n: int, workers: int | None, device: torch.device, *, per_item: bool, batch: int | None = None
 ) -> Iterator[_Workers]:
     """The workers for ``n`` tiles. Per item, torch runs with one intra-op thread throughout
     and ``workers`` threads (``None``: the torch thread count; on a GPU one) share the tiles;
     the schedule never changes a result, every tile is evaluated alone, single-threaded.
-    Batched (not ``per_item``): no pool, the caller's thread count."""
+    Batched (not ``per_item``): no pool, the caller's thread count, calls of at most ``batch``
+    tiles."""
     if not per_item:
-        yield _Workers(None, 1)
+        yield _Workers(None, 1, batch)
         return
     with _one_intra_op_thread() as threads:
         if workers is None:
@@ -173,8 +179,8 @@ class _StepWork(Generic[_T]):
         self.known = step.before.to(pad.device)[None, :] | pad  # (N, D) padding is known
         self.positions = step.positions.to(pad.device)  # (m,)
 
-    def current(self, rows: slice) -> torch.Tensor:
-        """The values the network sees for the tiles ``rows``: ``(n, D)``."""
+    def current(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """The values the network sees for the tiles ``rows`` (a slice or indices): ``(n, D)``."""
         raise NotImplementedError
 
     def finish(self, i: int, out: torch.Tensor) -> _T:
@@ -190,14 +196,41 @@ class _StepWork(Generic[_T]):
 
     def run(self, tiles: Sequence[int], workers: _Workers, *, per_item: bool) -> Iterator[_T]:
         """:meth:`finish` of ``tiles``, in order: per item one call per tile (batch 1) on the
-        workers; batched one call for all ``N`` tiles."""
+        workers; batched one call for all ``N`` tiles (``workers.batch`` set: one call per run
+        of at most that many tiles, from the first of ``tiles`` to the last)."""
         if per_item:
             return workers.imap(self._one, tiles)
-        everything = slice(None)
-        out = _step_out(
-            self.step.stage, self.current(everything), self.known, self.step.positions, self.shape
-        )  # (N, m, O)
-        return iter([self.finish(i, out[i : i + 1]) for i in tiles])
+        if workers.batch is None:
+            everything = slice(None)
+            out = _step_out(
+                self.step.stage,
+                self.current(everything),
+                self.known,
+                self.step.positions,
+                self.shape,
+            )  # (N, m, O)
+            return iter([self.finish(i, out[i : i + 1]) for i in tiles])
+        return iter(self._batched(tiles, workers.batch))
+
+    def _batched(self, tiles: Sequence[int], batch: int) -> list[_T]:
+        """:meth:`finish` of ``tiles`` (in their order) from one call per ``batch`` of them
+        (only the tiles asked for: a tile with nothing to code at a step may have every
+        variable known, a ``t`` no step has)."""
+        done: dict[int, _T] = {}
+        wanted = sorted(tiles)
+        for k in range(0, len(wanted), batch):
+            chunk = wanted[k : k + batch]
+            rows = torch.tensor(chunk, device=self.known.device)  # (n,)
+            out = _step_out(
+                self.step.stage,
+                self.current(rows),
+                self.known[rows],
+                self.step.positions,
+                self.shape,
+            )  # (n, m, O)
+            for j, i in enumerate(chunk):
+                done[i] = self.finish(i, out[j : j + 1])
+        return [done[i] for i in tiles]
 
 
 _Pushes = list[tuple[np.ndarray, np.ndarray]]
@@ -217,7 +250,7 @@ class _EncodeStep(_StepWork[_Pushes]):
         self.coded = coded  # (N, m)
         self.fine, self.coarse, self.digits = digits  # (N, D) each
 
-    def current(self, rows: slice) -> torch.Tensor:
+    def current(self, rows: slice | torch.Tensor) -> torch.Tensor:
         return torch.where(self.known[rows], self.fine[rows], self.coarse[rows])  # (n, D)
 
     def finish(self, i: int, out: torch.Tensor) -> _Pushes:
@@ -225,12 +258,14 @@ class _EncodeStep(_StepWork[_Pushes]):
         symbols = self.digits[i, self.positions].cpu()  # (m,) 0 at padding
         byte_pair = self.step.stage.byte_pair
         if byte_pair is None:
-            rows = _rows(_table(self.step.stage, out), None)[0]  # (m, b)
+            rows = _rows(_table(self.step.stage, out), None, exact=self.step.stage.exact)[0]
             return [(_take(symbols.numpy(), coded), _take(rows, coded))]
         # The decoder pops the high bytes, then the low bytes given them: push in reverse.
         hi = torch.div(symbols, BYTE, rounding_mode="floor")  # (m,)
-        lo_rows = _rows(byte_pair(out, hi[None].to(out.device)), BYTE)[0]  # (m, 256)
-        hi_rows = _rows(byte_pair(out, None), BYTE)[0]  # (m, 256)
+        lo_rows = _rows(byte_pair(out, hi[None].to(out.device)), BYTE, exact=self.step.stage.exact)[
+            0
+        ]  # (m, 256)
+        hi_rows = _rows(byte_pair(out, None), BYTE, exact=self.step.stage.exact)[0]  # (m, 256)
         return [
             (_take((symbols % BYTE).numpy(), coded), _take(lo_rows, coded)),
             (_take(hi.numpy(), coded), _take(hi_rows, coded)),
@@ -244,14 +279,16 @@ class _DecodeStep(_StepWork[tuple[torch.Tensor | None, np.ndarray]]):
         super().__init__(step, shape, pad)
         self.x, self.K = x, K
 
-    def current(self, rows: slice) -> torch.Tensor:
+    def current(self, rows: slice | torch.Tensor) -> torch.Tensor:
         return self.x[rows].clone()  # (n, D) decoded so far (coarse where not yet refined)
 
     def finish(self, i: int, out: torch.Tensor) -> tuple[torch.Tensor | None, np.ndarray]:
         stage = self.step.stage
         if stage.byte_pair is None:
-            return None, _rows(_table(stage, out), stage.b or self.K)[0]  # (m, b)
-        return out, _rows(stage.byte_pair(out, None), BYTE)[0]  # the high bytes' rows
+            return None, _rows(_table(stage, out), stage.b or self.K, exact=stage.exact)[0]
+        return out, _rows(stage.byte_pair(out, None), BYTE, exact=stage.exact)[
+            0
+        ]  # the high bytes' rows
 
 
 def _owners(groups: list[int]) -> list[int]:
@@ -334,7 +371,7 @@ def _decode_tiles(
                 values = _pop_tile(dec, coded[i], rows)  # (m,)
                 if byte_pair is not None and out is not None:  # then the low bytes
                     hi = torch.from_numpy(values)[None].to(out.device)  # (1, m)
-                    lo_rows = _rows(byte_pair(out, hi), BYTE)[0]  # (m, 256)
+                    lo_rows = _rows(byte_pair(out, hi), BYTE, exact=step.stage.exact)[0]  # (m, 256)
                     values = values * BYTE + _pop_tile(dec, coded[i], lo_rows)
                 x[i, work.positions] += torch.from_numpy(values).to(x.device) * unit
     return x, decoders
@@ -381,7 +418,9 @@ class CodingSetup:
     thread, so every payload decodes on its own; ``workers`` threads share the items at every
     step (default: the torch thread count; it never changes the payloads). With
     ``per_item=False`` there is one network call per step for the whole batch (faster, but
-    only decodable with the same batch and thread count). Network tensors live on ``device``.
+    only decodable with the same batch and thread count, unless the stages are ``exact``:
+    integer tables do not depend on either). ``batch`` (with ``per_item=False``): the most
+    tiles of one network call (``None``: all ``N``). Network tensors live on ``device``.
     """
 
     stages: Sequence[Stage]
@@ -392,6 +431,7 @@ class CodingSetup:
     per_item: bool = True
     workers: int | None = None
     device: torch.device | str = "cpu"
+    batch: int | None = None
 
 
 def single_stage(
@@ -429,7 +469,7 @@ def encode(
     xf = x.to(dev).reshape(N, D).long()  # (N, D)
     padf = _check_pad(setup.pad, N, D, dev)  # (N, D)
     xf = torch.where(padf, 0, xf)
-    with _workers(N, setup.workers, dev, per_item=setup.per_item) as pool:
+    with _workers(N, setup.workers, dev, per_item=setup.per_item, batch=setup.batch) as pool:
         return _encode_tiles(xf, padf, plan, shape, sizes, starts, pool, per_item=setup.per_item)
 
 
@@ -473,7 +513,7 @@ def decode_with_rest(
         raise ValueError(f"byte-pair stages code 16-bit values (K = 65536), not K={K}")
     dev = torch.device(setup.device)
     padf = _check_pad(setup.pad, N, D, dev)  # (N, D)
-    with _workers(N, setup.workers, dev, per_item=setup.per_item) as pool:
+    with _workers(N, setup.workers, dev, per_item=setup.per_item, batch=setup.batch) as pool:
         x, decoders = _decode_tiles(
             list(payloads), padf, plan, shape, K, sizes, pool, per_item=setup.per_item
         )

@@ -56,6 +56,20 @@ def coding_probs(log_probs: torch.Tensor) -> np.ndarray:
     return smooth(probs.numpy())
 
 
+def exact_rows(weights: torch.Tensor) -> np.ndarray:
+    """Integer weights ``(..., b)`` -> the coder's float64 rows, unchanged (no smoothing: the
+    integer coder's rows must reach ``constriction`` bit for bit). Checks that they are
+    integers >= 0 summing to ``2^24 - b`` per row, which ``constriction``'s
+    ``Categorical(perfect=False)`` turns into exactly ``w + 1``."""
+    if weights.is_floating_point() or weights.is_complex() or weights.dtype == torch.bool:
+        raise ValueError(f"an exact stage's table must hold integer weights, got {weights.dtype}")
+    w = weights.detach().cpu().to(torch.int64)  # (..., b)
+    b = w.shape[-1]
+    if w.numel() and (bool((w < 0).any()) or bool((w.sum(dim=-1) != (1 << 24) - b).any())):
+        raise ValueError(f"an exact stage's weights must be >= 0 and sum to 2**24 - {b}")
+    return w.to(torch.float64).numpy()
+
+
 def policy_nll_bits(log_probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``-log2 p(x)`` of the coded values under unsmoothed log-probs ``(N, M, K)``, ``x (N, M)``."""
     lp = log_probs.detach().double().gather(-1, x[..., None].long())[..., 0]  # (N, M)
@@ -99,6 +113,7 @@ class Stage:
     b: int | None = None  # None: whatever the network gives (checked against K on decoding)
     byte_pair: ByteFn | None = None  # set: each value is coded as a high and a low byte
     head: HeadFn | None = None  # set: log_prob_fn gives raw outputs, head the step's table
+    exact: bool = False  # set: the table is int64 weights summing to 2^24 - b, not log-probs
 
 
 ByteFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]

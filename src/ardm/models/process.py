@@ -158,6 +158,10 @@ class Process(nn.Module):
     S: int = 1
     """Stages of generation (an Upscale ARDM has ``S`` digit stages)."""
 
+    portable: Any = None
+    """The model's portable form (:class:`ardm.portable.model.PortableModel`: the frozen
+    integer network the coder uses for format version 5), or ``None`` (float coder only)."""
+
     def __init__(
         self,
         net: nn.Module,
@@ -198,6 +202,7 @@ class Process(nn.Module):
         """The same model around another network (e.g. the EMA copy); shares the tracker."""
         other = copy.copy(self)
         other._modules = dict(self._modules)  # a shallow copy would share the net slot
+        other.portable = None  # frozen from this net, not the other
         other.net = net
         return other
 

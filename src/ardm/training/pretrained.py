@@ -4,6 +4,13 @@ A shipped model is one ``.safetensors`` file: the EMA weights (fp16 by default),
 per-step losses ``L_t`` (float64), and metadata (the resolved config as JSON, the order
 seed, a SHA-256 of all tensors). ``load("mnist")`` checks the SHA-256 before building the
 model, so a damaged or edited file is refused instead of silently coding wrong data.
+
+A model may also ship its portable form (the frozen integer network of the integer coder,
+format version 5): ``weights/portable/<name>.safetensors`` beside ``weights/<name>.safetensors``
+(:func:`portable_file`), written by :func:`export_portable` (``ardm export --portable``,
+``python -m ardm.portable.ship <name>``), in :mod:`ardm.portable.state`'s format with its
+own SHA-256. :func:`load_weights` attaches it as ``model.portable`` after checking that it
+was frozen from exactly these weights (the float model's fingerprint).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ardm.config import Config, from_dict
-from ardm.errors import CheckpointError, first_line
+from ardm.errors import CheckpointError, FormatError, first_line
 from ardm.filesystem import atomic_write_bytes
 from ardm.models.ardm import ARDM
 from ardm.models.build import build_model
@@ -105,7 +112,52 @@ def load_weights(path: Path | str) -> ARDM:
         ) from None
     model.tracker.set_all(L.numpy())
     model.order_seed = int(metadata["order_seed"])
+    if portable_file(path).is_file():
+        attach_portable(model, portable_file(path))
     return model.eval()
+
+
+PORTABLE_DIR = "portable"
+"""The folder, beside a weights file, of its portable form (same file name)."""
+
+
+def portable_file(weights: Path | str) -> Path:
+    """Where the portable form of the weights file ``weights`` lives."""
+    weights = Path(weights)
+    return weights.parent / PORTABLE_DIR / weights.name
+
+
+def attach_portable(model: ARDM, path: Path | str) -> ARDM:
+    """Set ``model.portable`` from the portable file ``path``, refused (one line) if it is
+    damaged or was frozen from other weights."""
+    from ardm.portable.model import portable_from_bytes
+
+    try:
+        portable = portable_from_bytes(Path(path).read_bytes())
+    except (FormatError, OSError) as e:
+        raise CheckpointError(f"cannot read the portable form {path}: {first_line(e)}") from None
+    if portable.float_fingerprint != model.fingerprint().hex():
+        raise CheckpointError(f"{path} was frozen from other weights than its model's")
+    model.portable = portable
+    return model
+
+
+def export_portable(
+    weights: Path | str, *, items: int = 64, passes: int = 4, seed: int = 0
+) -> Path:
+    """Freeze the model of the weights file ``weights`` (as :func:`load_weights` builds it, so
+    its fingerprint is the shipped one) into its portable form, calibrated on ``items`` items
+    of its training split seen ``passes`` times; write it to :func:`portable_file`."""
+    from ardm.data.items import model_items
+    from ardm.portable.model import freeze
+
+    model = load_weights(weights)
+    model.portable = None
+    portable = freeze(model, model_items(model, "train", items), passes=passes, seed=seed)
+    path = portable_file(weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, portable.to_bytes())
+    return path
 
 
 def load(name: str, *, device: str | torch.device = "cpu") -> ARDM:

@@ -1,0 +1,42 @@
+"""Portable (integer) evaluation of the networks: probability tables that are bit-identical
+on every machine.
+
+A float network's outputs differ in their last bits between CPUs (AVX2, AVX-512, plain C++
+kernels), thread counts, batch sizes and devices, and one different bit in one probability
+table derails an ANS decoder. The integer form of a network computes only with integers:
+
+* :mod:`ardm.portable.quant` -- fixed-point formats, per-channel weight quantisation, and
+  the integer rescale (multiply and shift in int64) that ends every layer;
+* :mod:`ardm.portable.tables` -- exp, sigmoid and sinusoid tables computed with Python's
+  ``decimal`` (correctly rounded, the same on every machine), never with libm;
+* :mod:`ardm.portable.ops` -- exact conv/linear/matmul (float32 calls on integer operands
+  whose every partial sum stays below ``2^24``), integer GroupNorm/LayerNorm, SiLU by table;
+* :mod:`ardm.portable.pmf` -- integer logits -> an integer pmf summing to ``2^24 - K``,
+  which ``constriction``'s ``Categorical(perfect=False)`` turns into exactly ``w + 1``;
+  :func:`mixture_pmf` the same for a discretised logistic mixture (``cifar10-subset``);
+* :mod:`ardm.portable.unet` -- :class:`IntegerUNet`, the frozen integer form of
+  :class:`ardm.nets.unet.UNet`.
+
+Freezing (``IntegerUNet.from_float``) runs the float network to calibrate activation ranges,
+so it is *not* portable itself: the frozen integer state is what must be shipped, and every
+machine that evaluates it gets the same bits.
+
+Not yet integer (what each needs, from these parts):
+
+* Transformer (``english``): LayerNorm is ``IntNorm.layer_norm``; GELU a per-layer table
+  like :class:`ardm.portable.ops.SiLUTable` (``erf`` from ``decimal``); rotary angles an
+  exact cos/sin table per (position, pair) like ``sinusoid_table``, the rotation an
+  integer multiply and rescale; per-head attention as in ``IntAttn`` (integer scores, exp
+  table, division of the value sum in int64); the head's logits through
+  :func:`categorical_pmf`. Linear layers are ``IntLayer`` on ``(B*L, C, 1, 1)``.
+* WaveNet (``fsdd``): ``Conv1d`` as a 2-D :class:`ExactConv` of height 1 (dilation to be
+  added to ``ExactConv``); ``tanh(a) * sigmoid(b)`` from two exact tables and an integer
+  product; upscale stage one-hots are exact already.
+"""
+
+from __future__ import annotations
+
+from ardm.portable.pmf import PMF_TOTAL_BITS, categorical_pmf, mixture_pmf, pmf_nll_bits
+from ardm.portable.unet import IntegerUNet
+
+__all__ = ["PMF_TOTAL_BITS", "IntegerUNet", "categorical_pmf", "mixture_pmf", "pmf_nll_bits"]

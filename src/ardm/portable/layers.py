@@ -1,0 +1,201 @@
+"""Frozen integer layers: a conv or linear with its bias and output rescale, and the range
+record (calibration) that fixes every activation's scale."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ardm.portable.ops import ExactConv, limbs
+from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
+
+
+def narrow_scale(amax: float) -> float:
+    """The scale of an 8-bit tensor whose calibrated magnitude is ``amax``."""
+    return amax / NARROW if amax > 0 else 1.0
+
+
+def wide_scale(amax: float) -> float:
+    """The scale of a wide (14-bit) tensor whose calibrated magnitude is ``amax``."""
+    return amax / WIDE if amax > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class IntLayer:
+    """``clamp(rescale(conv(a) + bias), out_bound)``: an integer conv2d, or a linear layer on
+    ``(B, I, 1, 1)``; ``bias`` ``(1, O, 1, 1)`` is in accumulator units. Inputs and outputs
+    are float32 tensors holding integers; the accumulator and rescale run exactly in float64."""
+
+    conv: ExactConv
+    bias: torch.Tensor
+    rescale: Rescale
+    out_bound: int
+
+    def __call__(self, a: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on ``a``; ``add`` (integers in output units, broadcasting) is added
+        before the clamp (``floor(v) + add = floor(v + add)`` for integers)."""
+        terms = self.conv.terms(a)
+        fast = self._float32_epilogue
+        if fast is not None and len(terms) == 1 and terms[0][0].dtype == torch.float32:
+            offset32, power = fast  # (acc + bias + 2^(k-1)) < 2^24, times 2^-k: exact
+            y = (terms[0][0] + offset32).mul_(power).floor_()  # (B, O, H', W') float32
+            y = y if add is None else y.add_(add)
+            return y.clamp_(-self.out_bound, self.out_bound)
+        offset, scales = self._epilogue
+        y = offset if add is None else offset + add.to(torch.float64)
+        for (term, _), scale in zip(terms, scales, strict=True):
+            y = torch.addcmul(y, term, scale)  # (B, O, H', W') float64, exact
+        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+
+    @functools.cached_property
+    def _float32_epilogue(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Where every multiplier is ``2^(shift - k)`` (weights frozen with ``pow2``) and
+        ``acc + bias + 2^(k-1)`` stays below ``2^24``: ``(bias + 2^(k-1), 2^-k)`` in float32,
+        with which the rescale is one exact float32 add, multiply and floor; else None."""
+        m, s = self.rescale.multiplier.reshape(-1), self.rescale.shift
+        if bool((m <= 0).any()) or bool((m & (m - 1)).any()) or self.conv.a_bound > 256:
+            return None
+        k = s - torch.log2(m.to(torch.float64)).round().to(torch.int64)  # (O,)
+        if bool((k < 1).any()):
+            return None
+        offset = self.bias.reshape(-1).to(torch.int64) + (1 << (k - 1))  # (O,)
+        if self.conv.acc_bound + int(offset.abs().max()) >= 1 << 24:
+            return None
+        shape = (1, -1, 1, 1)
+        return offset.to(torch.float32).view(shape), (2.0 ** -k.to(torch.float64)).float().view(
+            shape
+        )
+
+    @functools.cached_property
+    def _epilogue(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``floor((acc + bias) M / 2^s + 1/2)`` as ``floor(sum_j y_j scale_j + offset)`` with
+        ``scale_j = M 2^(shift_j - s)`` and ``offset = (bias M + 2^(s-1)) 2^-s``: every product
+        and partial sum is a multiple of ``2^-s`` below ``2^(53 - s)``, so exact."""
+        m, s = self.rescale.multiplier.to(torch.float64), self.rescale.shift
+        offset = (self.bias * m + float(1 << (s - 1))) * 2.0**-s  # (1, O, 1, 1)
+        shifts = [shift for _, _, shift in limbs(torch.zeros(1), self.conv.a_bound)]
+        return offset, [m * 2.0 ** (shift - s) for shift in shifts]
+
+    @classmethod
+    def freeze(
+        cls,
+        module: nn.Conv2d | nn.Linear,
+        *,
+        in_scale: float,
+        in_bound: int,
+        out_scale: float | torch.Tensor,
+        out_bound: int,
+        w_bits: int = 8,
+        pow2: bool = False,
+    ) -> IntLayer:
+        """The integer form of ``module`` from inputs of ``in_scale`` to outputs of ``out_scale``
+        (one value, or one per output channel).
+
+        ``pow2``: give each output channel the weight scale that makes its rescale a power of
+        two, ``2^-k`` (the channel's weights then span 64..127 rather than 127: about half a
+        bit less precise), which allows the exact float32 epilogue.
+        """
+        w = module.weight.detach()
+        stride, padding = 1, 0
+        if isinstance(module, nn.Conv2d):
+            stride, padding = int(module.stride[0]), int(module.padding[0])  # type: ignore[arg-type]
+        else:
+            w = w[:, :, None, None]  # (O, I, 1, 1)
+        q, s_w = quantize_weight(w, bits=w_bits)  # (O, I, kh, kw), (O,)
+        if pow2:
+            q, s_w = _pow2_weights(w, s_w, in_scale=in_scale, out_scale=out_scale, bits=w_bits)
+        acc_scale = in_scale * s_w  # (O,)
+        bias = module.bias if module.bias is not None else torch.zeros(w.shape[0])
+        b = quantize_values(bias, acc_scale)  # (O,)
+        w_bound = (1 << (w_bits - 1)) - 1
+        conv = ExactConv(q.to(torch.float32), w_bound, in_bound, stride, padding)
+        ratio = acc_scale / torch.as_tensor(out_scale, dtype=torch.float64)  # (O,)
+        bound = conv.acc_bound + int(b.abs().max())
+        rescale = Rescale.from_ratio(ratio, in_bound=bound, shape=(1, -1, 1, 1), float64=True)
+        return cls(conv, b.view(1, -1, 1, 1).to(torch.float64), rescale, out_bound)
+
+
+def _pow2_weights(
+    w: torch.Tensor,
+    s_w: torch.Tensor,
+    *,
+    in_scale: float,
+    out_scale: float | torch.Tensor,
+    bits: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(O, ...)`` quantised with scales ``s_w' >= s_w`` such that ``in_scale s_w' /
+    out_scale = 2^-k``, ``k >= 1`` (the plain ``(q, s_w)`` where some channel needs ``k < 1``)."""
+    out = torch.as_tensor(out_scale, dtype=torch.float64).expand(w.shape[0])  # (O,)
+    need = in_scale * s_w / out  # (O,) the smallest ratio without clipping
+    k = torch.floor(-torch.log2(need)).clamp(max=60)  # (O,) 2^-k >= need
+    if bool((k < 1).any()):
+        return quantize_weight(w, bits=bits)
+    scale = 2.0**-k * out / in_scale  # (O,)
+    top = (1 << (bits - 1)) - 1
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.round(w.detach().double().cpu() / scale.view(shape)).clamp(-top, top)
+    return q.to(torch.int64), scale
+
+
+class Ranges:
+    """Calibrated magnitudes of a float network's activations, per module.
+
+    ``ranges[name + "<"]`` is the largest ``|input|`` seen by module ``name`` (its first
+    argument), ``ranges[name + ">"]`` the largest ``|output|``, and ``channels(name)`` the
+    largest ``|output|`` per channel (axis 1).
+    """
+
+    def __init__(self) -> None:
+        self.amax: dict[str, float] = {}
+        self.per_channel: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, key: str) -> float:
+        return self.amax[key]
+
+    def channels(self, name: str) -> torch.Tensor:
+        """Per-channel output magnitudes ``(O,)`` of module ``name``."""
+        return self.per_channel[name]
+
+    def _note(self, key: str, value: torch.Tensor) -> None:
+        self.amax[key] = max(self.amax.get(key, 0.0), float(value.detach().abs().max()))
+
+    def _note_channels(self, name: str, out: torch.Tensor) -> None:
+        dims = [d for d in range(out.dim()) if d != 1]
+        c = out.detach().abs().amax(dim=dims).double()  # (O,)
+        old = self.per_channel.get(name)
+        self.per_channel[name] = c if old is None else torch.maximum(old, c)
+
+    @contextmanager
+    def recording(self, net: nn.Module) -> Iterator[None]:
+        """Record the ranges of every named submodule of ``net`` while inside."""
+        handles = []
+        for name, module in net.named_modules():
+            if name:
+                handles.append(module.register_forward_pre_hook(self._pre(name)))
+                handles.append(module.register_forward_hook(self._post(name)))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _pre(self, name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, args: tuple[object, ...]) -> None:
+            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                self._note(name + "<", args[0])
+
+        return hook
+
+    def _post(self, name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _args: tuple[object, ...], out: object) -> None:
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                self._note(name + ">", out)
+                if out.dim() >= 2:
+                    self._note_channels(name, out)
+
+        return hook

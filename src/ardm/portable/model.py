@@ -1,0 +1,169 @@
+"""A model's portable form: its frozen integer network and what the integer coder needs.
+
+:func:`freeze` turns a float model (:class:`ardm.models.process.Process`) into a
+:class:`PortableModel`: the integer network (:data:`FREEZERS`, by the float network's class),
+the head's integer pmf (:data:`HEAD_PMFS`, by the head's kind) and the fingerprint that
+version-5 files carry. Its coding stages (:meth:`PortableModel.coding_stages`) hand the coder
+integer weights (``Stage.exact``), orders from :func:`ardm.core.seeded_order.seeded_order`
+and the float model's policies (:mod:`ardm.core.policy`, from the stored float64 ``L_t``).
+
+The whole object is saved and loaded by :mod:`ardm.portable.state` (no pickle):
+:meth:`PortableModel.to_bytes` / :func:`portable_from_bytes`.
+
+Extension points (one entry each; every integer network follows the contract of
+:class:`ardm.portable.unet.IntegerUNet`: ``from_float(net, items, *, passes, seed)`` and
+``logits(x, known, t) -> int64 (B, *shape, O)``):
+
+* :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"`` now;
+  ``"Transformer"`` and ``"WaveNet"`` go here);
+* :data:`HEAD_PMFS` -- the head kind (:func:`head_kind`) -> integer output ``(B, *shape, O)``
+  to the coder's weights (``"categorical"`` now; ``"mixture"`` and ``"digits"`` call
+  ``mixture_pmf`` / ``digit_pmf`` of :mod:`ardm.portable.pmf` once they exist);
+* :meth:`PortableModel.coding_stages` -- ``S`` stages for a digit (Upscale) model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ardm.coding.stages import Stage
+from ardm.core.seeded_order import seeded_order
+from ardm.portable.pmf import categorical_pmf
+from ardm.portable.state import dump_state, load_state, state_sha256
+from ardm.portable.unet import IntegerUNet
+
+
+class IntegerNet(Protocol):
+    """What every frozen integer network gives: integer outputs in the float net's layout."""
+
+    def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
+Freezer = Callable[[nn.Module, torch.Tensor, int, int], IntegerNet]
+"""``freezer(net, items, passes, seed)``: the frozen integer form of a float network."""
+
+
+def _freeze_unet(net: nn.Module, items: torch.Tensor, passes: int, seed: int) -> IntegerNet:
+    return IntegerUNet.from_float(net, items, passes=passes, seed=seed)  # type: ignore[arg-type]
+
+
+FREEZERS: dict[str, Freezer] = {
+    "UNet": _freeze_unet,
+    # "Transformer": IntegerTransformer.from_float (ardm.portable.transformer), when merged
+    # "WaveNet": IntegerWaveNet.from_float (ardm.portable.wavenet), when merged
+}
+"""The float network's class name -> the freezer of its integer form."""
+
+
+class PortablePending(NotImplementedError):
+    """A part of the integer coder that is not built yet (one-line message)."""
+
+
+HeadPmf = Callable[["PortableModel", torch.Tensor, torch.Tensor], torch.Tensor]
+"""``head_pmf(model, out, x_cur)``: the integer output ``(B, *shape, O)`` (and the current
+values ``(B, *shape)``) -> the coder's weights ``(B, *shape, b)`` int64 summing to ``2^24 - b``."""
+
+
+def _categorical(_model: PortableModel, out: torch.Tensor, _x: torch.Tensor) -> torch.Tensor:
+    return categorical_pmf(out)
+
+
+HEAD_PMFS: dict[str, HeadPmf] = {
+    "categorical": _categorical,
+    # "mixture": a wrapper of mixture_pmf (ardm.portable.pmf), when merged
+    # "digits": a wrapper of digit_pmf (ardm.portable.pmf), per stage, when merged
+}
+"""The head kind -> its integer pmf; a kind not here has no integer coder yet."""
+
+
+def head_pmf(kind: str) -> HeadPmf:
+    """The integer pmf of the head kind ``kind``; :class:`PortablePending` if not built yet."""
+    if kind not in HEAD_PMFS:
+        raise PortablePending(f"the integer {kind} head is not built yet (ardm.portable.pmf)")
+    return HEAD_PMFS[kind]
+
+
+def head_kind(model: Any) -> str:
+    """The kind of a float model's head: ``"categorical"``, ``"mixture"`` or ``"digits"``."""
+    name = type(model.head).__name__
+    kinds = {"CategoricalHead": "categorical", "MixtureHead": "mixture", "DigitHead": "digits"}
+    if name not in kinds:
+        raise PortablePending(f"no integer coder for a model with a {name}")
+    return kinds[name]
+
+
+class PortableModel:
+    """The frozen integer network ``net`` of a model with ``K`` classes of ``shape``, its head
+    kind, the float model's fingerprint (hex) and its head's settings (``b``, ``S``, ...).
+
+    Its :meth:`pmf` is the same bits on every machine, thread count and batch size."""
+
+    def __init__(
+        self, net: IntegerNet, *, head: str, K: int, shape: tuple[int, ...], float_fp: str
+    ) -> None:
+        self.net = net
+        self.head, self.K, self.shape = head, int(K), tuple(int(n) for n in shape)
+        self.float_fingerprint = float_fp
+
+    def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The coder's integer weights ``(B, *shape, b)`` given the values ``x`` where
+        ``known`` and ``t`` known variables per item."""
+        return head_pmf(self.head)(self, self.net.logits(x, known, t), x)
+
+    @functools.cached_property
+    def _fingerprint(self) -> bytes:
+        h = hashlib.sha256(b"ardm-portable-model-1")
+        h.update(bytes.fromhex(self.float_fingerprint))
+        h.update(self.head.encode())
+        h.update(state_sha256(self.net))
+        return h.digest()
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 of the serialized integer state together with the float model's fingerprint
+        (which covers the config, ``L_t`` and the order seed): what version-5 files carry."""
+        return self._fingerprint
+
+    def coding_stages(self, model: Any, budget: int, seed: int) -> list[Stage]:
+        """The integer coder's stages of ``model`` (the float model this was frozen from) for
+        ``budget`` calls and order seed ``seed``: exact integer tables, orders
+        ``seeded_order(D, seed + s)``, the float model's (order-fixed) DP policies."""
+        D = int(model.D)
+        if int(model.S) != 1:
+            raise PortablePending("the integer coder of Upscale (digit) models is not built yet")
+        policy = model.policy_for_budget(budget)
+        return [Stage(self.pmf, seeded_order(D, seed), policy, exact=True)]
+
+    def to_bytes(self) -> bytes:
+        """The safetensors bytes of this portable model (:mod:`ardm.portable.state`)."""
+        return dump_state(self)
+
+
+def portable_from_bytes(data: bytes) -> PortableModel:
+    """A :class:`PortableModel` from :meth:`PortableModel.to_bytes` (untrusted bytes: refused
+    with a one-line :class:`ardm.errors.FormatError` unless they hold one)."""
+    from ardm.errors import FormatError
+
+    obj = load_state(data)
+    if not isinstance(obj, PortableModel):
+        raise FormatError(f"not a portable model: the state holds a {type(obj).__name__}")
+    return obj
+
+
+@torch.no_grad()
+def freeze(model: Any, items: torch.Tensor, *, passes: int = 4, seed: int = 0) -> PortableModel:
+    """The portable form of the float ``model``, calibrated on ``items`` ``(N, *shape)``
+    (its training data; not portable itself: ship the result)."""
+    kind = head_kind(model)
+    name = type(model.net).__name__
+    if name not in FREEZERS:
+        raise PortablePending(f"no integer form of a {name} network yet")
+    head_pmf(kind)  # refuse a head without an integer pmf before calibrating
+    net = FREEZERS[name](model.net.eval(), items.to(model.device), passes, seed)
+    fp = model.fingerprint().hex()
+    return PortableModel(net, head=kind, K=model.K, shape=tuple(model.shape), float_fp=fp)

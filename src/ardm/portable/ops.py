@@ -1,0 +1,415 @@
+"""Exact integer operations, fast: float32 calls on small integer operands.
+
+A float32 sum of integers is exact, in any order, while every partial sum stays below
+``2^24``. A conv or matmul whose operands are bounded by ``A`` and ``W`` and whose reduction
+has ``n`` terms is therefore exact, and gives the same bits on every kernel, thread count and
+batch size, when ``n * A * W < 2^24`` (8-bit operands: ``n <= 1040``). Larger operands are
+split into 7-bit limbs (one call each) and longer reductions into chunks of input channels;
+the partial results are added in int64.
+
+Besides: integer GroupNorm/LayerNorm (integer mean and variance, exact integer square root)
+and SiLU by an exact sigmoid table.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ardm.portable.quant import Rescale, bit_length, div_round, isqrt
+from ardm.portable.tables import normal_cdf_table, sigmoid_table
+
+EXACT_LIMIT = 1 << 24
+"""Every partial sum of a float32 call stays strictly below this."""
+
+LIMB_BITS = 7
+"""Lower limbs hold ``[0, 2^7)``; the top limb is signed."""
+
+
+def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
+    """Split integers ``a`` (``|a| <= bound``; int64, or a float tensor holding integers) into
+    ``[(limb, limb_bound, shift)]`` with ``a = sum limb * 2^shift``.
+
+    One limb when ``bound <= 256``; otherwise lower limbs ``a mod 2^7`` and a signed top limb
+    with a bound of at most 256 (14-bit wide activations: two limbs).
+    """
+    parts: list[tuple[torch.Tensor, int, int]] = []
+    shift = 0
+    while bound > 256:
+        if a.is_floating_point():
+            hi = torch.floor(a * (1.0 / (1 << LIMB_BITS)))  # exact: a power of two
+            parts.append((a - hi * (1 << LIMB_BITS), (1 << LIMB_BITS) - 1, shift))
+            a = hi
+        else:
+            parts.append((a & ((1 << LIMB_BITS) - 1), (1 << LIMB_BITS) - 1, shift))
+            a = a >> LIMB_BITS
+        bound = (bound >> LIMB_BITS) + 1
+        shift += LIMB_BITS
+    parts.append((a, bound, shift))
+    return parts
+
+
+def chunk_size(terms_per_channel: int, a_bound: int, w_bound: int, channels: int) -> int:
+    """Input channels per exact float32 call for a reduction of ``terms_per_channel`` each."""
+    per_channel = terms_per_channel * a_bound * w_bound
+    if per_channel >= EXACT_LIMIT:
+        raise ValueError(
+            f"one input channel already reaches 2^24 ({terms_per_channel} terms x {a_bound} x "
+            f"{w_bound}); use smaller operands"
+        )
+    most = max(1, min(channels, (EXACT_LIMIT - 1) // per_channel))
+    chunks = -(-channels // most)
+    return -(-channels // chunks)  # balanced: e.g. 128 channels as 64 + 64, not 115 + 13
+
+
+@dataclass(frozen=True)
+class ExactConv:
+    """An exact integer conv2d (or, with 1x1 kernels on ``(B, I, 1, 1)``, a linear layer).
+
+    ``weight`` ``(O, I, kh, kw)`` holds integers ``|w| <= w_bound`` (as float32); inputs obey
+    ``|a| <= a_bound``. The limbs of the input are stacked along the batch and the input
+    channels split into chunks, so that each float32 call is exact; a 1x1 conv is a matmul.
+    Inputs are int64 or float tensors holding integers; returns the accumulator ``(B, O, H',
+    W')`` as float64 integers (exact below ``2^53``).
+    """
+
+    weight: torch.Tensor
+    w_bound: int
+    a_bound: int
+    stride: int = 1
+    padding: int = 0
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        acc: torch.Tensor | None = None
+        for y, shift in self.terms(a):
+            term = y.to(torch.float64) * float(1 << shift)  # exact
+            acc = term if acc is None else acc + term  # integers below 2^53: exact
+        assert acc is not None
+        return acc
+
+    def terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """``[(y, shift)]`` with ``accumulator = sum y * 2^shift``: one float32 term per limb
+        (float64 where input chunks had to be added), so a caller can fuse the sum."""
+        _, c_in, kh, kw = self.weight.shape
+        B = a.shape[0]
+        parts = limbs(a, self.a_bound)
+        step = chunk_size(kh * kw, max(b for _, b, _ in parts), self.w_bound, c_in)
+        if len(parts) == 1 and a.dtype == torch.float32:
+            x = a  # (B, I, H, W) float32 integers already
+        else:
+            x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
+        y: torch.Tensor | None = None
+        for c0 in range(0, c_in, step):
+            part = self._call(x[:, c0 : c0 + step], self.weight[:, c0 : c0 + step])  # exact
+            y = part if y is None else y.to(torch.float64) + part  # chunks add in float64
+        assert y is not None
+        return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
+
+    def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """One exact float32 call: ``(N, i, H, W)`` -> ``(N, O, H', W')``."""
+        if w.shape[2:] == (1, 1) and self.stride == 1 and self.padding == 0:
+            N, i, H, W = x.shape
+            y = torch.matmul(w[:, :, 0, 0], x.reshape(N, i, H * W))  # (N, O, HW)
+            return y.reshape(N, -1, H, W)
+        return F.conv2d(x, w, stride=self.stride, padding=self.padding)
+
+    @property
+    def acc_bound(self) -> int:
+        """A bound on ``|accumulator|``."""
+        _, c_in, kh, kw = self.weight.shape
+        return c_in * kh * kw * self.a_bound * self.w_bound
+
+
+def exact_matmul(a: torch.Tensor, b: torch.Tensor, *, a_bound: int, b_bound: int) -> torch.Tensor:
+    """``a @ b`` for integers ``a (..., n, k)``, ``b (..., k, m)`` (``|b| <= b_bound <= 256``),
+    exactly, as float64 integers; ``a`` is split into limbs and ``k`` into chunks as needed."""
+    k = a.shape[-1]
+    bf = b.to(torch.float32)
+    acc: torch.Tensor | None = None
+    for limb, bound, shift in limbs(a, a_bound):
+        step = chunk_size(1, bound, b_bound, k)
+        x = limb.to(torch.float32)
+        for c0 in range(0, k, step):
+            part = torch.matmul(x[..., c0 : c0 + step], bf[..., c0 : c0 + step, :])  # exact
+            term = part.to(torch.float64) * float(1 << shift)
+            acc = term if acc is None else acc + term
+    assert acc is not None
+    return acc
+
+
+MEAN_FRAC_BITS = 3
+"""The group mean is rounded to ``2^-3`` of an input unit."""
+
+STD_FRAC_BITS = 5
+"""The standard deviation carries 5 more fractional bits than the centred values."""
+
+COEF_BITS = 24
+"""Fractional bits of the per-(item, channel) factor ``gamma / sigma``."""
+
+
+@dataclass(frozen=True)
+class IntNorm:
+    """Integer GroupNorm over ``(B, C, ...)`` (LayerNorm: :meth:`layer_norm`, ``groups = 1``),
+    with an affine map into an output integer format.
+
+    ``y_c = round(d * coef[b, c] / 2^24) + beta_q[c]`` where ``d`` is the input minus the
+    group mean (units ``2^-3``), ``sigma`` the integer square root of the group variance
+    (units ``2^-8``, with ``eps_q`` added), ``coef = round(gamma_q[c] 2^29 / (sigma
+    2^gamma_bits))`` one integer division per item and channel, ``gamma_q = round(gamma / u *
+    2^gamma_bits)`` and ``beta_q = round(beta / u)`` for the output unit ``u``. Inputs obey
+    ``|x| <= in_bound``; outputs are clamped to ``|y| <= out_bound``. Inputs are float (or
+    int64) tensors holding integers; the large products run in float64, exactly (every one
+    an integer below ``2^52``, checked), and the output is float32 integers.
+    """
+
+    groups: int
+    gamma_q: torch.Tensor
+    beta_q: torch.Tensor
+    gamma_bits: int
+    eps_q: int
+    in_bound: int
+    out_bound: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.unrounded(x, shift=0.5)  # (B, C, ...) float64
+        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+
+    def unrounded(self, x: torch.Tensor, *, shift: float) -> torch.Tensor:
+        """``d coef / 2^24 + beta_q + shift`` (float64, exact); the output is its floor when
+        ``shift = 1/2``."""
+        B, C = x.shape[:2]
+        g = x.reshape(B, self.groups, -1).to(torch.float64)  # (B, G, n) integers < 2^16
+        n = g.shape[-1]
+        if 2 * (self.in_bound.bit_length() + MEAN_FRAC_BITS + 1) + n.bit_length() > 52:
+            raise ValueError(f"an integer norm of {n} values below {self.in_bound} overflows")
+        gamma_q, offset, gamma_top = self._constants
+        # |d| <= sqrt(V) <= sqrt(n) (sigma + 1) 2^-5, so |d coef| <= 2 sqrt(n) max|gamma/u| 2^24
+        if 2 * (math.isqrt(n) + 1) * gamma_top >= 1 << (52 - COEF_BITS):
+            raise ValueError("an integer norm's gamma is too large for exact float64 products")
+        S = g.sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact
+        m = torch.div((S << (MEAN_FRAC_BITS + 1)) + n, 2 * n, rounding_mode="floor")  # 2^-3
+        d = torch.add(-m.to(torch.float64), g, alpha=1 << MEAN_FRAC_BITS)  # (B, G, n) < 2^19
+        V = torch.linalg.vecdot(d, d).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
+        A = ((V << 2 * STD_FRAC_BITS) // n) + self.eps_q  # (B, G, 1) variance in 2^-16
+        sigma = isqrt(A).repeat_interleave(C // self.groups, dim=1)  # (B, C, 1) std, 2^-8
+        coef = div_round(gamma_q, sigma << self.gamma_bits)  # (B, C, 1): gamma/(u sigma), 2^-24
+        shape = (B, C) + (1,) * (x.dim() - 2)
+        scale = (coef.to(torch.float64) * 2.0**-COEF_BITS).view(shape)  # (B, C, 1...)
+        # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact
+        o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
+        return torch.addcmul(o, d.view(x.shape), scale)  # (B, C, ...) float64
+
+    @functools.cached_property
+    def _constants(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``gamma_q 2^29`` ``(C, 1)``, ``beta_q`` float64 ``(C,)`` and a bound on ``|gamma/u|``."""
+        num = (self.gamma_q << (STD_FRAC_BITS + COEF_BITS))[:, None]  # (C, 1) < 2^52
+        top = (int(self.gamma_q.abs().max()) >> self.gamma_bits) + 1
+        return num, self.beta_q.to(torch.float64), top
+
+    def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over the last axis of ``x (..., C)`` (a one-group norm per position)."""
+        C = x.shape[-1]
+        return self(x.reshape(-1, C)).reshape(x.shape)  # (..., C)
+
+    @classmethod
+    def freeze(
+        cls,
+        norm: torch.nn.GroupNorm | torch.nn.LayerNorm,
+        *,
+        in_scale: float,
+        in_bound: int,
+        out_unit: float,
+        out_bound: int,
+    ) -> IntNorm:
+        """The integer form of ``norm`` for inputs of scale ``in_scale``, outputs in ``out_unit``."""
+        gamma = norm.weight.detach().to(torch.float64) / out_unit  # (C,)
+        top = float(gamma.abs().max())
+        gamma_bits = max(0, 22 - (int(top).bit_length() if top >= 1 else 0))  # gamma_q < 2^23
+        eps_q = round(norm.eps / in_scale**2 * 2.0 ** (2 * (MEAN_FRAC_BITS + STD_FRAC_BITS)))
+        return cls(
+            groups=norm.num_groups if isinstance(norm, torch.nn.GroupNorm) else 1,
+            gamma_q=torch.round(gamma * 2.0**gamma_bits).to(torch.int64),
+            beta_q=torch.round(norm.bias.detach().to(torch.float64) / out_unit).to(torch.int64),
+            gamma_bits=gamma_bits,
+            eps_q=max(1, eps_q),
+            in_bound=in_bound,
+            out_bound=out_bound,
+        )
+
+
+SILU_IN_FRAC_BITS = 8
+"""SiLU inputs are ``Q_8``."""
+
+SIGMOID_SPAN = 16
+SIGMOID_BITS = 16
+SILU_IN_BOUND = 1 << 24
+"""SiLU inputs are clamped to ``|z| <= 2^24`` (65536 in value)."""
+
+
+def sigmoid_q16(z: torch.Tensor) -> torch.Tensor:
+    """``round(2^16 sigmoid(z / 2^8))`` for int64 ``Q_8`` inputs: the exact table inside
+    ``|z| < 16``, and 0 or ``2^16`` beyond (where the table has saturated)."""
+    table = sigmoid_table(frac_bits=SILU_IN_FRAC_BITS, span=SIGMOID_SPAN, out_bits=SIGMOID_BITS)
+    n = SIGMOID_SPAN << SILU_IN_FRAC_BITS
+    s = table[z.clamp(-n, n - 1) + n]
+    return torch.where(z >= n, 1 << SIGMOID_BITS, s)
+
+
+@dataclass(frozen=True)
+class IntSiLU:
+    """``silu(z) = z * sigmoid(z)`` for ``Q_8`` inputs by the exact sigmoid table, then an
+    int64 :class:`Rescale` to the output format, clamped to ``|y| <= out_bound``. Returns
+    float32 integers; for large tensors with 8-bit outputs :class:`SiLUTable` is faster."""
+
+    rescale: Rescale
+    out_bound: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> IntSiLU:
+        """SiLU into integers of scale ``out_scale``."""
+        ratio = 2.0 ** -(SILU_IN_FRAC_BITS + SIGMOID_BITS) / out_scale
+        bound = SILU_IN_BOUND << SIGMOID_BITS
+        return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(torch.int64).clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
+        y = self.rescale(z * sigmoid_q16(z)).clamp(-self.out_bound, self.out_bound)
+        return y.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class SiLUTable:
+    """:class:`IntSiLU` as one lookup: the table of its output for every ``Q_8`` input in
+    ``[-half, half)``, wide enough that the output has saturated at either end (``-half``:
+    0, ``half - 1``: ``out_bound``); inputs and outputs are float32 integers."""
+
+    table: torch.Tensor  # (2 half,) float32 integers
+    half: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> SiLUTable:
+        """SiLU into integers of scale ``out_scale`` with ``|y| <= out_bound``."""
+        span = max(SIGMOID_SPAN, math.ceil(out_bound * out_scale) + 1)
+        half = span << SILU_IN_FRAC_BITS
+        z = torch.arange(-half, half)  # (2 half,) every Q_8 input in range
+        silu = IntSiLU.freeze(out_scale=out_scale, out_bound=out_bound)
+        return cls(silu(z), half)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int64)
+        return self.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
+
+
+@dataclass(frozen=True)
+class NormSiLU:
+    """``silu(norm(x))``: an :class:`IntNorm` into ``Q_8`` and a :class:`SiLUTable`, fused so
+    that the normalised value indexes the table directly (the same integers as the two)."""
+
+    norm: IntNorm
+    silu: SiLUTable
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm.unrounded(x, shift=0.5 + self.silu.half)  # (B, C, ...) index + fraction
+        # clamped to [0, 2 half - 1] first, truncation is the floor (and floor commutes with it)
+        i = y.clamp_(0, 2 * self.silu.half - 1).to(torch.int64)
+        return self.silu.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
+
+
+def ensure_bits(bound: int, bits: int, what: str) -> None:
+    """Raise if ``bound`` needs more than ``bits`` bits."""
+    if bit_length(bound) > bits:
+        raise ValueError(f"{what}: bound {bound} exceeds {bits} bits")
+
+
+GELU_IN_FRAC_BITS = 8
+"""GELU inputs are ``Q_8``."""
+
+NORMAL_CDF_SPAN = 16
+NORMAL_CDF_BITS = 16
+
+
+def normal_cdf_q16(z: torch.Tensor) -> torch.Tensor:
+    """``round(2^16 Phi(z / 2^8))`` for int64 ``Q_8`` inputs: the exact table inside ``|z| <
+    16``, and 0 or ``2^16`` beyond (where the table has saturated)."""
+    table = normal_cdf_table(
+        frac_bits=GELU_IN_FRAC_BITS, span=NORMAL_CDF_SPAN, out_bits=NORMAL_CDF_BITS
+    )
+    n = NORMAL_CDF_SPAN << GELU_IN_FRAC_BITS
+    p = table[z.clamp(-n, n - 1) + n]
+    return torch.where(z >= n, 1 << NORMAL_CDF_BITS, p)
+
+
+@dataclass(frozen=True)
+class IntGELU:
+    """``gelu(z) = z * Phi(z)`` (exact erf form, as ``F.gelu``) for ``Q_8`` inputs by the exact
+    normal-CDF table, then an int64 :class:`Rescale` to the output format, clamped to ``|y| <=
+    out_bound``. Returns float32 integers; :class:`GELUTable` is its one-lookup form."""
+
+    rescale: Rescale
+    out_bound: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> IntGELU:
+        """GELU into integers of scale ``out_scale``."""
+        ratio = 2.0 ** -(GELU_IN_FRAC_BITS + NORMAL_CDF_BITS) / out_scale
+        bound = SILU_IN_BOUND << NORMAL_CDF_BITS
+        return cls(Rescale.from_ratio(ratio, in_bound=bound), out_bound)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(torch.int64).clamp(-SILU_IN_BOUND, SILU_IN_BOUND)
+        y = self.rescale(z * normal_cdf_q16(z)).clamp(-self.out_bound, self.out_bound)
+        return y.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class GELUTable:
+    """:class:`IntGELU` as one lookup: its output for every ``Q_8`` input in ``[-half,
+    half)``, wide enough that the output has saturated at either end (``-half``: 0, ``half -
+    1``: ``out_bound``); inputs and outputs are float32 integers."""
+
+    table: torch.Tensor  # (2 half,) float32 integers
+    half: int
+
+    @classmethod
+    def freeze(cls, *, out_scale: float, out_bound: int) -> GELUTable:
+        """GELU into integers of scale ``out_scale`` with ``|y| <= out_bound``."""
+        span = max(NORMAL_CDF_SPAN, math.ceil(out_bound * out_scale) + 1)
+        half = span << GELU_IN_FRAC_BITS
+        z = torch.arange(-half, half)  # (2 half,) every Q_8 input in range
+        return cls(IntGELU.freeze(out_scale=out_scale, out_bound=out_bound)(z), half)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int32)  # fast conversion
+        return self.table.index_select(0, i.reshape(-1)).view(i.shape)  # float32 integers
+
+
+@dataclass(frozen=True)
+class ExactDilatedConv(ExactConv):
+    """An exact integer conv1d with dilation, on ``(B, I, 1, L)`` (a row of height 1): kernel
+    ``(O, I, 1, k)``, zero ``padding`` on both ends of ``L`` and taps ``dilation`` apart.
+
+    Each call stacks the ``k`` shifted copies of its input along the channels and does one
+    matmul (a plain GEMM: no Winograd or FFT algorithm can enter), every partial sum an
+    integer below ``2^24`` as for :class:`ExactConv` (the fan-in is ``k`` per channel).
+    Only ``stride = 1`` (same-length output when ``padding = dilation * (k - 1) / 2``).
+    """
+
+    dilation: int = 1
+
+    def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """One exact float32 call: ``(N, i, 1, L)`` -> ``(N, O, 1, L')``."""
+        if self.stride != 1:
+            raise ValueError("a dilated exact conv has stride 1")
+        N, i, H, L = x.shape
+        c_out, _, _, k = w.shape
+        pad, d = self.padding, self.dilation
+        out = L + 2 * pad - d * (k - 1)
+        xp = F.pad(x, (pad, pad)) if pad else x  # (N, i, 1, L + 2 pad)
+        cols = torch.cat([xp[..., j * d : j * d + out] for j in range(k)], dim=1)  # (N, k i, 1, L')
+        wm = w[:, :, 0, :].permute(0, 2, 1).reshape(c_out, k * i)  # (O, k i), tap-major like cols
+        y = torch.matmul(wm, cols.reshape(N, k * i, H * out))  # (N, O, L') exact
+        return y.reshape(N, c_out, H, out)

@@ -1,0 +1,421 @@
+"""The integer form of the non-causal WaveNet (:class:`ardm.nets.wavenet.WaveNet`).
+
+Every activation is a tensor of integers with a scale fixed at freeze time, carried in
+float32 as ``(B, C, 1, L)`` (a row of height 1, so the 2-D integer layers of
+:mod:`ardm.portable.layers` apply); accumulators and rescales run exactly in float64:
+
+* input: a width-3 exact conv on ``(2x - K, K known, K onehot(stage)...)`` in units of
+  ``1/K`` (17-bit values: three 7-bit limbs, so every bit of a 16-bit sample reaches the
+  network), plus a table of ``value_in(value_emb(bucket))`` per top-8-bit bucket; ReLU;
+* the residual stream ``h`` is wide (``|q| <= 2^14 - 1``); each block adds its time term
+  (from the exact sinusoid table of ``t_in`` through the integer time MLP, one row per step,
+  kept) in the input format of its dilated conv (:class:`Widths`), runs the dilated conv as
+  one exact GEMM on the shifted copies (:class:`ardm.portable.ops.ExactDilatedConv`) into
+  ``Q_10`` pre-activations, ``tanh`` and ``sigmoid`` from exact tables (``Q_15``) and their
+  integer product rescaled, a 1x1 conv to the residual (in the next block's units times
+  ``sqrt 2``) and the skip (one common skip unit), so the residual update is one rescale
+  and an add, and the skip sum an exact integer sum;
+* head: ``relu(skips / sqrt(blocks))`` by one rescale, two 1x1 integer layers with ReLUs,
+  logits in ``Q_6``.
+
+An Upscale ARDM's net (``stages = S > 1``) sees the global step ``t = s D + t_in``; stage
+``s`` uses logits ``[s b, (s + 1) b)`` (:func:`ardm.portable.pmf.digit_pmf`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ardm.core.orders import known_mask, random_orders
+from ardm.nets.embeddings import split_step
+from ardm.nets.wavenet import ResidualBlock, WaveNet
+from ardm.portable.layers import IntLayer, Ranges, _pow2_weights, wide_scale
+from ardm.portable.ops import ExactConv, ExactDilatedConv
+from ardm.portable.pmf import LOGIT_FRAC_BITS, digit_pmf
+from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
+from ardm.portable.tables import sigmoid_table, tanh_table
+from ardm.portable.unet import LOGIT_BOUND, IntTime
+
+PRE_FRAC_BITS = 10
+"""Gate pre-activations are ``Q_10``."""
+
+TANH_SPAN = 8
+SIGMOID_SPAN = 16
+GATE_BITS = 15
+"""``tanh`` and ``sigmoid`` tables give ``Q_15``; their product is below ``2^30``."""
+
+INPUT_W_BITS = 12
+"""The input conv (4 channels, 3 taps) affords 12-bit weights."""
+
+
+@dataclass(frozen=True)
+class Widths:
+    """The bound (``NARROW`` = 8-bit, one call; ``WIDE`` = 14-bit, two 7-bit limbs) of the
+    inputs of each kind of conv: the dilated convs, the 1x1 convs after the gate, the head.
+
+    The default: 14-bit inputs of the dilated convs, 8-bit elsewhere. 8-bit everywhere
+    costs about 0.1 % rate on the shipped ``fsdd``, nearly all of it in the first steps of
+    stage 0 (KL 0.08 nats per sample at ``t_in < 250``, 0.0005 with 14-bit dilated inputs;
+    ``benchmarks/results/portable_fsdd.md``)."""
+
+    dilated: int = WIDE
+    gated: int = NARROW
+    head: int = NARROW
+
+
+def _scale(amax: float, bound: int) -> float:
+    return amax / bound if amax > 0 else 1.0
+
+
+def freeze_conv1d(
+    module: nn.Conv1d | nn.Linear,
+    *,
+    in_scale: float,
+    in_bound: int,
+    out_scale: float | torch.Tensor,
+    out_bound: int,
+    w_bits: int = 8,
+) -> IntLayer:
+    """The integer form of a Conv1d (on ``(B, I, 1, L)``) or Linear (on ``(B, I, 1, 1)``),
+    as :meth:`IntLayer.freeze`; 8-bit inputs get power-of-two rescales (the float32 epilogue)."""
+    w = module.weight.detach()
+    padding, dilation = 0, 1
+    if isinstance(module, nn.Conv1d):
+        padding, dilation = int(module.padding[0]), int(module.dilation[0])  # type: ignore[arg-type]
+        w = w[:, :, None, :]  # (O, I, 1, k)
+    else:
+        w = w[:, :, None, None]  # (O, I, 1, 1)
+    q, s_w = quantize_weight(w, bits=w_bits)
+    if in_bound <= NARROW:
+        q, s_w = _pow2_weights(w, s_w, in_scale=in_scale, out_scale=out_scale, bits=w_bits)
+    acc_scale = in_scale * s_w  # (O,)
+    bias = module.bias if module.bias is not None else torch.zeros(w.shape[0])
+    b = quantize_values(bias, acc_scale)  # (O,)
+    w_bound = (1 << (w_bits - 1)) - 1
+    conv: ExactConv
+    if w.shape[-1] == 1:
+        conv = ExactConv(q.to(torch.float32), w_bound, in_bound)
+    else:
+        conv = ExactDilatedConv(q.to(torch.float32), w_bound, in_bound, 1, padding, dilation)
+    ratio = acc_scale / torch.as_tensor(out_scale, dtype=torch.float64)  # (O,)
+    bound = conv.acc_bound + int(b.abs().max())
+    rescale = Rescale.from_ratio(ratio, in_bound=bound, shape=(1, -1, 1, 1), float64=True)
+    return IntLayer(conv, b.view(1, -1, 1, 1).to(torch.float64), rescale, out_bound)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``tanh(f) * sigmoid(g)`` for ``Q_10`` pre-activations: two exact tables (``Q_15``,
+    float64) whose product (below ``2^30``, exact in float64) each block rescales."""
+
+    tanh: torch.Tensor  # (2 * 8 * 2^10,) float64 integers
+    sigmoid: torch.Tensor  # (2 * 16 * 2^10,) float64 integers
+
+    @classmethod
+    def build(cls) -> Gate:
+        f, bits = PRE_FRAC_BITS, GATE_BITS
+        tanh = tanh_table(frac_bits=f, span=TANH_SPAN, out_bits=bits)
+        sig = sigmoid_table(frac_bits=f, span=SIGMOID_SPAN, out_bits=bits)
+        return cls(tanh.to(torch.float64), sig.to(torch.float64))
+
+    def __call__(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``tanh(f) sigmoid(g)`` in ``2^-30``, float64 integers, for float ``Q_10`` integers."""
+        return _lookup(self.tanh, f) * _lookup(self.sigmoid, g)  # exact: < 2^30
+
+
+def _lookup(table: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``table`` at ``z + half`` (``z`` float integers, clamped into the table)."""
+    half = table.numel() // 2
+    i = (z.clamp(-half, half - 1) + half).to(torch.int64)
+    return table.index_select(0, i.view(-1)).view(i.shape)
+
+
+@dataclass(frozen=True)
+class IntWaveBlock:
+    """Integer :class:`ardm.nets.wavenet.ResidualBlock` (see the module docstring)."""
+
+    to_y: Rescale  # h -> the dilated conv's input units (bound: dilated.conv.a_bound)
+    temb_proj: IntLayer | None  # silu(temb) -> y units
+    dilated: IntLayer  # -> Q_10 pre-activations
+    gate_out: Rescale  # tanh * sigmoid (2^-30) -> the 1x1 conv's input units (out.conv.a_bound)
+    out: IntLayer  # -> (residual / sqrt 2 in the next h's units, skip in skip units)
+    to_next: Rescale  # h -> the next h's units, divided by sqrt 2
+    last: bool  # the last block's residual is never read
+
+    def __call__(
+        self, h: torch.Tensor, time: torch.Tensor | None, gate: Gate
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h_next, skip)`` for the wide input ``h`` ``(B, C, 1, L)`` and the block's time
+        term ``time`` ``(B, C, 1, 1)`` (or None)."""
+        C = h.shape[1]
+        y = self.to_y(h)  # (B, C, 1, L) float64
+        y = y if time is None else y + time
+        y_bound, g_bound = self.dilated.conv.a_bound, self.out.conv.a_bound
+        y = y.clamp_(-y_bound, y_bound).to(torch.float32)
+        pre = self.dilated(y)  # (B, 2C, 1, L) Q_10
+        g = self.gate_out(gate(pre[:, :C], pre[:, C:]))  # (B, C, 1, L) float64
+        g = g.clamp_(-g_bound, g_bound).to(torch.float32)
+        o = self.out(g)  # (B, 2C, 1, L)
+        skip = o[:, C:]
+        if self.last:
+            return h, skip
+        h_next = self.to_next(h).add_(o[:, :C]).clamp_(-WIDE, WIDE)  # (B, C, 1, L)
+        return h_next.to(torch.float32), skip
+
+    def time_term(self, temb: torch.Tensor) -> torch.Tensor | None:
+        """The time projection ``(B, C, 1, 1)`` of ``silu(temb)`` in ``y``'s units."""
+        return self.temb_proj(temb) if self.temb_proj is not None else None
+
+    @classmethod
+    def freeze(cls, block: ResidualBlock, ctx: _Freeze, i: int) -> IntWaveBlock:
+        """Block ``i``'s integer form, with the scales and widths of ``ctx``."""
+        name, r, w = f"blocks.{i}", ctx.ranges, ctx.widths
+        C = block.out.in_channels
+        s_h, s_next = ctx.s_h[i], ctx.s_h[i + 1]
+        s_y = _scale(r[name + ".dilated<"], w.dilated)
+        temb = None
+        if block.temb_proj is not None:
+            temb = freeze_conv1d(
+                block.temb_proj,
+                in_scale=ctx.temb_scale,
+                in_bound=WIDE,
+                out_scale=s_y,
+                out_bound=WIDE,
+                w_bits=12,
+            )
+        span = SIGMOID_SPAN << PRE_FRAC_BITS
+        dilated = freeze_conv1d(
+            block.dilated,
+            in_scale=s_y,
+            in_bound=w.dilated,
+            out_scale=2.0**-PRE_FRAC_BITS,
+            out_bound=span,
+        )
+        s_g = _scale(r[name + ".out<"], w.gated)
+        gate_out = Rescale.from_ratio(2.0 ** -(2 * GATE_BITS) / s_g, in_bound=1 << 30, float64=True)
+        out_scale = torch.cat(
+            [torch.full((C,), s_next * math.sqrt(2.0)), torch.full((C,), ctx.s_skip)]
+        ).double()  # (2C,)
+        out = freeze_conv1d(
+            block.out, in_scale=s_g, in_bound=w.gated, out_scale=out_scale, out_bound=WIDE
+        )
+        to_y = Rescale.from_ratio(s_h / s_y, in_bound=WIDE, float64=True)
+        to_next = Rescale.from_ratio(s_h / (s_next * math.sqrt(2.0)), in_bound=WIDE, float64=True)
+        last = i == ctx.blocks - 1
+        return cls(to_y, temb, dilated, gate_out, out, to_next, last)
+
+
+@dataclass
+class _Freeze:
+    """What freezing a block needs: ranges, widths, the scales of every ``h``, the skip unit,
+    the scale of ``silu(temb)`` and the number of blocks."""
+
+    ranges: Ranges
+    widths: Widths
+    s_h: list[float]
+    s_skip: float
+    temb_scale: float
+    blocks: int
+
+
+@dataclass(frozen=True)
+class IntWaveInput:
+    """Input processing: a width-3 exact conv on ``(2x - K, K known, K onehot(stage)...)``
+    (units ``1/K``; 17-bit values as three limbs) and a table of ``value_in(value_emb(.))``
+    per top-8-bit bucket (last row: unknown); ReLU; wide."""
+
+    K: int
+    stages: int
+    buckets: int
+    conv_in: IntLayer
+    values: torch.Tensor  # (buckets + 1, E') float32 integers, value_in's bias included
+
+    def __call__(self, x: torch.Tensor, known: torch.Tensor, stage: torch.Tensor) -> torch.Tensor:
+        B, L = x.shape
+        bucket = torch.div(x * self.buckets, self.K, rounding_mode="floor")  # (B, L)
+        value = 2 * x - self.K  # (B, L) in units 1/K
+        chans = [value, self.K * known.long()]
+        if self.stages == 1:
+            bucket = torch.where(known, bucket, self.buckets)
+            chans[0] = torch.where(known, value, 0)
+        else:
+            onehot = torch.nn.functional.one_hot(stage, self.stages) * self.K  # (B, S)
+            chans += list(onehot[:, :, None].expand(B, self.stages, L).unbind(1))
+        a = torch.stack(chans, dim=1)[:, :, None].float()  # (B, in, 1, L) exact (< 2^24)
+        h_conv = self.conv_in(a)  # (B, 3C/4, 1, L)
+        h_val = self.values.index_select(0, bucket.view(-1)).view(B, L, -1)  # (B, L, E')
+        h_val = h_val.permute(0, 2, 1)[:, :, None]  # (B, E', 1, L)
+        return torch.cat([h_conv, h_val], dim=1).clamp_(0, WIDE)  # (B, C, 1, L) relu
+
+    @classmethod
+    def freeze(cls, net: WaveNet, s_h: float) -> IntWaveInput:
+        K = net.K
+        conv_in = freeze_conv1d(  # every channel in units of 1/K: the value 2x - K, K * flags
+            net.conv_in,
+            in_scale=1.0 / K,
+            in_bound=K,
+            out_scale=s_h,
+            out_bound=WIDE,
+            w_bits=INPUT_W_BITS,
+        )
+        with torch.no_grad():
+            emb = net.value_emb.weight.detach().double()  # (buckets + 1, E)
+            wv = net.value_in.weight.detach().double()[:, :, 0]  # (E', E)
+            bias = net.value_in.bias.detach().double()  # type: ignore[union-attr]
+            values = emb @ wv.T + bias  # (buckets + 1, E')
+        q = quantize_values(values, s_h).clamp(-WIDE, WIDE).to(torch.float32)
+        return cls(K, net.stages, net.buckets, conv_in, q)
+
+
+@dataclass(frozen=True)
+class IntWaveHead:
+    """``conv_out(relu(skip_out(relu(skips / sqrt(blocks)))))`` on the integer skip sum."""
+
+    to_a: Rescale  # skip sum -> skip_out's input units, divided by sqrt(blocks)
+    a_bound: int
+    skip_out: IntLayer
+    conv_out: IntLayer  # -> Q_6 logits
+
+    def __call__(self, skips: torch.Tensor) -> torch.Tensor:
+        a = self.to_a(skips).clamp_(0, self.a_bound).to(torch.float32)  # (B, C, 1, L) relu
+        b = self.skip_out(a).clamp_(min=0)  # (B, C, 1, L) relu
+        return self.conv_out(b)  # (B, O, 1, L) Q_6
+
+    @classmethod
+    def freeze(cls, net: WaveNet, ctx: _Freeze) -> IntWaveHead:
+        r, bound = ctx.ranges, ctx.widths.head
+        s_a, s_b = _scale(r["skip_out<"], bound), _scale(r["conv_out<"], bound)
+        n = ctx.blocks
+        to_a = Rescale.from_ratio(
+            ctx.s_skip / (math.sqrt(n) * s_a), in_bound=n * WIDE, float64=True
+        )
+        skip_out = freeze_conv1d(
+            net.skip_out, in_scale=s_a, in_bound=bound, out_scale=s_b, out_bound=bound
+        )
+        conv_out = freeze_conv1d(
+            net.conv_out,
+            in_scale=s_b,
+            in_bound=bound,
+            out_scale=2.0**-LOGIT_FRAC_BITS,
+            out_bound=LOGIT_BOUND,
+        )
+        return cls(to_a, bound, skip_out, conv_out)
+
+
+def stage_inputs(
+    x: torch.Tensor, *, K: int, b: int, S: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An Upscale ARDM's network inputs at a random stage and step per item, as in its loss:
+    ``(x_cur, known, t)`` with ``x_cur = where(known, x^(s+1), x^(s))`` and ``t = s D + t_in``
+    (one stage: ``x`` where known, 0 elsewhere)."""
+    N, D = x.shape[0], x[0].numel()
+    s = torch.randint(0, S, (N,), generator=generator)  # (N,)
+    t_in = torch.randint(0, D, (N,), generator=generator)  # (N,)
+    known = known_mask(random_orders(N, D, generator=generator), t_in).view(x.shape)
+    unit = (b ** (S - s)).view(-1, *([1] * (x.dim() - 1)))  # (N, 1...) x^(s) digit unit
+    past = torch.div(x, unit, rounding_mode="floor") * unit
+    nxt = torch.div(x, unit // b, rounding_mode="floor") * (unit // b)
+    return torch.where(known, nxt, past), known, s * D + t_in
+
+
+class IntegerWaveNet:
+    """The frozen integer form of :class:`ardm.nets.wavenet.WaveNet`.
+
+    ``logits(x, known, t)`` gives int64 logits ``(B, L, O)`` in ``Q_6`` (units of 1/64 nat),
+    the same bits on every machine, thread count and batch size; for an Upscale ARDM (direct
+    parametrisation) ``digit_pmf(x, known, t)`` gives stage ``t // D``'s integer digit pmf.
+    Build it with :meth:`from_float`; ship the frozen object.
+    """
+
+    def __init__(self, net: WaveNet, ranges: Ranges, widths: Widths) -> None:
+        self.K, self.D, self.stages = net.K, net.D, net.stages
+        self.out_classes = net.out_classes
+        self.widths = widths
+        self._time_cache: dict[int, list[torch.Tensor | None]] = {}
+        n = len(net.blocks)
+        s_h = [wide_scale(max(ranges["conv_in>"], ranges["value_in>"]))]
+        s_h += [wide_scale(ranges[f"blocks.{i}<"]) for i in range(1, n)]
+        s_h.append(s_h[-1])  # the last block's residual is never read
+        C = net.cfg.channels
+        s_skip = wide_scale(
+            max(float(ranges.channels(f"blocks.{i}.out")[C:].max()) for i in range(n))
+        )
+        self.time: IntTime | None = None
+        temb_scale = 1.0
+        if net.time_emb is not None:
+            temb_amax = ranges["blocks.0.temb_proj<"]
+            self.time = IntTime.freeze(net, ranges, temb_amax)  # type: ignore[arg-type]
+            temb_scale = wide_scale(temb_amax)
+        ctx = _Freeze(ranges, widths, s_h, s_skip, temb_scale, n)
+        self.input = IntWaveInput.freeze(net, s_h[0])
+        self.blocks = [IntWaveBlock.freeze(block, ctx, i) for i, block in enumerate(net.blocks)]  # type: ignore[arg-type]
+        self.head = IntWaveHead.freeze(net, ctx)
+        self.gate = Gate.build()
+
+    @classmethod
+    @torch.no_grad()
+    def from_float(
+        cls,
+        net: WaveNet,
+        items: torch.Tensor,
+        *,
+        passes: int = 4,
+        seed: int = 0,
+        widths: Widths | None = None,
+        branching: int | None = None,
+    ) -> IntegerWaveNet:
+        """Freeze ``net`` after recording its activation ranges on ``items`` ``(N, L)``, each
+        seen ``passes`` times at a random stage and step with its Upscale state (see
+        :func:`stage_inputs`; ``branching`` defaults to ``out_classes // stages``)."""
+        g = torch.Generator().manual_seed(seed)
+        S = net.stages
+        b = branching if branching is not None else max(2, net.out_classes // S)
+        ranges = Ranges()
+        net = net.eval()
+        with ranges.recording(net):
+            for _ in range(passes):
+                net(*stage_inputs(items, K=net.K, b=b, S=S, generator=g))
+        return cls(net, ranges, widths if widths is not None else Widths())
+
+    def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Integer logits ``(B, L, O)`` int64 in ``Q_6``."""
+        stage, t_in = split_step(t, self.D) if self.stages > 1 else (torch.zeros_like(t), t)
+        h = self.input(x.long(), known, stage)  # (B, C, 1, L) wide
+        skips: torch.Tensor | None = None
+        for block, time in zip(self.blocks, self.time_terms(t_in), strict=True):
+            h, skip = block(h, time, self.gate)
+            skips = skip if skips is None else skips + skip  # exact: < blocks * 2^14
+        assert skips is not None
+        out = self.head(skips)  # (B, O, 1, L)
+        return out[:, :, 0].to(torch.int64).transpose(1, 2)  # (B, L, O)
+
+    def digit_pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Stage ``s = t // D``'s integer digit pmf ``(B, L, b)`` (one stage for the batch),
+        for an Upscale ARDM with the direct parametrisation (``b = out_classes / stages``)."""
+        stages = torch.unique(torch.div(t, self.D, rounding_mode="floor")).tolist()
+        if len(stages) != 1:
+            raise ValueError(f"one stage per call, got stages {stages}")
+        b = self.out_classes // self.stages
+        out = self.logits(x, known, t)
+        return digit_pmf(out, x, int(stages[0]), b=b, S=self.stages, K=self.K)
+
+    def time_terms(self, t_in: torch.Tensor) -> list[torch.Tensor | None]:
+        """Every block's time term ``(B, C, 1, 1)`` for in-stage steps ``t_in`` ``(B,)``,
+        computed once per step and kept (an exact integer function: no bit changes)."""
+        if self.time is None:
+            return [None] * len(self.blocks)
+        rows = []
+        for step in t_in.tolist():
+            if step not in self._time_cache:
+                temb = self.time(torch.tensor([step]))  # (1, 4C, 1, 1)
+                self._time_cache[step] = [b.time_term(temb) for b in self.blocks]
+            rows.append(self._time_cache[step])
+        return [None if col[0] is None else torch.cat(col) for col in zip(*rows, strict=True)]
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle without the kept time terms (a copy recomputes them)."""
+        return {**self.__dict__, "_time_cache": {}}

@@ -1,0 +1,191 @@
+"""The integer Transformer (``english``): exact new ops, a coder table, the same bits everywhere.
+
+(a) the GELU table, the normal-CDF and rotary tables, the rotation and the row-wise linear
+    and LayerNorm equal Python-int / int64 references exactly;
+(b) the integer Transformer's pmf tables have the same SHA-256 at batch 1 and 16, with 1 and 2
+    threads, and in subprocesses under ``ATEN_CPU_CAPABILITY=default`` and the machine's best;
+(c) every pmf sums to exactly ``2^24 - K`` with every entry >= 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ardm
+from ardm.core.orders import known_mask, random_orders
+from ardm.data.items import model_items
+from ardm.nets.embeddings import rotary_cos_sin
+from ardm.nets.transformer import Transformer
+from ardm.portable.layers import IntLayer
+from ardm.portable.ops import GELUTable, IntGELU, IntNorm
+from ardm.portable.quant import NARROW, WIDE, Rescale
+from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
+from ardm.portable.transformer import IntegerTransformer, linear, rotate, score_exp_table
+from tests.test_portable import CHILD, ROOT, conv_reference, ints, norm_reference, sha
+
+# ---------------------------------------------------------------------------- (a) ops
+
+
+def test_normal_cdf_and_rotary_tables_match_the_functions_they_stand_for() -> None:
+    phi = normal_cdf_table(frac_bits=8, span=16, out_bits=16)
+    z = torch.arange(-4096, 4096, dtype=torch.float64) / 256
+    want = 2**16 * 0.5 * (1 + torch.special.erf(z / math.sqrt(2)))
+    assert phi[0] == 0 and phi[-1] == 1 << 16 and (phi.double() - want).abs().max() <= 0.5
+    assert bool((phi[1:] >= phi[:-1]).all())  # monotone
+    cos, sin = rotary_table(positions=128, head_dim=32, out_bits=14)
+    c, s = rotary_cos_sin(torch.arange(128), 32)  # (128, 16) float32
+    assert cos.shape == (128, 16) and cos[0].eq(1 << 14).all() and sin[0].eq(0).all()
+    assert (cos.double() - c.double() * 2**14).abs().max() <= 0.51
+    assert (sin.double() - s.double() * 2**14).abs().max() <= 0.51
+
+
+def test_gelu_equals_python_reference_float_and_its_table() -> None:
+    z = ints((4000,), 40 << 8, seed=21)
+    gelu = IntGELU.freeze(out_scale=0.04, out_bound=NARROW)
+    table = normal_cdf_table(frac_bits=8, span=16, out_bits=16).tolist()
+    m, s = int(gelu.rescale.multiplier), gelu.rescale.shift
+    want = []
+    for v in z.tolist():
+        p = 1 << 16 if v >= 4096 else table[min(max(v, -4096), 4095) + 4096]
+        want.append(max(-NARROW, min(NARROW, (v * p * m + (1 << (s - 1))) >> s)))
+    assert gelu(z).long().tolist() == want
+    ref = F.gelu(z.double() / 256) / 0.04
+    assert (gelu(z).double() - ref.clamp(-NARROW, NARROW)).abs().max() <= 1
+    for out_scale in (0.04, 0.5):  # a table within the CDF's span, and one beyond it
+        lut = GELUTable.freeze(out_scale=out_scale, out_bound=NARROW)
+        assert torch.equal(lut(z.float()), IntGELU.freeze(out_scale=out_scale, out_bound=NARROW)(z))
+        assert torch.equal(lut(z.float().view(40, 100).t()), lut(z.float()).view(40, 100).t())
+
+
+def test_rotation_and_its_rescale_are_exact() -> None:
+    x = ints((2, 3, 16, 8), WIDE, seed=22)  # (B, nh, L, hd)
+    cos, sin = rotary_table(positions=16, head_dim=8, out_bits=14)
+    got = rotate(x.float(), cos.double(), sin.double())
+    x1, x2 = x[..., :4], x[..., 4:]
+    want = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # int64
+    assert torch.equal(got.long(), want) and torch.equal(got, got.floor())
+    r = Rescale.from_ratio(0.37 * 2.0**-14, in_bound=2 * WIDE << 14, float64=True)
+    m, s = int(r.multiplier), r.shift
+    assert torch.equal(r(got).long(), (want * m + (1 << (s - 1))) >> s)
+
+
+def test_score_gap_table_is_the_rescale_then_the_exp_table() -> None:
+    bound = 2 * 32 * NARROW * NARROW
+    score = Rescale.from_ratio(0.0021 * 64, in_bound=bound)
+    limbs = score_exp_table(score, bound)  # (2, n) float32
+    table = exp_table(frac_bits=6, span=16, out_bits=14)
+    gaps = torch.cat([torch.arange(3000), ints((3000,), bound, seed=26).abs()])
+    want = table[score(gaps).clamp(max=table.numel() - 1)]  # the two-step path
+    i = gaps.clamp(max=limbs.shape[1] - 1)
+    got = limbs[1, i].long() * 128 + limbs[0, i].long()
+    assert torch.equal(got, want) and limbs.max() <= 128
+
+
+@pytest.mark.parametrize("pow2", [True, False])
+def test_row_linear_and_layer_norm_equal_their_int64_definitions(pow2: bool) -> None:
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(512, 96)
+    layer = IntLayer.freeze(
+        lin, in_scale=0.02, in_bound=NARROW, out_scale=0.05, out_bound=WIDE, pow2=pow2
+    )
+    assert (layer._float32_epilogue is not None) == pow2  # fast row path, or the layer's own
+    a = ints((70, 512), NARROW, seed=23)  # (N, I) rows
+    add = ints((70, 96), 300, seed=24)
+    acc = conv_reference(a.t()[None, :, :, None], layer.conv.weight.long(), stride=1, padding=0)
+    acc = acc[0, :, :, 0].t()  # (N, O)
+    bias = layer.bias.reshape(1, -1).long()
+    m, s = layer.rescale.multiplier.reshape(1, -1), layer.rescale.shift
+    want = (((acc + bias) * m + (1 << (s - 1))) >> s) + add
+    got = linear(layer, a.float(), add.float())
+    assert got.shape == (70, 96) and torch.equal(got.long(), want.clamp(-WIDE, WIDE))
+    ln = torch.nn.LayerNorm(128)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-0.2, 0.2)
+    norm = IntNorm.freeze(ln, in_scale=1e-3, in_bound=WIDE, out_unit=0.03, out_bound=NARROW)
+    h = ints((40, 128), WIDE // 2, seed=25) + 300
+    y = norm.layer_norm(h.float())
+    assert y.long().flatten().tolist() == norm_reference(norm, h)
+    assert (y.double() - ln(h.float() * 1e-3).double() / 0.03).abs().max() <= 1
+
+
+# --------------------------------------------------------------- (b, c) the integer Transformer
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[Transformer, IntegerTransformer]:
+    m = ardm.load("english")
+    net = m.net.eval()
+    assert isinstance(net, Transformer)
+    return net, IntegerTransformer.from_float(net, model_items(m, "train", 16), passes=1)
+
+
+def inputs(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 27, (n, 128), generator=g)
+    t = torch.randint(0, 128, (n,), generator=g)
+    known = known_mask(random_orders(n, 128, generator=g), t).view(n, 128)
+    return x, known, t
+
+
+def test_integer_transformer_pmf_is_a_coder_table(
+    shipped: tuple[Transformer, IntegerTransformer],
+) -> None:
+    net, inet = shipped
+    x, known, t = inputs(4)
+    w = inet.pmf(x, known, t)  # (4, 128, 27)
+    assert w.shape == (4, 128, 27) and w.dtype == torch.int64 and bool((w >= 0).all())
+    assert bool((w.sum(-1) == (1 << 24) - 27).all())
+    with torch.no_grad():
+        lp = torch.log_softmax(net(x, known, t).double(), -1)
+    assert (w.argmax(-1) == lp.argmax(-1)).double().mean() > 0.95
+    logits = inet.logits(x, known, t).double() / 64
+    assert (torch.log_softmax(logits, -1) - lp).abs().mean() < 0.05
+
+
+def test_integer_transformer_same_bits_for_batch_and_threads(
+    shipped: tuple[Transformer, IntegerTransformer],
+) -> None:
+    _, inet = shipped
+    x, known, t = inputs(16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batched = inet.pmf(x, known, t)  # (16, 128, 27)
+        torch.set_num_threads(1)
+        single = torch.cat(
+            [inet.pmf(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert sha(batched) == sha(single)
+
+
+def test_integer_transformer_same_bits_under_every_cpu_capability(
+    shipped: tuple[Transformer, IntegerTransformer], tmp_path: Path
+) -> None:
+    _, inet = shipped
+    x, known, t = inputs(8, seed=2)
+    path = tmp_path / "frozen.pt"
+    torch.save((inet, x, known, t), path)
+    here = sha(inet.pmf(x, known, t))
+
+    def child(capability: str | None, threads: int) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+        env["PYTHONPATH"] = str(ROOT / "src")
+        if capability is not None:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        run = [sys.executable, "-c", CHILD, str(path), str(threads)]
+        out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    assert child("default", 1) == here
+    assert child(None, 2) == here
