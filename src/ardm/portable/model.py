@@ -36,6 +36,7 @@ from ardm.coding.stages import Stage
 from ardm.core.seeded_order import seeded_order
 from ardm.portable.pmf import categorical_pmf
 from ardm.portable.state import dump_state, load_state, state_sha256
+from ardm.portable.transformer import IntegerTransformer
 from ardm.portable.unet import IntegerUNet
 
 
@@ -53,9 +54,13 @@ def _freeze_unet(net: nn.Module, items: torch.Tensor, passes: int, seed: int) ->
     return IntegerUNet.from_float(net, items, passes=passes, seed=seed)  # type: ignore[arg-type]
 
 
+def _freeze_transformer(net: nn.Module, items: torch.Tensor, passes: int, seed: int) -> IntegerNet:
+    return IntegerTransformer.from_float(net, items, passes=passes, seed=seed)  # type: ignore[arg-type]
+
+
 FREEZERS: dict[str, Freezer] = {
     "UNet": _freeze_unet,
-    # "Transformer": IntegerTransformer.from_float (ardm.portable.transformer), when merged
+    "Transformer": _freeze_transformer,
     # "WaveNet": IntegerWaveNet.from_float (ardm.portable.wavenet), when merged
 }
 """The float network's class name -> the freezer of its integer form."""
