@@ -34,18 +34,18 @@ CHILD = """
 import hashlib, json, sys, torch, ardm
 from ardm.coding import codec
 from ardm.data.items import model_items
-from ardm.portable.model import PortableModel
+from ardm.coding import lockstep
 mode, threads, batch, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 name, n, budget = sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
 torch.set_num_threads(threads)
 codec.PORTABLE_BATCH = batch
 tables = []
-pmf = PortableModel.pmf
-def hashed(self, x, known, t):
-    w = pmf(self, x, known, t)
-    tables.extend(hashlib.sha256(r.contiguous().numpy().tobytes()).hexdigest() for r in w)
-    return w
-PortableModel.pmf = hashed
+rows = lockstep._rows
+def hashed(table, b, *, exact=False):
+    assert exact
+    tables.extend(hashlib.sha256(r.contiguous().numpy().tobytes()).hexdigest() for r in table)
+    return rows(table, b, exact=exact)
+lockstep._rows = hashed  # every table the coder codes with, one hash per item and step
 m = ardm.load(name)
 x = model_items(m, "test", n)
 if mode == "encode":
@@ -93,7 +93,7 @@ def test_v5_decodes_under_other_kernels_threads_and_batches(
     assert dec["tables"] == enc["tables"] and len(enc["tables"]) == 3 * 6
 
 
-CROSS = {"english": ("english", 3, 6)}
+CROSS = {"english": ("english", 3, 6), "cifar10-subset": ("cifar10-subset", 2, 4)}
 """Other model kinds: (name, items, budget), encoded under the default kernels with one thread
 and several items per call, decoded under the best kernels with two threads one at a time."""
 
@@ -111,7 +111,10 @@ def test_v5_other_kinds_decode_under_other_kernels_threads_and_batches(
     assert dec["tables"] == enc["tables"] and len(enc["tables"]) == n * budget
 
 
-GOLDEN_KINDS = {"english": "v5_english_budget20.ardm"}
+GOLDEN_KINDS = {
+    "english": "v5_english_budget20.ardm",
+    "cifar10-subset": "v5_cifar10-subset_budget20.ardm",
+}
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_KINDS))

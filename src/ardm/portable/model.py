@@ -46,12 +46,19 @@ class IntegerNet(Protocol):
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
 
 
-Freezer = Callable[[nn.Module, torch.Tensor, int, int], IntegerNet]
-"""``freezer(net, items, passes, seed)``: the frozen integer form of a float network."""
+Freezer = Callable[..., IntegerNet]
+"""``freezer(net, items, passes, seed)``: the frozen integer form of a float network; a
+mixture model's freezer also takes ``head_bias=model.head.bias`` (folded into its outputs)."""
 
 
-def _freeze_unet(net: nn.Module, items: torch.Tensor, passes: int, seed: int) -> IntegerNet:
-    return IntegerUNet.from_float(net, items, passes=passes, seed=seed)  # type: ignore[arg-type]
+def _freeze_unet(
+    net: nn.Module,
+    items: torch.Tensor,
+    passes: int,
+    seed: int,
+    head_bias: torch.Tensor | None = None,
+) -> IntegerNet:
+    return IntegerUNet.from_float(net, items, passes=passes, seed=seed, head_bias=head_bias)  # type: ignore[arg-type]
 
 
 def _freeze_transformer(net: nn.Module, items: torch.Tensor, passes: int, seed: int) -> IntegerNet:
@@ -79,12 +86,20 @@ def _categorical(_model: PortableModel, out: torch.Tensor, _x: torch.Tensor) -> 
     return categorical_pmf(out)
 
 
+def _mixture(model: PortableModel, out: torch.Tensor, _x: torch.Tensor | None) -> torch.Tensor:
+    return model.net.params_pmf(out)  # type: ignore[attr-defined]
+
+
 HEAD_PMFS: dict[str, HeadPmf] = {
     "categorical": _categorical,
-    # "mixture": a wrapper of mixture_pmf (ardm.portable.pmf), when merged
+    "mixture": _mixture,
     # "digits": a wrapper of digit_pmf (ardm.portable.pmf), per stage, when merged
 }
 """The head kind -> its integer pmf; a kind not here has no integer coder yet."""
+
+ROW_HEADS = frozenset({"mixture"})
+"""Head kinds whose pmf costs far more than the network: the coder computes it only at each
+step's variables (``Stage.head``), from the integer outputs; it never needs ``x``."""
 
 
 def head_pmf(kind: str) -> HeadPmf:
@@ -142,6 +157,13 @@ class PortableModel:
         if int(model.S) != 1:
             raise PortablePending("the integer coder of Upscale (digit) models is not built yet")
         policy = model.policy_for_budget(budget)
+        if self.head in ROW_HEADS:
+            kind = head_pmf(self.head)
+
+            def rows(out: torch.Tensor) -> torch.Tensor:  # (n, m, O) -> (n, m, K)
+                return kind(self, out, None)  # type: ignore[arg-type]
+
+            return [Stage(self.net.logits, seeded_order(D, seed), policy, head=rows, exact=True)]
         return [Stage(self.pmf, seeded_order(D, seed), policy, exact=True)]
 
     def to_bytes(self) -> bytes:
@@ -169,6 +191,11 @@ def freeze(model: Any, items: torch.Tensor, *, passes: int = 4, seed: int = 0) -
     if name not in FREEZERS:
         raise PortablePending(f"no integer form of a {name} network yet")
     head_pmf(kind)  # refuse a head without an integer pmf before calibrating
-    net = FREEZERS[name](model.net.eval(), items.to(model.device), passes, seed)
+    extra: dict[str, Any] = {}
+    if kind == "mixture":
+        if int(model.K) > 256:
+            raise PortablePending("the integer coder of 16-bit mixture models is not built yet")
+        extra["head_bias"] = model.head.bias
+    net = FREEZERS[name](model.net.eval(), items.to(model.device), passes, seed, **extra)
     fp = model.fingerprint().hex()
     return PortableModel(net, head=kind, K=model.K, shape=tuple(model.shape), float_fp=fp)
