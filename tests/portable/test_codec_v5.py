@@ -93,7 +93,11 @@ def test_v5_decodes_under_other_kernels_threads_and_batches(
     assert dec["tables"] == enc["tables"] and len(enc["tables"]) == 3 * 6
 
 
-CROSS = {"english": ("english", 3, 6), "cifar10-subset": ("cifar10-subset", 2, 4)}
+CROSS = {
+    "english": ("english", 3, 6),
+    "cifar10-subset": ("cifar10-subset", 2, 4),
+    "fsdd": ("fsdd", 2, 4),  # two digit stages
+}
 """Other model kinds: (name, items, budget), encoded under the default kernels with one thread
 and several items per call, decoded under the best kernels with two threads one at a time."""
 
@@ -114,6 +118,7 @@ def test_v5_other_kinds_decode_under_other_kernels_threads_and_batches(
 GOLDEN_KINDS = {
     "english": "v5_english_budget20.ardm",
     "cifar10-subset": "v5_cifar10-subset_budget20.ardm",
+    "fsdd": "v5_fsdd_budget20.ardm",
 }
 
 
