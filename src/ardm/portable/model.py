@@ -14,12 +14,12 @@ Extension points (one entry each; every integer network follows the contract of
 :class:`ardm.portable.unet.IntegerUNet`: ``from_float(net, items, *, passes, seed)`` and
 ``logits(x, known, t) -> int64 (B, *shape, O)``):
 
-* :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"`` now;
-  ``"Transformer"`` and ``"WaveNet"`` go here);
+* :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"``,
+  ``"Transformer"``, ``"WaveNet"``);
 * :data:`HEAD_PMFS` -- the head kind (:func:`head_kind`) -> integer output ``(B, *shape, O)``
-  to the coder's weights (``"categorical"`` now; ``"mixture"`` and ``"digits"`` call
-  ``mixture_pmf`` / ``digit_pmf`` of :mod:`ardm.portable.pmf` once they exist);
-* :meth:`PortableModel.coding_stages` -- ``S`` stages for a digit (Upscale) model.
+  to the coder's weights (``"categorical"``; ``"mixture"``, computed only at each step's
+  variables, :data:`ROW_HEADS`; ``"digits"``, one stage per call);
+* :meth:`PortableModel.coding_stages` -- one exact stage, or ``S`` for a digit (Upscale) model.
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ HEAD_PMFS: dict[str, HeadPmf] = {
     "categorical": _categorical,
     "mixture": _mixture,
     "digits": _digits,
-    # "digits": a wrapper of digit_pmf (ardm.portable.pmf), per stage, when merged
 }
 """The head kind -> its integer pmf; a kind not here has no integer coder yet."""
 
