@@ -22,6 +22,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         t0 = time.time()
         blobs = compress(m, x, budget=20)
+        assert isinstance(blobs, list)
         t1 = time.time()
         decompress(m, blobs[0])
         t2 = time.time()

@@ -23,6 +23,7 @@ def main() -> None:
     v5 = compress(m, x, budget=20)
     t1 = time.time()
     v4 = compress(m, x, budget=20, version=4)
+    assert isinstance(v5, list) and isinstance(v4, list)
     t2 = time.time()
     ok = all(torch.equal(decompress(m, b), xi) for b, xi in zip(v5, x, strict=True))
     t3 = time.time()
