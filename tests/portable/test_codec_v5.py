@@ -140,7 +140,9 @@ def test_shipped_mnist_has_a_portable_form_and_writes_v5(mnist: ARDM) -> None:
     assert mnist.portable is not None
     assert mnist.portable.float_fingerprint == mnist.fingerprint().hex()
     x = model_items(mnist, "test", 1)[0]
-    blob = compress(mnist, x, budget=3)
+    threads = torch.get_num_threads()
+    blob = compress(mnist, x, budget=3)  # batched calls with one intra-op thread, then restored
+    assert torch.get_num_threads() == threads
     assert isinstance(blob, bytes) and blob[2] == container.PORTABLE_VERSION
     assert blob[6:10] == mnist.portable.fingerprint()[:4]  # budget, seed: one byte each
     float_blob = compress(mnist, x, budget=3, version=4)
