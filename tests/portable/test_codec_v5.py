@@ -34,21 +34,22 @@ CHILD = """
 import hashlib, json, sys, torch, ardm
 from ardm.coding import codec
 from ardm.data.items import model_items
-from ardm.portable.model import PortableModel
+from ardm.coding import lockstep
 mode, threads, batch, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+name, n, budget = sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
 torch.set_num_threads(threads)
 codec.PORTABLE_BATCH = batch
 tables = []
-pmf = PortableModel.pmf
-def hashed(self, x, known, t):
-    w = pmf(self, x, known, t)
-    tables.extend(hashlib.sha256(r.contiguous().numpy().tobytes()).hexdigest() for r in w)
-    return w
-PortableModel.pmf = hashed
-m = ardm.load("mnist")
-x = model_items(m, "test", 3)
+rows = lockstep._rows
+def hashed(table, b, *, exact=False):
+    assert exact
+    tables.extend(hashlib.sha256(r.contiguous().numpy().tobytes()).hexdigest() for r in table)
+    return rows(table, b, exact=exact)
+lockstep._rows = hashed  # every table the coder codes with, one hash per item and step
+m = ardm.load(name)
+x = model_items(m, "test", n)
 if mode == "encode":
-    blobs = codec.compress(m, x, budget=6)
+    blobs = codec.compress(m, x, budget=budget)
     open(path, "w").write(json.dumps([b.hex() for b in blobs]))
     data = x
 else:
@@ -59,12 +60,20 @@ print(json.dumps({"tables": sorted(tables), "data": digest, "v": blobs[0][2]}))
 """
 
 
-def _child(mode: str, capability: str | None, threads: int, batch: int, path: Path) -> dict:
+def _child(
+    mode: str,
+    capability: str | None,
+    threads: int,
+    batch: int,
+    path: Path,
+    model: tuple[str, int, int] = ("mnist", 3, 6),
+) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     env["PYTHONPATH"] = str(ROOT / "src")
     if capability is not None:
         env["ATEN_CPU_CAPABILITY"] = capability
     run = [sys.executable, "-c", CHILD, mode, str(threads), str(batch), str(path)]
+    run += [str(v) for v in model]
     out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=900, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -84,6 +93,44 @@ def test_v5_decodes_under_other_kernels_threads_and_batches(
     assert dec["tables"] == enc["tables"] and len(enc["tables"]) == 3 * 6
 
 
+CROSS = {
+    "english": ("english", 3, 6),
+    "cifar10-subset": ("cifar10-subset", 2, 4),
+    "fsdd": ("fsdd", 2, 4),  # two digit stages
+}
+"""Other model kinds: (name, items, budget), encoded under the default kernels with one thread
+and several items per call, decoded under the best kernels with two threads one at a time."""
+
+
+@pytest.mark.parametrize("name", sorted(CROSS))
+def test_v5_other_kinds_decode_under_other_kernels_threads_and_batches(
+    name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "files.json"
+    _, n, budget = CROSS[name]
+    enc = _child("encode", "default", 1, 16, path, CROSS[name])
+    dec = _child("decode", None, 2, 1, path, CROSS[name])
+    assert enc["v"] == container.PORTABLE_VERSION
+    assert dec["data"] == enc["data"]
+    assert dec["tables"] == enc["tables"] and len(enc["tables"]) == n * budget
+
+
+GOLDEN_KINDS = {
+    "english": "v5_english_budget20.ardm",
+    "cifar10-subset": "v5_cifar10-subset_budget20.ardm",
+    "fsdd": "v5_fsdd_budget20.ardm",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_KINDS))
+def test_golden_v5_files_of_other_kinds_decode(name: str) -> None:
+    model = ardm.load(name)
+    x = model_items(model, "test", 1)[0]
+    blob = (GOLDEN / GOLDEN_KINDS[name]).read_bytes()
+    assert blob[2] == container.PORTABLE_VERSION
+    assert torch.equal(decompress(model, blob), x)
+
+
 @pytest.fixture(scope="module")
 def mnist() -> ARDM:
     return ardm.load("mnist")
@@ -93,7 +140,9 @@ def test_shipped_mnist_has_a_portable_form_and_writes_v5(mnist: ARDM) -> None:
     assert mnist.portable is not None
     assert mnist.portable.float_fingerprint == mnist.fingerprint().hex()
     x = model_items(mnist, "test", 1)[0]
-    blob = compress(mnist, x, budget=3)
+    threads = torch.get_num_threads()
+    blob = compress(mnist, x, budget=3)  # batched calls with one intra-op thread, then restored
+    assert torch.get_num_threads() == threads
     assert isinstance(blob, bytes) and blob[2] == container.PORTABLE_VERSION
     assert blob[6:10] == mnist.portable.fingerprint()[:4]  # budget, seed: one byte each
     float_blob = compress(mnist, x, budget=3, version=4)

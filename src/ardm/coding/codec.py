@@ -37,7 +37,7 @@ high bytes of a step, then its low bytes given them, so the encoder pushes the l
 first (:class:`Stage`, ``byte_pair``).
 
 The integer coder (format version 5). A model with a portable form (``model.portable``,
-:class:`ardm.portable.model.PortableModel`: shipped ``mnist`` and ``fashion-mnist``) is coded
+:class:`ardm.portable.model.PortableModel`: every shipped model) is coded
 with exact integer tables (``Stage.exact``: no smoothing, ``constriction`` codes ``w + 1``),
 orders from :func:`ardm.core.seeded_order.seeded_order` and its fingerprint; its tables do
 not depend on batch or threads, so tiles and items go through the network batched

@@ -148,15 +148,27 @@ class _Workers:
 
 @contextmanager
 def _workers(
-    n: int, workers: int | None, device: torch.device, *, per_item: bool, batch: int | None = None
+    n: int,
+    workers: int | None,
+    device: torch.device,
+    *,
+    per_item: bool,
+    batch: int | None = None,
+    exact: bool = False,
 ) -> Iterator[_Workers]:
     """The workers for ``n`` tiles. Per item, torch runs with one intra-op thread throughout
     and ``workers`` threads (``None``: the torch thread count; on a GPU one) share the tiles;
     the schedule never changes a result, every tile is evaluated alone, single-threaded.
-    Batched (not ``per_item``): no pool, the caller's thread count, calls of at most ``batch``
-    tiles."""
+    Batched (not ``per_item``): no pool, calls of at most ``batch`` tiles, with the caller's
+    thread count, or (``exact`` stages on a CPU: the same bits with any thread count) one
+    intra-op thread: on a loaded 2-core machine, 2 threads made batched integer calls 2-10x
+    slower than 1 (benchmarks/results/portable_threads.md)."""
     if not per_item:
-        yield _Workers(None, 1, batch)
+        if exact and device.type == "cpu":
+            with _one_intra_op_thread():
+                yield _Workers(None, 1, batch)
+        else:
+            yield _Workers(None, 1, batch)
         return
     with _one_intra_op_thread() as threads:
         if workers is None:
@@ -469,7 +481,10 @@ def encode(
     xf = x.to(dev).reshape(N, D).long()  # (N, D)
     padf = _check_pad(setup.pad, N, D, dev)  # (N, D)
     xf = torch.where(padf, 0, xf)
-    with _workers(N, setup.workers, dev, per_item=setup.per_item, batch=setup.batch) as pool:
+    exact = all(stage.exact for stage in setup.stages)
+    with _workers(
+        N, setup.workers, dev, per_item=setup.per_item, batch=setup.batch, exact=exact
+    ) as pool:
         return _encode_tiles(xf, padf, plan, shape, sizes, starts, pool, per_item=setup.per_item)
 
 
@@ -513,7 +528,10 @@ def decode_with_rest(
         raise ValueError(f"byte-pair stages code 16-bit values (K = 65536), not K={K}")
     dev = torch.device(setup.device)
     padf = _check_pad(setup.pad, N, D, dev)  # (N, D)
-    with _workers(N, setup.workers, dev, per_item=setup.per_item, batch=setup.batch) as pool:
+    exact = all(stage.exact for stage in setup.stages)
+    with _workers(
+        N, setup.workers, dev, per_item=setup.per_item, batch=setup.batch, exact=exact
+    ) as pool:
         x, decoders = _decode_tiles(
             list(payloads), padf, plan, shape, K, sizes, pool, per_item=setup.per_item
         )

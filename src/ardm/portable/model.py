@@ -14,12 +14,12 @@ Extension points (one entry each; every integer network follows the contract of
 :class:`ardm.portable.unet.IntegerUNet`: ``from_float(net, items, *, passes, seed)`` and
 ``logits(x, known, t) -> int64 (B, *shape, O)``):
 
-* :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"`` now;
-  ``"Transformer"`` and ``"WaveNet"`` go here);
+* :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"``,
+  ``"Transformer"``, ``"WaveNet"``);
 * :data:`HEAD_PMFS` -- the head kind (:func:`head_kind`) -> integer output ``(B, *shape, O)``
-  to the coder's weights (``"categorical"`` now; ``"mixture"`` and ``"digits"`` call
-  ``mixture_pmf`` / ``digit_pmf`` of :mod:`ardm.portable.pmf` once they exist);
-* :meth:`PortableModel.coding_stages` -- ``S`` stages for a digit (Upscale) model.
+  to the coder's weights (``"categorical"``; ``"mixture"``, computed only at each step's
+  variables, :data:`ROW_HEADS`; ``"digits"``, one stage per call);
+* :meth:`PortableModel.coding_stages` -- one exact stage, or ``S`` for a digit (Upscale) model.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from torch import nn
 
 from ardm.coding.stages import Stage
 from ardm.core.seeded_order import seeded_order
-from ardm.portable.pmf import categorical_pmf
+from ardm.portable.pmf import categorical_pmf, digit_pmf
 from ardm.portable.state import dump_state, load_state, state_sha256
+from ardm.portable.transformer import IntegerTransformer
 from ardm.portable.unet import IntegerUNet
+from ardm.portable.wavenet import IntegerWaveNet
 
 
 class IntegerNet(Protocol):
@@ -45,18 +47,35 @@ class IntegerNet(Protocol):
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
 
 
-Freezer = Callable[[nn.Module, torch.Tensor, int, int], IntegerNet]
-"""``freezer(net, items, passes, seed)``: the frozen integer form of a float network."""
+Freezer = Callable[..., IntegerNet]
+"""``freezer(net, items, passes, seed)``: the frozen integer form of a float network; a
+mixture model's freezer also takes ``head_bias=model.head.bias`` (folded into its outputs)."""
 
 
-def _freeze_unet(net: nn.Module, items: torch.Tensor, passes: int, seed: int) -> IntegerNet:
-    return IntegerUNet.from_float(net, items, passes=passes, seed=seed)  # type: ignore[arg-type]
+def _freeze_unet(
+    net: nn.Module,
+    items: torch.Tensor,
+    passes: int,
+    seed: int,
+    head_bias: torch.Tensor | None = None,
+) -> IntegerNet:
+    return IntegerUNet.from_float(net, items, passes=passes, seed=seed, head_bias=head_bias)  # type: ignore[arg-type]
+
+
+def _freeze_transformer(net: nn.Module, items: torch.Tensor, passes: int, seed: int) -> IntegerNet:
+    return IntegerTransformer.from_float(net, items, passes=passes, seed=seed)  # type: ignore[arg-type]
+
+
+def _freeze_wavenet(
+    net: nn.Module, items: torch.Tensor, passes: int, seed: int, branching: int | None = None
+) -> IntegerNet:
+    return IntegerWaveNet.from_float(net, items, passes=passes, seed=seed, branching=branching)  # type: ignore[arg-type]
 
 
 FREEZERS: dict[str, Freezer] = {
     "UNet": _freeze_unet,
-    # "Transformer": IntegerTransformer.from_float (ardm.portable.transformer), when merged
-    # "WaveNet": IntegerWaveNet.from_float (ardm.portable.wavenet), when merged
+    "Transformer": _freeze_transformer,
+    "WaveNet": _freeze_wavenet,
 }
 """The float network's class name -> the freezer of its integer form."""
 
@@ -65,21 +84,42 @@ class PortablePending(NotImplementedError):
     """A part of the integer coder that is not built yet (one-line message)."""
 
 
-HeadPmf = Callable[["PortableModel", torch.Tensor, torch.Tensor], torch.Tensor]
-"""``head_pmf(model, out, x_cur)``: the integer output ``(B, *shape, O)`` (and the current
-values ``(B, *shape)``) -> the coder's weights ``(B, *shape, b)`` int64 summing to ``2^24 - b``."""
+HeadPmf = Callable[["PortableModel", torch.Tensor, Any, Any], torch.Tensor]
+"""``head_pmf(model, out, x_cur, t)``: the integer output ``(B, *shape, O)`` (and the current
+values ``(B, *shape)``, the global steps ``t (B,)``) -> the coder's weights ``(B, *shape, b)``
+int64 summing to ``2^24 - b``."""
 
 
-def _categorical(_model: PortableModel, out: torch.Tensor, _x: torch.Tensor) -> torch.Tensor:
+def _categorical(_model: PortableModel, out: torch.Tensor, _x: Any, _t: Any) -> torch.Tensor:
     return categorical_pmf(out)
+
+
+def _mixture(model: PortableModel, out: torch.Tensor, _x: Any, _t: Any) -> torch.Tensor:
+    return model.net.params_pmf(out)  # type: ignore[attr-defined]
+
+
+def _digits(
+    model: PortableModel, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Stage ``t // D``'s digit pmf (direct parametrisation; one stage per call)."""
+    net: Any = model.net
+    stages = torch.unique(torch.div(t, net.D, rounding_mode="floor")).tolist()
+    if len(stages) != 1:
+        raise ValueError(f"one stage per call, got stages {stages}")
+    b = net.out_classes // net.stages
+    return digit_pmf(out, x, int(stages[0]), b=b, S=net.stages, K=model.K)
 
 
 HEAD_PMFS: dict[str, HeadPmf] = {
     "categorical": _categorical,
-    # "mixture": a wrapper of mixture_pmf (ardm.portable.pmf), when merged
-    # "digits": a wrapper of digit_pmf (ardm.portable.pmf), per stage, when merged
+    "mixture": _mixture,
+    "digits": _digits,
 }
 """The head kind -> its integer pmf; a kind not here has no integer coder yet."""
+
+ROW_HEADS = frozenset({"mixture"})
+"""Head kinds whose pmf costs far more than the network: the coder computes it only at each
+step's variables (``Stage.head``), from the integer outputs; it never needs ``x``."""
 
 
 def head_pmf(kind: str) -> HeadPmf:
@@ -114,7 +154,7 @@ class PortableModel:
     def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The coder's integer weights ``(B, *shape, b)`` given the values ``x`` where
         ``known`` and ``t`` known variables per item."""
-        return head_pmf(self.head)(self, self.net.logits(x, known, t), x)
+        return head_pmf(self.head)(self, self.net.logits(x, known, t), x, t)
 
     @functools.cached_property
     def _fingerprint(self) -> bytes:
@@ -134,9 +174,32 @@ class PortableModel:
         ``budget`` calls and order seed ``seed``: exact integer tables, orders
         ``seeded_order(D, seed + s)``, the float model's (order-fixed) DP policies."""
         D = int(model.D)
-        if int(model.S) != 1:
-            raise PortablePending("the integer coder of Upscale (digit) models is not built yet")
+        if self.head == "digits":  # Upscale: one stage per digit, coarse first
+            S, b = int(model.S), int(model.b)
+            policies = model.stage_policies(budget, mode="joint")
+
+            def stage_fn(s: int) -> Callable[..., torch.Tensor]:
+                return lambda x, known, t_in: self.pmf(x, known, s * D + t_in)
+
+            return [
+                Stage(
+                    stage_fn(s),
+                    seeded_order(D, seed + s),
+                    policies[s],
+                    b ** (S - s - 1),
+                    b,
+                    exact=True,
+                )
+                for s in range(S)
+            ]
         policy = model.policy_for_budget(budget)
+        if self.head in ROW_HEADS:
+            kind = head_pmf(self.head)
+
+            def rows(out: torch.Tensor) -> torch.Tensor:  # (n, m, O) -> (n, m, K)
+                return kind(self, out, None, None)
+
+            return [Stage(self.net.logits, seeded_order(D, seed), policy, head=rows, exact=True)]
         return [Stage(self.pmf, seeded_order(D, seed), policy, exact=True)]
 
     def to_bytes(self) -> bytes:
@@ -164,6 +227,15 @@ def freeze(model: Any, items: torch.Tensor, *, passes: int = 4, seed: int = 0) -
     if name not in FREEZERS:
         raise PortablePending(f"no integer form of a {name} network yet")
     head_pmf(kind)  # refuse a head without an integer pmf before calibrating
-    net = FREEZERS[name](model.net.eval(), items.to(model.device), passes, seed)
+    extra: dict[str, Any] = {}
+    if kind == "mixture":
+        if int(model.K) > 256:
+            raise PortablePending("the integer coder of 16-bit mixture models is not built yet")
+        extra["head_bias"] = model.head.bias
+    if kind == "digits":
+        if model.parametrisation != "direct" or name != "WaveNet":
+            raise PortablePending("the integer coder of this Upscale model is not built yet")
+        extra["branching"] = int(model.b)
+    net = FREEZERS[name](model.net.eval(), items.to(model.device), passes, seed, **extra)
     fp = model.fingerprint().hex()
     return PortableModel(net, head=kind, K=model.K, shape=tuple(model.shape), float_fp=fp)
