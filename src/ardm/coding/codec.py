@@ -326,8 +326,11 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     expected = _expected_crc(header, rests, where)
     x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
     if data_crc32(x.numpy(), model.K) != expected:
-        raise FormatError(
-            "decoded data does not match its checksum: the file is corrupt or was encoded on "
-            f"a configuration whose network outputs differ{where}"
+        cause = (
+            "the file is corrupt (the integer coder's tables are the same on every machine)"
+            if header.version == PORTABLE_VERSION
+            else f"the file is corrupt or was encoded on a configuration whose network outputs "
+            f"differ{where}"
         )
+        raise FormatError(f"decoded data does not match its checksum: {cause}")
     return x
