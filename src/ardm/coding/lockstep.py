@@ -164,11 +164,16 @@ def _workers(
     intra-op thread: on a loaded 2-core machine, 2 threads made batched integer calls 2-10x
     slower than 1 (benchmarks/results/portable_threads.md)."""
     if not per_item:
-        if exact and device.type == "cpu":
-            with _one_intra_op_thread():
-                yield _Workers(None, 1, batch)
-        else:
+        if not (exact and device.type == "cpu"):
             yield _Workers(None, 1, batch)
+            return
+        with _one_intra_op_thread() as threads:
+            size = max(1, min(threads if workers is None else workers, n))
+            if size == 1:
+                yield _Workers(None, 1, batch)
+                return
+            with ThreadPoolExecutor(max_workers=size) as pool:
+                yield _Workers(pool, size, batch)
         return
     with _one_intra_op_thread() as threads:
         if workers is None:
@@ -222,27 +227,31 @@ class _StepWork(Generic[_T]):
                 self.shape,
             )  # (N, m, O)
             return iter([self.finish(i, out[i : i + 1]) for i in tiles])
-        return iter(self._batched(tiles, workers.batch))
+        return iter(self._batched(tiles, workers))
 
-    def _batched(self, tiles: Sequence[int], batch: int) -> list[_T]:
-        """:meth:`finish` of ``tiles`` (in their order) from one call per ``batch`` of them
-        (only the tiles asked for: a tile with nothing to code at a step may have every
-        variable known, a ``t`` no step has)."""
-        done: dict[int, _T] = {}
+    def _batched(self, tiles: Sequence[int], workers: _Workers) -> list[_T]:
+        """:meth:`finish` of ``tiles`` (in their order) from one call per chunk of at most
+        ``workers.batch`` of them, the chunks shared by the workers (exact stages only: a
+        result does not depend on the chunking). Only the tiles asked for are evaluated: a
+        tile with nothing to code at a step may have every variable known, a ``t`` no step
+        has."""
         wanted = sorted(tiles)
-        for k in range(0, len(wanted), batch):
-            chunk = wanted[k : k + batch]
-            rows = torch.tensor(chunk, device=self.known.device)  # (n,)
-            out = _step_out(
-                self.step.stage,
-                self.current(rows),
-                self.known[rows],
-                self.step.positions,
-                self.shape,
-            )  # (n, m, O)
-            for j, i in enumerate(chunk):
-                done[i] = self.finish(i, out[j : j + 1])
+        if not wanted:
+            return []
+        size = min(workers.batch or len(wanted), -(-len(wanted) // workers.size))
+        chunks = [wanted[k : k + size] for k in range(0, len(wanted), size)]
+        done: dict[int, _T] = {}
+        for part in workers.imap(lambda c: self._chunk(chunks[c]), range(len(chunks))):
+            done.update(part)
         return [done[i] for i in tiles]
+
+    def _chunk(self, chunk: list[int]) -> dict[int, _T]:
+        """:meth:`finish` of the tiles ``chunk`` from one batched network call."""
+        rows = torch.tensor(chunk, device=self.known.device)  # (n,)
+        out = _step_out(
+            self.step.stage, self.current(rows), self.known[rows], self.step.positions, self.shape
+        )  # (n, m, O)
+        return {i: self.finish(i, out[j : j + 1]) for j, i in enumerate(chunk)}
 
 
 _Pushes = list[tuple[np.ndarray, np.ndarray]]
