@@ -24,7 +24,7 @@ from ardm.core.orders import known_mask, random_orders
 from ardm.portable import IntegerUNet
 from ardm.portable.pmf import MIX_FRAC_BITS, _inverse_scales, mixture_pmf
 from ardm.portable.tables import exp_range_table
-from tests.test_portable import ROOT, sha
+from tests.portable.test_unet import ROOT, sha
 
 K, M = 256, 10
 TOTAL = (1 << 24) - K

@@ -29,7 +29,7 @@ from ardm.portable.ops import GELUTable, IntGELU, IntNorm
 from ardm.portable.quant import NARROW, WIDE, Rescale
 from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
 from ardm.portable.transformer import IntegerTransformer, linear, rotate, score_exp_table
-from tests.test_portable import CHILD, ROOT, conv_reference, ints, norm_reference, sha
+from tests.portable.test_unet import CHILD, ROOT, conv_reference, ints, norm_reference, sha
 
 # ---------------------------------------------------------------------------- (a) ops
 

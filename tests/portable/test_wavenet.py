@@ -31,7 +31,7 @@ from ardm.portable.pmf import categorical_pmf, digit_pmf, masked_categorical_pmf
 from ardm.portable.quant import NARROW, WIDE
 from ardm.portable.tables import tanh_table
 from ardm.portable.wavenet import Gate, IntegerWaveNet, Widths, stage_inputs
-from tests.test_portable import ROOT, ints, sha
+from tests.portable.test_unet import ROOT, ints, sha
 from tests.tiny_nets import randomize
 
 # ---------------------------------------------------------------------------- (a) ops

@@ -36,7 +36,7 @@ from ardm.portable.ops import (
 from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
 from ardm.portable.tables import exp_table, sigmoid_table, sinusoid_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ints(shape: tuple[int, ...], bound: int, seed: int) -> torch.Tensor:
