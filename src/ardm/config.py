@@ -59,6 +59,9 @@ class ModelConfig:
     # the training data's classes or digits, so training starts from the marginal model and
     # its gradients are about context; categorical outputs only).
     output_bias: str = "zero"
+    # "oa" text only: the known prefix of a coded block (ardm.core.context); > 0 mixes
+    # prefix-known examples into training and codes files as chains of blocks.
+    context: int = 0
     unet: UNetConfig = field(default_factory=UNetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     wavenet: WaveNetConfig = field(default_factory=WaveNetConfig)
@@ -86,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"model.branching must be >= 2, got {self.branching}")
         if self.mixtures < 1:
             raise ValueError(f"model.mixtures must be >= 1, got {self.mixtures}")
+        if self.context < 0:
+            raise ValueError(f"model.context must be >= 0, got {self.context}")
         if self.d3pm_steps < 1:
             raise ValueError(f"model.d3pm_steps must be >= 1, got {self.d3pm_steps}")
 

@@ -20,7 +20,7 @@ _LATER_MODEL_SETTINGS = {
 
 
 # Model settings added later still, for every process, with the value all earlier models had.
-_LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero"}
+_LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero", "context": 0}
 
 
 def stable_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ name                      kind   shape                K      files under the dat
 ``english``               text   (seq_len,)           27     ``english/{train,valid,test}.txt``
 ``shakespeare``           text   (seq_len,)           65     ``tinyshakespeare/input.txt``
 ``text8``                 text   (seq_len,)           27     ``text8/text8`` or ``text8`` (yours)
+``english-bytes``         text   (seq_len,)           256    ``english/{train,valid,test}.txt``
 ``fsdd``                  audio  (seq_len,)           65536  ``fsdd/recordings/*.wav``
 ========================  =====  ===================  =====  ===============================
 
@@ -96,6 +97,15 @@ DATASETS: Mapping[str, DataSpec] = MappingProxyType(
             "shakespeare", text.SHAKESPEARE_ALPHABET, "tiny-shakespeare (characters)"
         ),
         "text8": _text("text8", text.TEXT8_ALPHABET, "text8"),
+        "english-bytes": DataSpec(
+            "english-bytes",
+            "text",
+            (_DEFAULT_SEQ_LEN,),
+            256,
+            None,
+            "English prose, raw UTF-8 bytes",
+            _TEXT_SPLITS,
+        ),
         "fsdd": _audio("fsdd", "FSDD spoken digits (8 kHz; stand-in for SC09)"),
     }
 )
@@ -178,6 +188,10 @@ def _load_english(root: Path, split: str) -> torch.Tensor:
     return text.read_english(_file(root / "english" / f"{split}.txt", "english"))  # (n,)
 
 
+def _load_english_bytes(root: Path, split: str) -> torch.Tensor:
+    return text.read_bytes(_file(root / "english" / f"{split}.txt", "english-bytes"))  # (n,)
+
+
 def _load_shakespeare(root: Path, split: str) -> torch.Tensor:
     path = _file(root / "tinyshakespeare" / "input.txt", "shakespeare")
     return text.read_shakespeare(path, split)  # (n,)
@@ -206,6 +220,7 @@ _LOADERS: Mapping[str, Callable[[Path, str], torch.Tensor]] = MappingProxyType(
         "cifar10": _load_cifar10,
         "kodak32": _load_kodak32,
         "english": _load_english,
+        "english-bytes": _load_english_bytes,
         "shakespeare": _load_shakespeare,
         "text8": _load_text8,
     }

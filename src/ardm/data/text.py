@@ -7,6 +7,8 @@ random crops of it (training) or consecutive chunks of it (:func:`text_chunks`, 
   :func:`text8_normalise`; 27 symbols, space = 0, ``a``..``z`` = 1..26.
 - ``shakespeare``: tiny-shakespeare (``tinyshakespeare/input.txt``), character level with
   the 65 characters of the file; first 90 % train, last 10 % valid (= test).
+- ``english-bytes``: the same English files as raw UTF-8 bytes (``K = 256``, id = byte value:
+  any text, and any other byte too).
 - ``text8``: Mahoney's real text8 file (``text8/text8`` or ``text8``), already normalised,
   split 90 % / 5 % / 5 % (90M / 5M / 5M characters for the real 100M file).
 
@@ -161,6 +163,11 @@ def read_english(path: Path) -> torch.Tensor:
     """A UTF-8 English text file, text8-normalised, as ``uint8`` ids over :data:`TEXT8_ALPHABET`."""
     normalised = _text8_normalise_bytes(_read_bytes(path))  # (n,) ASCII bytes
     return torch.from_numpy(_TEXT8_ID_OF_BYTE[normalised])  # (n,) uint8 in [0, 27)
+
+
+def read_bytes(path: Path) -> torch.Tensor:
+    """A file's raw bytes as ``uint8`` ids ``(n,)`` (byte ``v`` has id ``v``; ``K = 256``)."""
+    return torch.from_numpy(np.frombuffer(_read_bytes(path), dtype=np.uint8).copy())
 
 
 def read_shakespeare(path: Path, split: str) -> torch.Tensor:

@@ -12,10 +12,12 @@ from ardm.errors import DataError
 from ardm.modalities.audio import AudioModality
 from ardm.modalities.image import ImageModality
 from ardm.modalities.modality import Modality
-from ardm.modalities.text import TextModality
+from ardm.modalities.text import ByteTextModality, TextModality
 
 
 def _text(spec: DataSpec) -> Modality:
+    if spec.alphabet is None and spec.K == 256:
+        return ByteTextModality(length=spec.shape[0])
     if spec.alphabet is None or len(spec.alphabet) != spec.K:
         raise DataError(f"the dataset {spec.name!r} has no alphabet of K symbols")
     return TextModality(TextAlphabet(spec.alphabet), length=spec.shape[0])

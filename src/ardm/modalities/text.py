@@ -101,3 +101,60 @@ class TextModality(Modality):
         known = torch.tensor([c != hole for c in text])  # (L,)
         filled = "".join(c if c != hole else self.alphabet.symbols[0] for c in text)
         return self.alphabet.encode(filled).long(), known  # (L,), (L,)
+
+
+@dataclass(frozen=True)
+class ByteTextModality(Modality):
+    """Any file as raw bytes (``K = 256``, id = byte value), in items of ``length`` bytes: a
+    byte-level text model codes UTF-8 text of any alphabet, and any other byte too."""
+
+    length: int
+
+    kind: ClassVar[str] = "text"
+    unit: ClassVar[str] = "bpc"
+    suffix: ClassVar[str] = ".txt"
+    binary: ClassVar[bool] = False
+
+    def read(self, data: bytes, *, name: str) -> torch.Tensor:
+        if not data:
+            raise DataError(f"{name}: empty file; there is nothing to compress")
+        if len(data) > MAX_VALUES:
+            raise DataError(f"{name}: {len(data)} bytes is too long (at most {MAX_VALUES})")
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n,)
+
+    def write(self, x: torch.Tensor) -> bytes:
+        return bytes(x.to(torch.uint8).cpu().numpy().tobytes())
+
+    def output_name(self, base: str) -> str:
+        """A file keeps its own suffix (``a.md``); ``x`` gets ``.txt``."""
+        suffix = Path(base).suffix.lower()
+        if suffix and suffix != ".ardm":
+            return base
+        return (Path(base).stem if suffix else base) + ".txt"
+
+    def items(self, data: torch.Tensor) -> torch.Tensor:
+        """A split's byte stream ``(n,)`` cut into consecutive items ``(N, length)``."""
+        return text_chunks(data, self.length)
+
+    def save_samples(self, x: torch.Tensor, output: str | None, *, calls: int) -> str:
+        """Samples one per line (invalid UTF-8 shown as U+FFFD), into ``output`` or printed."""
+        rows = [self.write(row).decode("utf-8", errors="replace") for row in x.cpu()]
+        text = "\n".join(row.replace("\n", " ") for row in rows)
+        if not output:
+            return text
+        Path(output).write_text(text + "\n")
+        return f"wrote {x.shape[0]} samples ({calls} network calls each) to {output}"
+
+    def hole_mask(self, text: str, *, hole: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bytes ``(L,)`` of ``text`` (UTF-8) padded with holes to ``L = length``, and ``known``:
+        False at each byte of a ``hole`` character."""
+        pieces = [b"\0" * len(c.encode()) if c == hole else c.encode() for c in text]
+        known_parts = [[c != hole] * len(c.encode()) for c in text]
+        data = b"".join(pieces)
+        known_list = [k for part in known_parts for k in part]
+        if len(data) > self.length:
+            raise DataError(f"text has {len(data)} bytes; the model takes at most {self.length}")
+        pad = self.length - len(data)
+        x = torch.tensor(list(data) + [0] * pad, dtype=torch.long)  # (L,)
+        known = torch.tensor(known_list + [False] * pad)  # (L,)
+        return x, known

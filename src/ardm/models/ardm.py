@@ -18,6 +18,7 @@ from torch import nn
 
 from ardm.coding.stages import Stage
 from ardm.config import Config, ModelConfig
+from ardm.core.context import context_examples, prefix_orders
 from ardm.core.objective import LN2, BoundTerms, ardm_bound
 from ardm.core.orders import known_mask, order_from_seed, orders_given_first, random_orders
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost
@@ -26,6 +27,7 @@ from ardm.errors import DataError
 from ardm.models.heads import CategoricalHead, Head, MixtureHead
 from ardm.models.process import (
     BudgetNLL,
+    LossOutput,
     Process,
     Sampling,
     check_budget_mode,
@@ -50,6 +52,7 @@ class ARDM(Process):
         head: Head | None = None,
         ce_weight: float = 1e-3,
         order_seed: int = 0,
+        context: int = 0,
         config: Config | None = None,
     ) -> None:
         head = head if head is not None else CategoricalHead(int(net.K))  # type: ignore[arg-type]
@@ -65,6 +68,10 @@ class ARDM(Process):
         )
         self.S = head.S
         self.b = head.b  # the stages' digit base: K for one stage (the digit is the value)
+        if context and (self.S != 1 or not 0 < context < D):
+            raise ValueError(f"context={context} needs one stage and 0 < context < D={D}")
+        self.context = context
+        """Known prefix of a coded block (:mod:`ardm.core.context`); 0: plain OA training."""
 
     @staticmethod
     def config_head(K: int, mc: ModelConfig) -> Head:
@@ -75,7 +82,14 @@ class ARDM(Process):
     def from_config(cls, net: nn.Module, cfg: Config, *, kind: str) -> ARDM:
         """The OA-ARDM of a resolved config around ``net``."""
         head = cls.config_head(int(net.K), cfg.model)  # type: ignore[arg-type]
-        return cls(net, kind=kind, head=head, ce_weight=cfg.model.ce_weight, config=cfg)
+        return cls(
+            net,
+            kind=kind,
+            head=head,
+            ce_weight=cfg.model.ce_weight,
+            context=cfg.model.context,
+            config=cfg,
+        )
 
     # ------------------------------------------------------------------ network
     def params(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -154,8 +168,23 @@ class ARDM(Process):
     def step_terms(
         self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
     ) -> BoundTerms:
-        sigma = random_orders(x.shape[0], self.D, generator=generator, device=x.device)  # (B, D)
+        if self.context:  # slots from the context on: the block given its prefix
+            sigma = prefix_orders(t, self.D, self.context, generator=generator)  # (B, D)
+        else:
+            sigma = random_orders(x.shape[0], self.D, generator=generator, device=x.device)
         return self.bound_terms(x, t, sigma)
+
+    def loss(
+        self, x: torch.Tensor, *, antithetic: bool = False, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """The OA loss, or with ``context`` the prefix-known mixture of
+        :func:`ardm.core.context.context_examples` (``antithetic`` does not apply to it)."""
+        if not self.context:
+            return super().loss(x, antithetic=antithetic, generator=generator)
+        x, t, sigma = context_examples(x.flatten(1), self.context, generator=generator)
+        terms = self.bound_terms(x.view(-1, *self.shape), t, sigma)
+        loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
+        return LossOutput(loss=loss, terms=terms, t=t)
 
     # ------------------------------------------------------------------ policies
     def stage_budgets(self, budget: int, *, mode: str, naive: bool, start: int) -> list[int]:
