@@ -65,7 +65,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ardm.coding.chain import compress_chain, decompress_chain
 from ardm.coding.container import (
+    CHAIN_VERSION,
     FINGERPRINT_BYTES,
     MAX_D,
     PORTABLE_VERSION,
@@ -170,11 +172,15 @@ def compress(
     (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
     """
     _check_eval(model)
+    if getattr(model, "context", 0) and version in (None, CHAIN_VERSION):
+        return _compress_chains(model, x, budget=budget)
     items, single = _items(model, x)
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
     if version is not None and version not in WRITE_VERSIONS:
         raise ValueError(f"version must be one of {WRITE_VERSIONS} or None, got {version}")
+    if version == CHAIN_VERSION:
+        raise ValueError("version 6 (chains with context) needs a model with model.context > 0")
     if not items:
         return []
     fewest, most = model.budget_range()
@@ -234,6 +240,21 @@ def compress(
     return files[0] if single else files
 
 
+def _compress_chains(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
+    """Format version 6 for a model with a known prefix: one item ``(n,)`` of any length, or a
+    batch ``(N, n)`` (:func:`ardm.coding.chain.compress_chain`, one file each)."""
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1, got {budget}")
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise DataError(f"expected integer data, got {x.dtype}")
+    if x.dim() == 1:
+        return compress_chain(model, x, budget=budget)
+    if x.dim() == 2:
+        return [compress_chain(model, row, budget=budget) for row in x]
+    raise DataError(f"expected a sequence (n,) or a batch (N, n), got shape {tuple(x.shape)}")
+
+
 def float_coder_note(version: int) -> str:
     """What a failed decode of a float-coder file (format versions 2-4) adds to its error: such a
     file's probabilities came from float32 network outputs, which differ in the last bits between
@@ -272,6 +293,12 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
     """
     _check_eval(model)
     header, body = unpack(blob)
+    if header.version == CHAIN_VERSION:
+        if header.kind != model.kind:
+            raise FormatError(
+                f"this file holds {header.kind} data but the model is for {model.kind}"
+            )
+        return decompress_chain(model, header, body)
     coder = _coder(model, header.version)
     ours = coder.fingerprint
     if header.fingerprint != ours:

@@ -1,0 +1,358 @@
+"""Files as chains of blocks, each coded given the bytes before it (format version 6).
+
+A model trained with a known prefix (``model.context = c``, :mod:`ardm.core.context`) codes a
+sequence of ``n`` values as blocks of ``B = D - c``: block ``[s, e)`` is the end of a window of
+the model's ``D`` positions ``[e - D, e)``, whose positions before ``s`` (at least ``c``) are
+known, the values already coded. Positions before the start of the chain hold the byte
+:data:`ardm.core.context.PAD`, as in training. Within a block, the ``b = e - s`` values are
+coded as an OA-ARDM given that prefix: order ``seeded_order(b, seed)``, and the DP policy
+for ``budget`` calls on the model's calibrated block losses ``L[D - b:]`` (the tracker's slots
+from the context on).
+
+Segments. A chain must be decoded block after block. To decode a long file with batched network
+calls anyway, the blocks are cut into segments of ``segment`` blocks, each a chain of its own
+(its first block sees padding, not the previous segment's bytes); the decoder walks all
+segments in lockstep: block ``j`` of every segment, step by step, one batched call per step.
+The cost: each segment's first block is coded without the text before it.
+
+One ANS stream per file. Decoding order: for block ``j``, for step ``i``, for segment ``g``,
+pop that step's values in order of rank; the encoder, which knows every window in advance,
+computes the rows block index by block index from the last and pushes in exactly the reverse
+order. The stream starts from the data's CRC-32, as in format versions 4 and 5.
+
+Probabilities come from the model's portable form only (integer tables, exact on every
+machine): a chain file decodes anywhere, with any batch and any thread count.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ardm.coding.ans import Decoder, Encoder
+from ardm.coding.stages import exact_rows
+from ardm.core.context import PAD
+from ardm.core.policy import optimal_policy, step_bounds
+from ardm.core.seeded_order import seeded_order
+
+CHAIN_BATCH = 32
+"""Windows per network call (exact tables: changes the speed only)."""
+
+DEFAULT_SEGMENT_BYTES = 4096
+"""Default segment length in values: a 20 KB file decodes as 5 chains in lockstep."""
+
+Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(x (G, D), known (G, D)) -> (G, D, O)``: the integer network's outputs."""
+Rows = Callable[[torch.Tensor], np.ndarray]
+"""``(outputs (m, O)) -> (m, K)`` float64 rows for ``constriction`` (exact weights)."""
+
+
+@dataclass(frozen=True)
+class ChainLayout:
+    """``n`` values coded by a model of window ``D`` with ``context`` known values, in
+    segments of ``segment`` blocks (0: one chain)."""
+
+    n: int
+    D: int
+    context: int
+    segment: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.context < self.D:
+            raise ValueError(f"context must lie in (0, {self.D}), got {self.context}")
+        if self.n < 1 or self.segment < 0:
+            raise ValueError(f"bad chain layout: n={self.n}, segment={self.segment}")
+
+    @property
+    def block(self) -> int:
+        """Values per block: ``D - context``."""
+        return self.D - self.context
+
+    def segments(self) -> list[list[tuple[int, int]]]:
+        """The blocks ``(s, e)`` of each segment, in order."""
+        B = self.block
+        spans = [(s, min(s + B, self.n)) for s in range(0, self.n, B)]
+        per = self.segment or len(spans)
+        return [spans[i : i + per] for i in range(0, len(spans), per)]
+
+
+def segment_blocks(layout_D: int, context: int, segment_bytes: int) -> int:
+    """Blocks per segment for a segment length in values (0: one chain)."""
+    if segment_bytes <= 0:
+        return 0
+    return max(1, segment_bytes // (layout_D - context))
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """How a block of ``b`` values is coded: ranks ``(b,)`` and steps ``[(l, r), ...]``,
+    and for each step the block positions it codes, in rank order."""
+
+    b: int
+    rank: torch.Tensor
+    steps: list[tuple[int, int]]
+    coded: list[torch.Tensor]
+
+
+class ChainPlan:
+    """Block plans for one model's block losses ``L`` (the tracker's ``L`` over ``D``),
+    ``budget`` calls per block and order seed ``seed``."""
+
+    def __init__(self, L: np.ndarray, D: int, budget: int, seed: int) -> None:
+        self.L, self.D, self.budget, self.seed = np.asarray(L, dtype=np.float64), D, budget, seed
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one plan per file, few block lengths
+    def block(self, b: int) -> _BlockPlan:
+        rank = seeded_order(b, self.seed)  # (b,) rank of each block position
+        policy, _ = optimal_policy(self.L[self.D - b :], min(self.budget, b))
+        steps = step_bounds(policy, b)
+        by_rank = torch.argsort(rank)  # (b,) positions in rank order
+        coded = [by_rank[left:right] for left, right in steps]
+        return _BlockPlan(b, rank, steps, coded)
+
+
+def _window(x: torch.Tensor, start: int, s: int, e: int, D: int) -> torch.Tensor:
+    """The window ``[e - D, e)`` of ``x (n,)`` for a block ``[s, e)`` of the chain starting at
+    ``start``: values before ``start`` are :data:`PAD`, values from ``s`` on are zeroed."""
+    idx = torch.arange(e - D, e)  # (D,)
+    inside = (idx >= start) & (idx < s)
+    w = torch.zeros(D, dtype=torch.long)
+    w[idx < start] = PAD
+    w[inside] = x[idx[inside]].long()
+    return w  # (D,)
+
+
+def _known(D: int, plan: _BlockPlan, left: int) -> torch.Tensor:
+    """Known positions of a window whose block has ``plan.b`` values, ``left`` of them coded."""
+    known = torch.ones(D, dtype=torch.bool)
+    known[D - plan.b :] = plan.rank < left
+    return known  # (D,)
+
+
+@dataclass
+class _Job:
+    segment: int
+    step: int
+    window: torch.Tensor  # (D,) values, unknown ones zeroed
+    known: torch.Tensor  # (D,)
+    coded: torch.Tensor  # (m,) window positions coded by this step, in rank order
+
+
+def _rows_of(
+    jobs: list[_Job], logits: Logits, rows: Rows, batch: int
+) -> Iterator[tuple[_Job, np.ndarray]]:
+    """Each job with its rows ``(m, K)``, the network called on ``batch`` windows at a time."""
+    for lo in range(0, len(jobs), batch):
+        chunk = jobs[lo : lo + batch]
+        x = torch.stack([j.window for j in chunk])  # (G, D)
+        known = torch.stack([j.known for j in chunk])  # (G, D)
+        out = logits(x, known)  # (G, D, O)
+        for g, job in enumerate(chunk):
+            yield job, rows(out[g, job.coded])
+
+
+def _jobs(
+    x: torch.Tensor, layout: ChainLayout, plan: ChainPlan, j: int, active: list[int], step: int
+) -> list[_Job]:
+    """The jobs of step ``step`` of block ``j`` in the ``active`` segments (``step = -1``:
+    every step, for the encoder)."""
+    segs = layout.segments()
+    D = layout.D
+    jobs = []
+    for g in active:
+        s, e = segs[g][j]
+        bp = plan.block(e - s)
+        w = _window(x, segs[g][0][0], s, e, D)
+        steps = range(len(bp.steps)) if step < 0 else [step] if step < len(bp.steps) else []
+        for i in steps:
+            known = _known(D, bp, bp.steps[i][0])
+            coded = bp.coded[i] + (D - bp.b)
+            jobs.append(_Job(g, i, torch.where(known, w, 0), known, coded))
+    return jobs
+
+
+def encode_chain(
+    x: torch.Tensor,
+    layout: ChainLayout,
+    plan: ChainPlan,
+    logits: Logits,
+    rows: Rows,
+    *,
+    initial: int,
+    batch: int = CHAIN_BATCH,
+) -> bytes:
+    """The ANS stream of ``x (n,)`` coded as ``layout``'s chains (see the module docstring)."""
+    segs = layout.segments()
+    enc = Encoder(initial)
+    for j in reversed(range(max(len(seg) for seg in segs))):
+        active = [g for g, seg in enumerate(segs) if j < len(seg)]
+        jobs = _jobs(x, layout, plan, j, active, -1)
+        done = {(job.segment, job.step): (job, r) for job, r in _rows_of(jobs, logits, rows, batch)}
+        for key in sorted(done, key=lambda k: (k[1], k[0]), reverse=True):
+            job, r = done[key]
+            s = segs[job.segment][j][0]
+            block_pos = job.coded - (layout.D - (segs[job.segment][j][1] - s))
+            enc.push_step(x[s + block_pos].numpy().astype(np.int64), r)
+    return enc.get_bytes()
+
+
+def decode_chain(
+    payload: bytes,
+    layout: ChainLayout,
+    plan: ChainPlan,
+    logits: Logits,
+    rows: Rows,
+    *,
+    batch: int = CHAIN_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, int | None]:
+    """Decode ``layout.n`` values: ``(x (n,), what the stream has left)`` (see
+    :meth:`ardm.coding.ans.Decoder.remaining`). ``progress(values)`` after each block index."""
+    segs = layout.segments()
+    dec = Decoder(payload)
+    x = torch.zeros(layout.n, dtype=torch.long)
+    for j in range(max(len(seg) for seg in segs)):
+        active = [g for g, seg in enumerate(segs) if j < len(seg)]
+        steps = max(len(plan.block(segs[g][j][1] - segs[g][j][0]).steps) for g in active)
+        for i in range(steps):
+            jobs = _jobs(x, layout, plan, j, active, i)
+            for job, r in _rows_of(jobs, logits, rows, batch):
+                s, e = segs[job.segment][j]
+                values = dec.pop_step(r)  # (m,)
+                x[s + job.coded - (layout.D - (e - s))] = torch.from_numpy(values)
+        if progress is not None:
+            progress(sum(segs[g][j][1] - segs[g][j][0] for g in active))
+    return x, dec.remaining()
+
+
+def portable_rows(portable: object) -> tuple[Logits, Rows]:
+    """The integer network's outputs and the coder's exact rows of a portable model
+    (:class:`ardm.portable.model.PortableModel` with a categorical head)."""
+    from ardm.portable.pmf import categorical_pmf
+
+    net = portable.net  # type: ignore[attr-defined]
+
+    def logits(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        t = known.sum(dim=1)  # (G,)
+        with torch.no_grad():
+            return net.logits(x, known, t)  # type: ignore[no-any-return]
+
+    def rows(out: torch.Tensor) -> np.ndarray:
+        return exact_rows(categorical_pmf(out))
+
+    return logits, rows
+
+
+# ---------------------------------------------------------------------------- files
+MAX_CHAIN_VALUES = 4 << 20
+"""Longest file a chain codes (4 MiB): at the default budget a larger one would take hours."""
+
+
+def _chain_parts(model: object) -> tuple[object, int, int]:
+    """A chain model's portable form, window ``D`` and context, or a one-line error."""
+    from ardm.errors import FormatError
+
+    context = int(getattr(model, "context", 0))
+    portable = getattr(model, "portable", None)
+    if not context:
+        raise FormatError("this file is a chain of blocks with context (format v6); this "
+                          "model was not trained with a known prefix (model.context)")
+    if portable is None:
+        raise FormatError("chain files (format v6) are coded by the model's portable form, "
+                          "which this model lacks (`ardm export` freezes one)")
+    return portable, int(model.D), context  # type: ignore[attr-defined]
+
+
+def compress_chain(
+    model: object, x: torch.Tensor, *, budget: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+) -> bytes:
+    """One file of format version 6: ``x (n,)`` as chains of blocks, ``budget`` calls per block
+    (clamped to the block length), segments of about ``segment_bytes`` values (0: one chain)."""
+    from ardm.coding.container import (
+        CHAIN_VERSION,
+        FINGERPRINT_BYTES,
+        Header,
+        data_crc32,
+        pack,
+        write_varint,
+    )
+    from ardm.errors import DataError
+
+    portable, D, context = _chain_parts(model)
+    K = int(model.K)  # type: ignore[attr-defined]
+    values = x.reshape(-1).long().cpu()
+    n = values.numel()
+    if n < 1:
+        raise DataError("empty input: there is nothing to compress")
+    if n > MAX_CHAIN_VALUES:
+        raise DataError(
+            f"{n:,} values is more than this coder takes ({MAX_CHAIN_VALUES:,}): at about a "
+            "thousand values per second it would take hours; split the file or use zstd/xz"
+        )
+    if values.min() < 0 or values.max() >= K:
+        raise DataError(f"data values must lie in [0, {K})")
+    budget = max(1, min(int(budget), D - context))
+    seed = int(model.order_seed)  # type: ignore[attr-defined]
+    segment = segment_blocks(D, context, segment_bytes)
+    layout = ChainLayout(n, D, context, 0 if segment >= -(-n // (D - context)) else segment)
+    plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
+    logits, rows = portable_rows(portable)
+    stream = encode_chain(
+        values, layout, plan, logits, rows, initial=data_crc32(values.numpy(), K)
+    )
+    header = Header(
+        kind=model.kind,  # type: ignore[attr-defined]
+        budget=budget,
+        seed=seed,
+        fingerprint=bytes(portable.fingerprint())[:FINGERPRINT_BYTES],  # type: ignore[attr-defined]
+        K=K,
+        shape=(n,),
+        version=CHAIN_VERSION,
+    )
+    return pack(header, write_varint(layout.segment) + stream)
+
+
+def decompress_chain(
+    model: object, header: object, body: bytes, *, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """The data of a version-6 file (its parsed ``header`` and payload ``body``), checked
+    against the checksum the stream carries; anything wrong is a one-line FormatError."""
+    from ardm.coding.container import FINGERPRINT_BYTES, data_crc32, read_varint
+    from ardm.errors import FormatError
+
+    portable, D, context = _chain_parts(model)
+    ours = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]  # type: ignore[attr-defined]
+    if header.fingerprint != ours:  # type: ignore[attr-defined]
+        raise FormatError(
+            f"this file was compressed with another model (fingerprint "
+            f"{header.fingerprint.hex()}, this model is {ours.hex()})"  # type: ignore[attr-defined]
+        )
+    K = int(model.K)  # type: ignore[attr-defined]
+    shape = header.shape  # type: ignore[attr-defined]
+    if header.K != K or shape is None or len(shape) != 1:  # type: ignore[attr-defined]
+        raise FormatError(f"corrupt header: a chain file holds a 1-D sequence of K={K} values")
+    n = int(shape[0])
+    if not 1 <= n <= MAX_CHAIN_VALUES:
+        raise FormatError(f"corrupt header: {n} values (a chain file holds 1..{MAX_CHAIN_VALUES})")
+    if not 1 <= header.budget <= D - context:  # type: ignore[attr-defined]
+        raise FormatError(f"corrupt header: budget {header.budget} outside [1, {D - context}]")  # type: ignore[attr-defined]
+    segment, pos = read_varint(body, 0, "segment length")
+    blocks = -(-n // (D - context))
+    if segment >= blocks:
+        raise FormatError(f"corrupt payload: segments of {segment} blocks in a file of {blocks}")
+    layout = ChainLayout(n, D, context, segment)
+    plan = ChainPlan(model.tracker.L(), D, int(header.budget), int(header.seed))  # type: ignore[attr-defined]
+    logits, rows = portable_rows(portable)
+    x, rest = decode_chain(body[pos:], layout, plan, logits, rows, progress=progress)
+    if rest is None:
+        raise FormatError("corrupt payload: more than the 32-bit checksum is left after decoding")
+    if data_crc32(x.numpy(), K) != rest:
+        raise FormatError(
+            "decoded data does not match its checksum: the file is corrupt (the integer "
+            "coder's tables are the same on every machine)"
+        )
+    return x
