@@ -184,10 +184,12 @@ def _coding_run(args: argparse.Namespace, *, compressing: bool):  # type: ignore
     from ardm.coding import files
 
     files.check_stdio(args.inputs, args.output)
-    model = _load(args)
-    modality = modality_for(model)
     raws = [files.read_input(p) for p in args.inputs]
     names = [files.display_name(p) for p in args.inputs]
+    if args.model is None:
+        args.model = _default_model(raws, names, compressing=compressing)
+    model = _load(args)
+    modality = modality_for(model)
     items = (
         [modality.read(r, name=n) for r, n in zip(raws, names, strict=True)] if compressing else []
     )
@@ -202,6 +204,31 @@ def _coding_run(args: argparse.Namespace, *, compressing: bool):  # type: ignore
     if binary and outs == [files.STDIO] and sys.stdout.isatty():
         raise DataError("refusing to write binary data to a terminal; use -o FILE or a pipe")
     return model, modality, raws, names, items, outs
+
+
+def _default_model(raws: list[bytes], names: list[str], *, compressing: bool) -> str:
+    """The shipped model for the inputs' kind (compress) or the one the files name."""
+    from ardm.defaults import model_for_file, model_for_inputs
+
+    if compressing:
+        return model_for_inputs(raws, names)
+    chosen = {model_for_file(r, name=n) for r, n in zip(raws, names, strict=True)}
+    if len(chosen) > 1:
+        raise DataError(
+            f"the files were made by different models ({', '.join(sorted(chosen))}); "
+            "decompress them separately or give --model"
+        )
+    return chosen.pop()
+
+
+DEFAULT_BUDGET = 100
+"""Network calls per tile when neither the user nor the model says otherwise."""
+
+
+def _budget(args: argparse.Namespace, model) -> int:  # type: ignore[no-untyped-def]
+    if args.budget is not None:
+        return int(args.budget)
+    return int(getattr(model, "default_budget", DEFAULT_BUDGET))
 
 
 def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
@@ -244,11 +271,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     model, modality, raws, names, items, outs = _coding_run(args, compressing=True)
+    budget = _budget(args, model)
     size = 4 * torch.get_num_threads()
     written = 0
     with _progress(len(items), args.quiet) as bar:
         for batch in _batches(items, size):
-            blobs = compress(model, torch.stack([items[i] for i in batch]), budget=args.budget)
+            blobs = compress(model, torch.stack([items[i] for i in batch]), budget=budget)
             assert isinstance(blobs, list)
             if args.verify:
                 decoded = files.decompress_files(model, blobs, [names[i] for i in batch])
@@ -270,7 +298,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             unit=modality.unit,
             seconds=time.perf_counter() - start,
             to_stdout=files.STDIO in outs,
-            extra=f", budget {min(args.budget, model.budget_range()[1])}"
+            extra=f", budget {min(budget, model.budget_range()[1])}, model {args.model}"
             + (", verified" if args.verify else ""),
         )
     )

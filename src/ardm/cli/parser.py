@@ -193,15 +193,23 @@ def _add_coding(sub: _Subparsers) -> None:
             + ("(default: IN.ardm beside each input)" if name == "compress" else "")
             + ("(default: IN without .ardm, beside it)" if name == "decompress" else ""),
         )
-        q.add_argument("--model", required=True, help="run folder or checkpoint file (ckpt.pt)")
+        q.add_argument(
+            "--model",
+            help="shipped model name, run folder or checkpoint file (default: "
+            + (
+                "the shipped model for the file's kind: text, grayscale or colour image, WAV)"
+                if name == "compress"
+                else "the shipped model the file names)"
+            ),
+        )
         if name == "compress":
             q.add_argument(
                 "--budget",
                 type=positive_int,
-                default=100,
-                help="network calls per item (per tile of the model's shape); more calls "
-                "usually give smaller files (default: 100; at most D, or S*D for an upscale "
-                "model with S stages, which needs at least S)",
+                help="network calls per item (per tile of the model's shape; per block of a "
+                "text model with context); more calls usually give smaller files (default: "
+                "the model's, 100 for most; at most D, or S*D for an upscale model with S "
+                "stages, which needs at least S)",
             )
             q.add_argument(
                 "--verify", action="store_true", help="decode every file and compare before writing"

@@ -42,6 +42,9 @@ from ardm.core.seeded_order import seeded_order
 CHAIN_BATCH = 32
 """Windows per network call (exact tables: changes the speed only)."""
 
+CHAIN_BUDGET = 8
+"""Default network calls per block (``ardm compress`` without ``--budget``)."""
+
 DEFAULT_SEGMENT_BYTES = 4096
 """Default segment length in values: a 20 KB file decodes as 5 chains in lockstep."""
 

@@ -73,6 +73,14 @@ class ARDM(Process):
         self.context = context
         """Known prefix of a coded block (:mod:`ardm.core.context`); 0: plain OA training."""
 
+    @property
+    def default_budget(self) -> int:
+        """Network calls per tile (100), or per block of a model with context
+        (:data:`ardm.coding.chain.CHAIN_BUDGET`), when the user gives none."""
+        from ardm.coding.chain import CHAIN_BUDGET
+
+        return CHAIN_BUDGET if self.context else 100
+
     @staticmethod
     def config_head(K: int, mc: ModelConfig) -> Head:
         """The head ``model.output`` names: a ``K``-way softmax or a logistic mixture."""

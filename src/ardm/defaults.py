@@ -1,0 +1,97 @@
+"""Which shipped model codes a file when the user names none.
+
+:func:`model_for_input` looks at a file's bytes: a PNG (or any image Pillow reads) goes to the
+grayscale or the colour image model by its mode, a WAV file to the audio model, UTF-8 text
+(with or without a byte-order mark) to the byte-level text model. Anything else gets a
+one-line error naming the choices. A compressed file records its model's fingerprint;
+:func:`model_for_file` finds the shipped model that has it again.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ardm.errors import DataError, FormatError
+
+TEXT_MODEL = "english-bytes"
+GRAY_MODEL = "mnist"
+COLOUR_MODEL = "cifar10-subset"
+AUDIO_MODEL = "fsdd"
+
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF8", b"II*\x00", b"MM\x00*")
+_CHOICES = (
+    f"text (UTF-8): {TEXT_MODEL}; grayscale images: {GRAY_MODEL}; colour images: "
+    f"{COLOUR_MODEL}; 8 kHz WAV: {AUDIO_MODEL}"
+)
+
+
+def _image_mode(data: bytes) -> str | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return str(im.mode)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def model_for_input(data: bytes, *, name: str) -> str:
+    """The shipped model for a file's bytes, or a one-line :class:`DataError` naming choices."""
+    if data.startswith(_IMAGE_MAGIC):
+        mode = _image_mode(data)
+        if mode is None:
+            raise DataError(f"{name}: an image file that cannot be read (truncated or corrupt?)")
+        return GRAY_MODEL if mode in ("L", "1", "I;16", "I") else COLOUR_MODEL
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return AUDIO_MODEL
+    if not data:
+        raise DataError(f"{name}: empty file; there is nothing to compress")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{name}: binary data (not UTF-8 at byte {e.start}, not an image or WAV) has no "
+            f"default model; choices: {_CHOICES}; `--model {TEXT_MODEL}` codes any bytes"
+        ) from None
+    return TEXT_MODEL
+
+
+def model_for_inputs(raws: list[bytes], names: list[str]) -> str:
+    """The one shipped model for all inputs (several kinds at once is a one-line error)."""
+    chosen = [model_for_input(r, name=n) for r, n in zip(raws, names, strict=True)]
+    if len(set(chosen)) > 1:
+        pairs = ", ".join(f"{n}: {m}" for n, m in list(zip(names, chosen, strict=True))[:4])
+        raise DataError(
+            f"the inputs need different models ({pairs}); compress them separately or "
+            "give --model"
+        )
+    return chosen[0]
+
+
+def _file_fingerprint(model: Any, version: int) -> bytes:
+    from ardm.coding.container import FINGERPRINT_BYTES, PORTABLE_VERSION
+
+    portable = getattr(model, "portable", None)
+    if version >= PORTABLE_VERSION:
+        return b"" if portable is None else bytes(portable.fingerprint())[:FINGERPRINT_BYTES]
+    return bytes(model.fingerprint())[:FINGERPRINT_BYTES]
+
+
+def model_for_file(blob: bytes, *, name: str) -> str:
+    """The shipped model whose fingerprint a compressed file carries, or a one-line error."""
+    from ardm.coding.container import unpack
+    from ardm.modalities.registry import modality_for
+    from ardm.training.pretrained import load, shipped_names
+
+    header, _ = unpack(blob)
+    for candidate in shipped_names():
+        model = load(candidate)
+        if modality_for(model).kind != header.kind:
+            continue
+        if _file_fingerprint(model, header.version) == header.fingerprint:
+            return candidate
+    raise FormatError(
+        f"{name}: made by a model that is not shipped with this ardm (fingerprint "
+        f"{header.fingerprint.hex()}); give --model"
+    )

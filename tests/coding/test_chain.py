@@ -1,0 +1,136 @@
+"""Chains of blocks coded with context (format version 6).
+
+A tiny byte model with a known prefix (``model.context``), frozen to its integer form, codes
+texts of every awkward length in one or several segments; the decoder gives the same values
+back with any batch size, and a damaged file or another model's file is refused in one line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ardm.coding.chain import (
+    ChainLayout,
+    ChainPlan,
+    compress_chain,
+    decode_chain,
+    encode_chain,
+    portable_rows,
+)
+from ardm.coding.codec import compress, decompress
+from ardm.coding.container import CHAIN_VERSION, unpack
+from ardm.config import load_config
+from ardm.errors import DataError, FormatError
+from ardm.models.build import build_model
+from ardm.portable.model import freeze
+
+D, CONTEXT = 16, 8
+TEXT = "Call me Ishmael. Some years ago\u2014never mind how long precisely\u2014I went to sea.\n"
+
+
+def tiny_chain_model(seed: int = 0):  # type: ignore[no-untyped-def]
+    torch.manual_seed(seed)
+    cfg = load_config(
+        "english-bytes-cpu",
+        [
+            f"data.seq_len={D}",
+            f"model.context={CONTEXT}",
+            "model.transformer.heads=1",
+            "model.transformer.dim=16",
+            "model.transformer.heads=2",
+            "model.transformer.depth=1",
+        ],
+    )
+    model = build_model(cfg).eval()
+    data = torch.tensor(list(TEXT.encode() * 4), dtype=torch.long)
+    items = data[: (data.numel() // D) * D].view(-1, D)  # (N, D)
+    with torch.no_grad():  # a little structure, so that the tables are not uniform
+        model.net.head.bias.copy_(torch.log(torch.bincount(data, minlength=256) + 0.5))
+    model.tracker.set_all(np.linspace(6.0, 2.0, D))
+    model.portable = freeze(model, items, passes=1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def chain_model():  # type: ignore[no-untyped-def]
+    return tiny_chain_model()
+
+
+def as_bytes(text: str) -> torch.Tensor:
+    return torch.tensor(list(text.encode()), dtype=torch.uint8)
+
+
+def test_layout_blocks_cover_the_file_once_in_order() -> None:
+    for n in (1, 7, 8, 9, 64, 65, 100):
+        for segment in (0, 1, 3):
+            layout = ChainLayout(n, D, CONTEXT, segment)
+            spans = [span for seg in layout.segments() for span in seg]
+            assert spans[0][0] == 0 and spans[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+            assert all(0 < e - s <= D - CONTEXT for s, e in spans)
+            if segment:
+                assert all(len(seg) <= segment for seg in layout.segments())
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 40, 333])
+@pytest.mark.parametrize("budget", [1, 3, 100])
+def test_texts_of_any_length_round_trip(chain_model, n: int, budget: int) -> None:  # type: ignore[no-untyped-def]
+    x = as_bytes(TEXT * 5)[:n]
+    blob = compress(chain_model, x, budget=budget)
+    header, _ = unpack(blob)
+    assert header.version == CHAIN_VERSION and header.shape == (n,)
+    assert header.budget == min(budget, D - CONTEXT)
+    assert torch.equal(decompress(chain_model, blob), x.long())
+
+
+def test_segments_round_trip_and_a_single_chain_costs_no_more(chain_model) -> None:  # type: ignore[no-untyped-def]
+    x = as_bytes(TEXT * 3)
+    sizes = {}
+    for segment_bytes in (0, 16, 40):
+        blob = compress_chain(chain_model, x, budget=4, segment_bytes=segment_bytes)
+        assert torch.equal(decompress(chain_model, blob), x.long())
+        sizes[segment_bytes] = len(blob)
+    assert len(sizes) == 3
+
+
+def test_decoding_does_not_depend_on_the_batch(chain_model) -> None:  # type: ignore[no-untyped-def]
+    x = as_bytes(TEXT * 2).long()
+    layout = ChainLayout(x.numel(), D, CONTEXT, 2)
+    plan = ChainPlan(chain_model.tracker.L(), D, 3, 11)
+    logits, rows = portable_rows(chain_model.portable)
+    stream = encode_chain(x, layout, plan, logits, rows, initial=1 << 30, batch=32)
+    assert stream == encode_chain(x, layout, plan, logits, rows, initial=1 << 30, batch=1)
+    for batch in (1, 2, 32):
+        y, rest = decode_chain(stream, layout, plan, logits, rows, batch=batch)
+        assert torch.equal(y, x) and rest == 1 << 30
+
+
+def test_a_damaged_file_or_another_models_file_is_refused(chain_model) -> None:  # type: ignore[no-untyped-def]
+    x = as_bytes(TEXT)
+    blob = compress(chain_model, x, budget=4)
+    damaged = bytearray(blob)
+    damaged[len(blob) // 2 + 8] ^= 0x10
+    with pytest.raises(FormatError):
+        decompress(chain_model, bytes(damaged))
+    with pytest.raises(FormatError, match="another model"):
+        decompress(tiny_chain_model(seed=1), blob)
+    with pytest.raises(FormatError, match="truncated|corrupt"):
+        decompress(chain_model, blob[:-3])
+
+
+def test_bad_inputs_get_one_line_errors(chain_model) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DataError, match="empty"):
+        compress(chain_model, torch.zeros(0, dtype=torch.uint8), budget=4)
+    with pytest.raises(DataError, match=r"\[0, 256\)"):
+        compress(chain_model, torch.tensor([1, 300]), budget=4)
+    with pytest.raises(ValueError, match="budget"):
+        compress(chain_model, as_bytes("abc"), budget=0)
+
+
+def test_the_tiled_coder_still_codes_a_context_model(chain_model) -> None:  # type: ignore[no-untyped-def]
+    x = as_bytes(TEXT)
+    blob = compress(chain_model, x, budget=4, version=5)
+    assert unpack(blob)[0].version == 5
+    assert torch.equal(decompress(chain_model, blob), x.long())
