@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +41,7 @@ from ardm.core.context import PAD
 from ardm.core.policy import optimal_policy, step_bounds
 from ardm.core.seeded_order import seeded_order
 
-CHAIN_BATCH = 32
+CHAIN_BATCH = 16
 """Windows per network call (exact tables: changes the speed only)."""
 
 CHAIN_BUDGET = 8
@@ -145,17 +147,41 @@ class _Job:
     coded: torch.Tensor  # (m,) window positions coded by this step, in rank order
 
 
+@contextmanager
+def _pool() -> Iterator[ThreadPoolExecutor | None]:
+    """Workers for the network calls: one per torch thread, each with one intra-op thread
+    (exact integer calls give the same bits with any split; on a loaded 2-core machine two
+    single-threaded workers beat one two-threaded call, benchmarks/results/portable_threads.md).
+    """
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        yield None
+        return
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _rows_of(
-    jobs: list[_Job], logits: Logits, rows: Rows, batch: int
-) -> Iterator[tuple[_Job, np.ndarray]]:
-    """Each job with its rows ``(m, K)``, the network called on ``batch`` windows at a time."""
-    for lo in range(0, len(jobs), batch):
-        chunk = jobs[lo : lo + batch]
+    jobs: list[_Job], logits: Logits, rows: Rows, batch: int, pool: ThreadPoolExecutor | None
+) -> list[tuple[_Job, np.ndarray]]:
+    """Each job with its rows ``(m, K)``: the windows go to the network in chunks of at most
+    ``batch``, spread over the ``pool``'s workers."""
+    workers = 1 if pool is None else pool._max_workers  # noqa: SLF001 - its own size
+    size = max(1, min(batch, -(-len(jobs) // workers)))
+    chunks = [jobs[lo : lo + size] for lo in range(0, len(jobs), size)]
+
+    def run(chunk: list[_Job]) -> list[tuple[_Job, np.ndarray]]:
         x = torch.stack([j.window for j in chunk])  # (G, D)
         known = torch.stack([j.known for j in chunk])  # (G, D)
         out = logits(x, known)  # (G, D, O)
-        for g, job in enumerate(chunk):
-            yield job, rows(out[g, job.coded])
+        return [(job, rows(out[g, job.coded])) for g, job in enumerate(chunk)]
+
+    done = map(run, chunks) if pool is None or len(chunks) == 1 else pool.map(run, chunks)
+    return [pair for part in done for pair in part]
 
 
 def _jobs(
@@ -188,18 +214,46 @@ def encode_chain(
     initial: int,
     batch: int = CHAIN_BATCH,
 ) -> bytes:
-    """The ANS stream of ``x (n,)`` coded as ``layout``'s chains (see the module docstring)."""
+    """The ANS stream of ``x (n,)`` coded as ``layout``'s chains (see the module docstring).
+
+    The encoder knows every window in advance: it evaluates the steps of several block
+    indices in one batch (about ``batch`` windows), from the last block index back, and
+    pushes them in the reverse of the decoding order."""
+    with _pool() as pool:
+        return _encode(x, layout, plan, logits, rows, initial, batch, pool)
+
+
+def _encode(
+    x: torch.Tensor,
+    layout: ChainLayout,
+    plan: ChainPlan,
+    logits: Logits,
+    rows: Rows,
+    initial: int,
+    batch: int,
+    pool: ThreadPoolExecutor | None,
+) -> bytes:
     segs = layout.segments()
     enc = Encoder(initial)
-    for j in reversed(range(max(len(seg) for seg in segs))):
-        active = [g for g, seg in enumerate(segs) if j < len(seg)]
-        jobs = _jobs(x, layout, plan, j, active, -1)
-        done = {(job.segment, job.step): (job, r) for job, r in _rows_of(jobs, logits, rows, batch)}
-        for key in sorted(done, key=lambda k: (k[1], k[0]), reverse=True):
+    J = max(len(seg) for seg in segs)
+    workers = 1 if pool is None else pool._max_workers  # noqa: SLF001
+    per_j = max(1, workers * batch // max(1, len(segs) * plan.budget))
+    for hi in range(J, 0, -per_j):
+        group = range(max(0, hi - per_j), hi)
+        jobs: list[tuple[int, _Job]] = []
+        for j in group:
+            active = [g for g, seg in enumerate(segs) if j < len(seg)]
+            jobs += [(j, job) for job in _jobs(x, layout, plan, j, active, -1)]
+        flat = [job for _, job in jobs]
+        done = {
+            (j, job.step, job.segment): (job, r)
+            for (j, _), (job, r) in zip(jobs, _rows_of(flat, logits, rows, batch, pool), strict=True)
+        }
+        for key in sorted(done, reverse=True):  # decoding order is (j, step, segment)
+            j, _, g = key
             job, r = done[key]
-            s = segs[job.segment][j][0]
-            block_pos = job.coded - (layout.D - (segs[job.segment][j][1] - s))
-            enc.push_step(x[s + block_pos].numpy().astype(np.int64), r)
+            s, e = segs[g][j]
+            enc.push_step(x[s + job.coded - (layout.D - (e - s))].numpy().astype(np.int64), r)
     return enc.get_bytes()
 
 
@@ -215,20 +269,21 @@ def decode_chain(
 ) -> tuple[torch.Tensor, int | None]:
     """Decode ``layout.n`` values: ``(x (n,), what the stream has left)`` (see
     :meth:`ardm.coding.ans.Decoder.remaining`). ``progress(values)`` after each block index."""
-    segs = layout.segments()
-    dec = Decoder(payload)
-    x = torch.zeros(layout.n, dtype=torch.long)
-    for j in range(max(len(seg) for seg in segs)):
-        active = [g for g, seg in enumerate(segs) if j < len(seg)]
-        steps = max(len(plan.block(segs[g][j][1] - segs[g][j][0]).steps) for g in active)
-        for i in range(steps):
-            jobs = _jobs(x, layout, plan, j, active, i)
-            for job, r in _rows_of(jobs, logits, rows, batch):
-                s, e = segs[job.segment][j]
-                values = dec.pop_step(r)  # (m,)
-                x[s + job.coded - (layout.D - (e - s))] = torch.from_numpy(values)
-        if progress is not None:
-            progress(sum(segs[g][j][1] - segs[g][j][0] for g in active))
+    with _pool() as pool:
+        segs = layout.segments()
+        dec = Decoder(payload)
+        x = torch.zeros(layout.n, dtype=torch.long)
+        for j in range(max(len(seg) for seg in segs)):
+            active = [g for g, seg in enumerate(segs) if j < len(seg)]
+            steps = max(len(plan.block(segs[g][j][1] - segs[g][j][0]).steps) for g in active)
+            for i in range(steps):
+                jobs = _jobs(x, layout, plan, j, active, i)
+                for job, r in _rows_of(jobs, logits, rows, batch, pool):
+                    s, e = segs[job.segment][j]
+                    values = dec.pop_step(r)  # (m,)
+                    x[s + job.coded - (layout.D - (e - s))] = torch.from_numpy(values)
+            if progress is not None:
+                progress(sum(segs[g][j][1] - segs[g][j][0] for g in active))
     return x, dec.remaining()
 
 

@@ -1,0 +1,215 @@
+"""Real text files: the byte-level model with context against classical compressors.
+
+``python -m benchmarks.text_files --model english-bytes``: files of 1, 4, 20 and 100 KB cut
+from the English *test* split, each starting after a blank line (a document or section start),
+each its own file with all header bytes counted; side by side in one run with PPMd (variant I,
+best order on the file itself), bzip2 -9, xz -9e, zstd -19 and brotli -q 11, the same model's
+tiled path without context (format v5, tiles of the window, the same calls per byte) and the
+text8-style ``english`` model's tiled path (on the text8-normalised text: lossy, so its size is
+not comparable, shown for reference). Every ardm file is decoded and compared.
+
+Also: the size against budget curve (calls per 64-byte block) on the 4 KB files, and what the
+segments (independent chains, decoded as one batch) cost in size on the 20 KB files.
+Writes ``benchmarks/results/text_files.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ardm.coding.chain import compress_chain
+from ardm.coding.classical import text_codecs
+from ardm.coding.codec import compress, decompress
+from ardm.data.registry import default_data_dir
+from ardm.data.text import read_english
+from benchmarks.machine import write_results
+
+SIZES = {"1 KB": 1000, "4 KB": 4000, "20 KB": 20000, "100 KB": 100000}
+
+
+def cut_files(text: bytes, size: int, count: int) -> list[bytes]:
+    """``count`` files of ``size`` bytes starting after blank lines, spread over ``text``."""
+    starts = [0] + [m.end() for m in re.finditer(rb"\n\n", text)]
+    starts = [s for s in starts if s + size <= len(text)]
+    picked: list[int] = []
+    for i in range(count):
+        want = starts[int(i * len(starts) / count)]
+        if picked and want < picked[-1] + size:  # no overlap: the next start after the last
+            later = [s for s in starts if s >= picked[-1] + size]
+            if not later:
+                break
+            want = later[0]
+        picked.append(want)
+    return [text[s : s + size] for s in picked]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def load(name: str) -> Any:
+    """A model by name or run folder, with its portable form (frozen here if it has none)."""
+    from ardm.data.registry import load_split
+    from ardm.portable.model import freeze
+    from ardm.training.pretrained import load_model
+
+    model = load_model(name).eval()
+    if model.portable is None:
+        train = load_split(model.config["data"]["name"], "train")
+        g = torch.Generator().manual_seed(0)
+        starts = torch.randint(0, train.numel() - model.D, (64,), generator=g)
+        items = torch.stack([train[s : s + model.D] for s in starts]).long()
+        model.portable = freeze(model, items)
+    return model
+
+
+def ardm_row(model: Any, files: list[bytes], budget: int, **kw: Any) -> dict[str, float]:
+    """Bytes and speeds of the chain coder (or ``version=5``: tiles) on ``files``."""
+    size = enc_s = dec_s = 0.0
+    for data in files:
+        x = torch.tensor(list(data), dtype=torch.uint8)
+        blob, t_enc = timed(lambda x=x: compress(model, x, budget=budget, **kw))
+        y, t_dec = timed(lambda blob=blob: decompress(model, blob))
+        assert torch.equal(y, x.long()), "a file did not round-trip"
+        size, enc_s, dec_s = size + len(blob), enc_s + t_enc, dec_s + t_dec
+    n = sum(len(f) for f in files)
+    return {"bytes": size, "bpc": 8 * size / n, "enc_Bps": n / enc_s, "dec_Bps": n / dec_s}
+
+
+def classical_rows(files: list[bytes]) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {}
+    n = sum(len(f) for f in files)
+    for data in files:
+        codecs, _missing = text_codecs(data)
+        for name, (_, (enc, dec)) in codecs.items():
+            blob, t_enc = timed(lambda enc=enc, data=data: enc(data))
+            out, t_dec = timed(lambda dec=dec, blob=blob: dec(blob))
+            assert bytes(out) == data, f"{name} did not round-trip"
+            r = rows.setdefault(name, {"bytes": 0, "enc_s": 0.0, "dec_s": 0.0})
+            r["bytes"] += len(blob)
+            r["enc_s"] += t_enc
+            r["dec_s"] += t_dec
+    return {
+        k: {"bytes": r["bytes"], "bpc": 8 * r["bytes"] / n, "enc_Bps": n / r["enc_s"],
+            "dec_Bps": n / r["dec_s"]}
+        for k, r in rows.items()
+    }
+
+
+def text8_row(files: list[bytes], budget: int) -> dict[str, float]:
+    """The text8-style model's tiled path on the normalised files (lossy: for reference)."""
+    import tempfile
+
+    import ardm
+
+    model = ardm.load("english").eval()
+    size = 0
+    for data in files:
+        with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+            f.write(data)
+            f.flush()
+            ids = read_english(Path(f.name))
+        size += len(compress(model, ids, budget=budget))
+    n = sum(len(f) for f in files)
+    return {"bytes": size, "bpc": 8 * size / n}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="english-bytes")
+    p.add_argument("--files", default="8,4,2,1", help="files of 1, 4, 20, 100 KB")
+    p.add_argument("--budget", type=int, default=None, help="calls per block (model default)")
+    p.add_argument("--budgets", default="2,4,8,16,32", help="the size-against-budget curve")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--segment-files", type=int, default=2, help="20 KB files (0: skip)")
+    p.add_argument("--name", default="text_files")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load(args.model)
+    budget = args.budget or model.default_budget
+    block = model.D - model.context
+    text = (default_data_dir() / "english" / "test.txt").read_bytes()
+    counts = [int(c) for c in args.files.split(",")]
+    results: dict[str, Any] = {"budget": budget, "sizes": {}}
+    lines = [
+        f"Model `{args.model}`, default budget {budget} calls per {block}-byte block, "
+        f"{args.threads} threads. Bits per character (byte) with all header bytes; speeds in "
+        "bytes per second of the original file.",
+        "",
+    ]
+    for (label, size), count in zip(SIZES.items(), counts, strict=False):
+        if count <= 0:
+            continue
+        files = cut_files(text, size, count)
+        rows = classical_rows(files)
+        rows["ardm (context chain)"] = ardm_row(model, files, budget)
+        if size <= 20000:
+            tile_budget = budget * model.D // block  # the same calls per byte
+            rows["ardm tiles, no context (v5)"] = ardm_row(model, files, tile_budget, version=5)
+        if size <= 4000:
+            rows["text8-style `english`, tiled (lossy, reference)"] = text8_row(files, 100)
+        results["sizes"][label] = {"files": len(files), "rows": rows}
+        lines += [
+            f"### {label}: {len(files)} files, {sum(len(f) for f in files):,} bytes",
+            "",
+            "| codec | bytes | bpc | encode B/s | decode B/s |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, r in sorted(rows.items(), key=lambda kv: kv[1]["bpc"]):
+            speeds = (
+                f"{r['enc_Bps']:,.0f} | {r['dec_Bps']:,.0f}" if "enc_Bps" in r else "- | -"
+            )
+            lines.append(f"| {name} | {r['bytes']:,.0f} | {r['bpc']:.3f} | {speeds} |")
+        lines.append("")
+    files4 = cut_files(text, SIZES["4 KB"], counts[1] if len(counts) > 1 else 4)
+    budgets = [int(v) for v in args.budgets.split(",") if v]
+    n4 = sum(len(f) for f in files4)
+    curve = {}
+    for b in budgets:
+        blobs, secs = timed(
+            lambda b=b: [compress(model, torch.tensor(list(f)), budget=b) for f in files4]
+        )
+        curve[b] = {"bpc": 8 * sum(len(x) for x in blobs) / n4, "enc_Bps": n4 / secs}
+    results["budget_curve_4KB"] = curve
+    lines += [
+        f"### Size against budget (calls per {block}-byte block), the {len(files4)} files of 4 KB",
+        "",
+        "| budget | bpc | encode B/s |",
+        "| ---: | ---: | ---: |",
+        *[f"| {b} | {c['bpc']:.3f} | {c['enc_Bps']:,.0f} |" for b, c in curve.items()],
+        "",
+    ]
+    files20 = cut_files(text, SIZES["20 KB"], args.segment_files) if args.segment_files else []
+    n20 = sum(len(f) for f in files20)
+    seg_rows = {}
+    for seg in (0, 1024, 4096) if files20 else ():
+        x20 = [torch.tensor(list(f)) for f in files20]
+        blobs = [compress_chain(model, x, budget=budget, segment_bytes=seg) for x in x20]
+        _, secs = timed(lambda blobs=blobs: [decompress(model, b) for b in blobs])
+        seg_rows[seg] = {"bpc": 8 * sum(len(b) for b in blobs) / n20, "dec_Bps": n20 / secs}
+    results["segments_20KB"] = seg_rows
+    lines += [
+        f"### Segments (independent chains decoded as one batch), {len(files20)} files of 20 KB",
+        "",
+        "| segment | bpc | decode B/s |",
+        "| --- | ---: | ---: |",
+        *[
+            f"| {'one chain' if s == 0 else f'{s} bytes'} | {r['bpc']:.3f} | {r['dec_Bps']:,.0f} |"
+            for s, r in seg_rows.items()
+        ],
+    ]
+    table = "\n".join(lines)
+    write_results(args.name, results, table)
+
+
+if __name__ == "__main__":
+    main()
