@@ -99,8 +99,12 @@ def classical_rows(files: list[bytes]) -> dict[str, dict[str, float]]:
             r["enc_s"] += t_enc
             r["dec_s"] += t_dec
     return {
-        k: {"bytes": r["bytes"], "bpc": 8 * r["bytes"] / n, "enc_Bps": n / r["enc_s"],
-            "dec_Bps": n / r["dec_s"]}
+        k: {
+            "bytes": r["bytes"],
+            "bpc": 8 * r["bytes"] / n,
+            "enc_Bps": n / r["enc_s"],
+            "dec_Bps": n / r["dec_s"],
+        }
         for k, r in rows.items()
     }
 
@@ -165,9 +169,7 @@ def main() -> None:
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         for name, r in sorted(rows.items(), key=lambda kv: kv[1]["bpc"]):
-            speeds = (
-                f"{r['enc_Bps']:,.0f} | {r['dec_Bps']:,.0f}" if "enc_Bps" in r else "- | -"
-            )
+            speeds = f"{r['enc_Bps']:,.0f} | {r['dec_Bps']:,.0f}" if "enc_Bps" in r else "- | -"
             lines.append(f"| {name} | {r['bytes']:,.0f} | {r['bpc']:.3f} | {speeds} |")
         lines.append("")
     files4 = cut_files(text, SIZES["4 KB"], counts[1] if len(counts) > 1 else 4)

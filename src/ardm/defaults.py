@@ -63,8 +63,7 @@ def model_for_inputs(raws: list[bytes], names: list[str]) -> str:
     if len(set(chosen)) > 1:
         pairs = ", ".join(f"{n}: {m}" for n, m in list(zip(names, chosen, strict=True))[:4])
         raise DataError(
-            f"the inputs need different models ({pairs}); compress them separately or "
-            "give --model"
+            f"the inputs need different models ({pairs}); compress them separately or give --model"
         )
     return chosen[0]
 

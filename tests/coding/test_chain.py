@@ -7,6 +7,8 @@ back with any batch size, and a damaged file or another model's file is refused 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -68,7 +70,7 @@ def test_layout_blocks_cover_the_file_once_in_order() -> None:
             layout = ChainLayout(n, D, CONTEXT, segment)
             spans = [span for seg in layout.segments() for span in seg]
             assert spans[0][0] == 0 and spans[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
             assert all(0 < e - s <= D - CONTEXT for s, e in spans)
             if segment:
                 assert all(len(seg) <= segment for seg in layout.segments())
@@ -116,7 +118,7 @@ def test_a_damaged_file_or_another_models_file_is_refused(chain_model) -> None: 
         decompress(chain_model, bytes(damaged))
     with pytest.raises(FormatError, match="another model"):
         decompress(tiny_chain_model(seed=1), blob)
-    with pytest.raises(FormatError, match="truncated|corrupt"):
+    with pytest.raises(FormatError, match=r"truncated|corrupt"):
         decompress(chain_model, blob[:-3])
 
 

@@ -70,6 +70,7 @@ def test_specs_are_cheap_and_honest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         "english",
         "shakespeare",
         "text8",
+        "english-bytes",
         "fsdd",
     }
     mnist = dataset_spec("mnist")
@@ -93,6 +94,8 @@ def test_specs_are_cheap_and_honest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     )
     assert english.D == 250
     assert dataset_spec("shakespeare").K == 65 and dataset_spec("text8").K == 27
+    raw = dataset_spec("english-bytes", seq_len=128)
+    assert (raw.kind, raw.shape, raw.K, raw.alphabet) == ("text", (128,), 256, None)
     # Stand-ins never borrow the name of the dataset they stand in for.
     assert dataset_spec("cifar10-subset").title.startswith("CIFAR-10 subset")
     assert dataset_spec("english").title != "text8"
@@ -490,3 +493,12 @@ def test_audio_clips_are_sampled_like_images(data_dir: Path) -> None:
     with pytest.raises(DataError) as e:
         load_split("fsdd", "test", data_dir=data_dir.parent / "nowhere-empty-dir-xyz")
     _one_line_data_error(e, "does not exist")
+
+
+def test_english_bytes_are_the_raw_file(tmp_path: Path) -> None:
+    from ardm.data.text import read_bytes
+
+    raw = 'Caf\u00e9 \u2014 "quoted"\n\n1790.'.encode()
+    (tmp_path / "f.txt").write_bytes(raw)
+    ids = read_bytes(tmp_path / "f.txt")
+    assert ids.dtype == torch.uint8 and bytes(ids.tolist()) == raw

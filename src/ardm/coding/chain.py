@@ -110,7 +110,7 @@ class ChainPlan:
     def __init__(self, L: np.ndarray, D: int, budget: int, seed: int) -> None:
         self.L, self.D, self.budget, self.seed = np.asarray(L, dtype=np.float64), D, budget, seed
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one plan per file, few block lengths
+    @functools.cache  # noqa: B019 - one plan per file, few block lengths
     def block(self, b: int) -> _BlockPlan:
         rank = seeded_order(b, self.seed)  # (b,) rank of each block position
         policy, _ = optimal_policy(self.L[self.D - b :], min(self.budget, b))
@@ -170,7 +170,7 @@ def _rows_of(
 ) -> list[tuple[_Job, np.ndarray]]:
     """Each job with its rows ``(m, K)``: the windows go to the network in chunks of at most
     ``batch``, spread over the ``pool``'s workers."""
-    workers = 1 if pool is None else pool._max_workers  # noqa: SLF001 - its own size
+    workers = 1 if pool is None else pool._max_workers
     size = max(1, min(batch, -(-len(jobs) // workers)))
     chunks = [jobs[lo : lo + size] for lo in range(0, len(jobs), size)]
 
@@ -236,7 +236,7 @@ def _encode(
     segs = layout.segments()
     enc = Encoder(initial)
     J = max(len(seg) for seg in segs)
-    workers = 1 if pool is None else pool._max_workers  # noqa: SLF001
+    workers = 1 if pool is None else pool._max_workers
     per_j = max(1, workers * batch // max(1, len(segs) * plan.budget))
     for hi in range(J, 0, -per_j):
         group = range(max(0, hi - per_j), hi)
@@ -247,7 +247,9 @@ def _encode(
         flat = [job for _, job in jobs]
         done = {
             (j, job.step, job.segment): (job, r)
-            for (j, _), (job, r) in zip(jobs, _rows_of(flat, logits, rows, batch, pool), strict=True)
+            for (j, _), (job, r) in zip(
+                jobs, _rows_of(flat, logits, rows, batch, pool), strict=True
+            )
         }
         for key in sorted(done, reverse=True):  # decoding order is (j, step, segment)
             j, _, g = key
@@ -317,11 +319,15 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
     context = int(getattr(model, "context", 0))
     portable = getattr(model, "portable", None)
     if not context:
-        raise FormatError("this file is a chain of blocks with context (format v6); this "
-                          "model was not trained with a known prefix (model.context)")
+        raise FormatError(
+            "this file is a chain of blocks with context (format v6); this "
+            "model was not trained with a known prefix (model.context)"
+        )
     if portable is None:
-        raise FormatError("chain files (format v6) are coded by the model's portable form, "
-                          "which this model lacks (`ardm export` freezes one)")
+        raise FormatError(
+            "chain files (format v6) are coded by the model's portable form, "
+            "which this model lacks (`ardm export` freezes one)"
+        )
     return portable, int(model.D), context  # type: ignore[attr-defined]
 
 
@@ -359,9 +365,7 @@ def compress_chain(
     layout = ChainLayout(n, D, context, 0 if segment >= -(-n // (D - context)) else segment)
     plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
-    stream = encode_chain(
-        values, layout, plan, logits, rows, initial=data_crc32(values.numpy(), K)
-    )
+    stream = encode_chain(values, layout, plan, logits, rows, initial=data_crc32(values.numpy(), K))
     header = Header(
         kind=model.kind,  # type: ignore[attr-defined]
         budget=budget,
