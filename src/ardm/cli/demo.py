@@ -32,7 +32,7 @@ from ardm.modalities.audio import AudioModality, save_waveforms
 from ardm.modalities.image import ImageModality, save_gif, save_grid
 from ardm.modalities.modality import Modality
 from ardm.modalities.registry import modality_for
-from ardm.modalities.text import TextModality
+from ardm.modalities.text import ByteTextModality, TextModality
 from ardm.models.ardm import ARDM
 from ardm.training.pretrained import load_model, shipped_names
 from ardm.training.train import train
@@ -157,6 +157,27 @@ def _text_rows(
     ]
 
 
+def _byte_text_rows(
+    model: ARDM, modality: ByteTextModality, name: str, items: int, budgets: tuple[int, ...]
+) -> list[dict[str, Any] | None]:
+    """A real text file of ``items`` KB cut from the test split after a blank line, coded as a
+    chain of blocks with context (format v6)."""
+    raw = demo_text(items * 1000)
+    label = f"ardm {name}, {{budget}} calls per {model.D - model.context}-byte block"
+    x = torch.tensor(list(raw), dtype=torch.uint8)
+    return [
+        *_ardm_rows(model, label, [x], budgets, len(raw)),
+        *_classical_rows(classical.text_codecs(raw)[0], [raw], len(raw)),
+    ]
+
+
+def demo_text(size: int) -> bytes:
+    """``size`` bytes of the English test split from its first blank line on."""
+    text = (resolve_data_dir() / "english" / "test.txt").read_bytes()
+    start = text.index(b"\n\n") + 2
+    return text[start : start + size]
+
+
 def compression_rows(
     model: ARDM, name: str, *, items: int, budgets: tuple[int, ...]
 ) -> list[dict[str, Any]]:
@@ -264,6 +285,29 @@ def _text_pictures(
     return lines
 
 
+def _byte_text_pictures(
+    model: ARDM,
+    modality: ByteTextModality,
+    name: str,
+    out: Path,
+    budgets: tuple[int, ...],
+    gif: bool,
+) -> list[str]:
+    """The model continuing a test passage: the first ``context`` bytes known, the block
+    generated with 16 calls (what the coder does, with sampling instead of coding)."""
+    prompt = demo_text(model.context)
+    x = torch.tensor(list(prompt) + [32] * (model.D - model.context)).long()[None]  # (1, D)
+    known = torch.arange(model.D) < model.context  # (D,)
+    lines = []
+    for seed in (0, 1):
+        g = torch.Generator().manual_seed(seed)
+        out_bytes = modality.write(model.complete(x, known, budget=16, generator=g)[0])
+        shown = out_bytes[model.context :].decode("utf-8", errors="replace")
+        lines.append(f"- continuation {seed + 1} (16 calls): `{shown!r}`")
+    start = prompt.decode("utf-8", errors="replace")
+    return [f"- the known {model.context} bytes: `{start!r}`", *lines]
+
+
 def pictures(
     model: ARDM, name: str, out: Path, budgets: tuple[int, ...], *, gif: bool
 ) -> list[str]:
@@ -299,6 +343,12 @@ _SECTIONS: dict[type[Modality], _Section] = {
     TextModality: _Section(
         _text_rows, _text_pictures, lambda model: 2, "first {chars} test characters, one file"
     ),
+    ByteTextModality: _Section(
+        _byte_text_rows,
+        _byte_text_pictures,
+        lambda model: 4,
+        "{n} KB of the English test split (raw UTF-8) as one file, coded with context",
+    ),
 }
 
 
@@ -316,6 +366,8 @@ def run_shipped_demo(out: Path, names: list[str]) -> Path:
         )
         items = section.items(model)
         budgets = (20, 50) if model.D > 1000 else (20, 100)
+        if getattr(model, "context", 0):  # calls per block of a chain
+            budgets = (4, 8)
         rows = compression_rows(model, name, items=items, budgets=budgets)
         what = section.what.format(n=items, chars=items * model.D)
         table = _table(rows, modality.unit)
@@ -371,7 +423,7 @@ def run_demo(
 ) -> Path:
     names = [
         n
-        for n in ("mnist", "fashion-mnist", "cifar10-subset", "english", "fsdd")
+        for n in ("mnist", "fashion-mnist", "cifar10-subset", "english", "english-bytes", "fsdd")
         if n in shipped_names()
     ]
     if train_first or not names:
