@@ -99,3 +99,25 @@ def test_load_attaches_the_portable_form_of_exactly_its_weights() -> None:
     with pytest.raises(CheckpointError, match="other weights"):
         attach_portable(m, portable_file(shipped_path("mnist")))
     assert ardm.load("english").portable is not None  # every shipped kind has one
+
+
+def test_integer_valued_tensors_are_stored_packed_and_come_back_in_their_own_dtype() -> None:
+    value = {
+        "w": torch.tensor([[-127.0, 3.0], [0.0, 127.0]]),  # float32 integers: int8
+        "table": torch.arange(-40000, 40000, 7, dtype=torch.float64),  # int32
+        "idx": torch.tensor([1, 2, 300], dtype=torch.int64),  # int16
+        "scale": torch.tensor([0.5, 1.25]),  # not integers: kept
+    }
+    wrapped = PortableModel.__new__(PortableModel)
+    wrapped.__dict__.update({"net": value})
+    data = dump_state(wrapped)
+    stored = st_load(data)
+    assert stored["net.w"].dtype == torch.int8 and stored["net.idx"].dtype == torch.int16
+    assert stored["net.table"].dtype == torch.int32 and stored["net.scale"].dtype == torch.float32
+    back = load_state(data).net
+    for key, t in value.items():
+        assert back[key].dtype == t.dtype and torch.equal(back[key], t)
+    meta = _metadata(data)
+    forged = {**meta, "packed": json.dumps({"net.scale": "torch.float64"})}
+    with pytest.raises(FormatError, match="packed"):
+        load_state(bytes(st_save(stored, metadata=forged)))

@@ -21,6 +21,26 @@ _LATER_MODEL_SETTINGS = {
 
 # Model settings added later still, for every process, with the value all earlier models had.
 _LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero", "context": 0}
+"""(``context`` is also in :data:`_LATER_SETTINGS_RAW`.)"""
+
+
+# Model settings added after every process had shipped models (so also left out of the raw
+# configs that the Upscale and D3PM identities hash) while they keep their old value.
+_LATER_SETTINGS_RAW = {"context": 0}
+
+
+def raw_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as the Upscale and D3PM identities hash it: the settings added
+    since they shipped (:data:`_LATER_SETTINGS_RAW`) left out while at their old value."""
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return config
+    kept = {
+        k: v
+        for k, v in model.items()
+        if k not in _LATER_SETTINGS_RAW or v != _LATER_SETTINGS_RAW[k]
+    }
+    return {**config, "model": kept}
 
 
 def stable_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ardm.coding.fingerprint import raw_config
 from ardm.coding.stages import Stage
 from ardm.config import Config, ModelConfig
 from ardm.core.objective import LN2, BoundTerms, masked_log_likelihood
@@ -278,5 +279,6 @@ class D3PMAbsorbing(Process):
     def identity(self) -> bytes:
         """The raw resolved config and ``T``."""
         return (
-            json.dumps(self.config, sort_keys=True).encode() + f"d3pm-absorbing T={self.T}".encode()
+            json.dumps(raw_config(self.config), sort_keys=True).encode()
+            + f"d3pm-absorbing T={self.T}".encode()
         )

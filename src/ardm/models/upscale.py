@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ardm.coding.fingerprint import raw_config
 from ardm.coding.stages import LogProbFn, Stage
 from ardm.config import Config, ModelConfig
 from ardm.core.orders import order_from_seed
@@ -250,6 +251,6 @@ class UpscaleARDM(ARDM):
     # ------------------------------------------------------------------ identity
     def identity(self) -> bytes:
         """The raw resolved config, ``b``, ``S`` and the parametrisation."""
-        config: dict[str, Any] = self.config
+        config: dict[str, Any] = raw_config(self.config)
         tag = f"upscale b={self.b} S={self.S} {self.parametrisation}"
         return json.dumps(config, sort_keys=True).encode() + tag.encode()

@@ -12,7 +12,13 @@ holds tensors, ``int``/``float``/``bool``/``str``/``None``, lists, tuples, dicts
   value], ...]}``) or an object (``{"t": "obj", "c": "ardm.portable.unet:IntegerUNet",
   "d": {attribute: value}}``); floats are written by ``repr`` (exact round trip);
 * a SHA-256 of the structure and the tensors in the metadata key ``"sha256"``
-  (:func:`state_digest`), checked on loading: a damaged or edited file is refused.
+  (:func:`state_digest`), checked on loading: a damaged or edited file is refused;
+* packed storage: a float or int64 tensor whose values are all integers that fit a narrower
+  integer type (most of a frozen network: 8-bit weights, integer tables) is stored as
+  ``int8``, ``int16`` or ``int32``, and the metadata key ``"packed"`` (JSON ``{name:
+  dtype}``) names its own dtype, to which it is converted back on loading (exactly: every
+  such value is an integer below ``2^31``). The digest is of the unpacked tensors, so packing
+  changes no state's SHA-256 (and no fingerprint of the files it coded).
 
 :func:`load_state` rebuilds the graph. Files are untrusted: an object's class must be a class
 defined in a module of the :mod:`ardm.portable` package (found by name there, never imported
@@ -158,16 +164,62 @@ def state_sha256(obj: object) -> bytes:
     return bytes.fromhex(state_digest(structure, writer.tensors))
 
 
+_PACK_FROM = {
+    "torch.float32": torch.float32,
+    "torch.float64": torch.float64,
+    "torch.int64": torch.int64,
+}
+"""The dtypes a stored tensor may be packed from, by name."""
+_PACK_TO = (torch.int8, torch.int16, torch.int32)
+
+
+def _packed(t: torch.Tensor) -> torch.Tensor | None:
+    """``t`` as the narrowest integer type that holds every value exactly, or ``None``."""
+    if str(t.dtype) not in _PACK_FROM or t.numel() == 0:
+        return None
+    if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t == t.round()).all()):
+        return None
+    lo, hi = float(t.min()), float(t.max())
+    for dtype in _PACK_TO:
+        info = torch.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return t.to(dtype)
+    return None
+
+
 def dump_state(obj: object) -> bytes:
     """The safetensors bytes of the frozen object graph ``obj`` (see the module docstring)."""
     writer = _Writer()
     structure = json.dumps(writer.node(obj, "", 0), sort_keys=True)
+    stored, packed = {}, {}
+    for name, t in writer.tensors.items():
+        small = _packed(t)
+        stored[name] = t if small is None else small
+        if small is not None:
+            packed[name] = str(t.dtype)
     metadata = {
         "format": STATE_FORMAT,
         STATE_KEY: structure,
         "sha256": state_digest(structure, writer.tensors),
+        "packed": json.dumps(packed, sort_keys=True),
     }
-    return bytes(st_save(writer.tensors, metadata=metadata))
+    return bytes(st_save(stored, metadata=metadata))
+
+
+def _unpack(tensors: dict[str, torch.Tensor], packed: str) -> dict[str, torch.Tensor]:
+    """The stored tensors with the packed ones back in their own dtype (``packed``: JSON)."""
+    try:
+        table = json.loads(packed)
+    except ValueError as e:
+        raise FormatError(f"corrupt portable state: packed table: {first_line(e)}") from None
+    if not isinstance(table, dict):
+        raise FormatError("corrupt portable state: the packed table is not a JSON object")
+    out = dict(tensors)
+    for name, dtype in table.items():
+        if name not in tensors or dtype not in _PACK_FROM or tensors[name].dtype not in _PACK_TO:
+            raise FormatError(f"corrupt portable state: bad packed entry {str(name)[:60]!r}")
+        out[name] = tensors[name].to(_PACK_FROM[dtype])
+    return out
 
 
 class _Reader:
@@ -245,6 +297,7 @@ def load_state(data: bytes) -> Any:
         raise FormatError(f"not a portable state: {first_line(e)}") from None
     if metadata.get("format") != STATE_FORMAT or STATE_KEY not in metadata:
         raise FormatError("not a portable state: its metadata has no ardm-portable-1 structure")
+    tensors = _unpack(tensors, metadata.get("packed", "{}"))
     if state_digest(metadata[STATE_KEY], tensors) != metadata.get("sha256"):
         raise FormatError("portable state fails its SHA-256 check: it is damaged or was edited")
     try:
