@@ -340,7 +340,7 @@ def test_image_reader_is_strict_and_exact(tmp_path: Path) -> None:
 
 def test_output_names() -> None:
     img = ImageModality(channels=1)
-    txt = TextModality(TextAlphabet("ab"), length=8)
+    txt = TextModality(alphabet=TextAlphabet("ab"), length=8)
     assert files.compressed_name("d/x.png", in_directory=False) == "x.png.ardm"
     assert files.compressed_name("d/x.png", in_directory=True) == "x.ardm"
     assert files.decompressed_name("d/x.png.ardm", img) == "x.png"

@@ -24,7 +24,7 @@ from ardm.modalities.modality import MAX_VALUES
 from ardm.modalities.registry import modality_for, modality_of
 from ardm.modalities.text import TextModality
 
-TEXT = TextModality(TextAlphabet(" abc\n"), length=4)
+TEXT = TextModality(alphabet=TextAlphabet(" abc\n"), length=4)
 GRAY, RGB = ImageModality(1), ImageModality(3)
 AUDIO = AudioModality(8000)
 
@@ -49,7 +49,7 @@ def test_the_modality_of_each_dataset() -> None:
     assert isinstance(text, TextModality) and text.length == 64 and text.alphabet.K == 27
     assert modality_of(dataset_spec("fsdd")) == AUDIO
     model = SimpleNamespace(config={"data": {"name": "english", "seq_len": 32}})
-    assert modality_for(model) == TextModality(text.alphabet, length=32)
+    assert modality_for(model) == TextModality(alphabet=text.alphabet, length=32)
     assert [(m.kind, m.unit, m.suffix, m.binary) for m in (GRAY, TEXT, AUDIO)] == [
         ("image", "bpd", ".png", True),
         ("text", "bpc", ".txt", False),

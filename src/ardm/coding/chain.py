@@ -220,43 +220,30 @@ def encode_chain(
     indices in one batch (about ``batch`` windows), from the last block index back, and
     pushes them in the reverse of the decoding order."""
     with _pool() as pool:
-        return _encode(x, layout, plan, logits, rows, initial, batch, pool)
-
-
-def _encode(
-    x: torch.Tensor,
-    layout: ChainLayout,
-    plan: ChainPlan,
-    logits: Logits,
-    rows: Rows,
-    initial: int,
-    batch: int,
-    pool: ThreadPoolExecutor | None,
-) -> bytes:
-    segs = layout.segments()
-    enc = Encoder(initial)
-    J = max(len(seg) for seg in segs)
-    workers = 1 if pool is None else pool._max_workers
-    per_j = max(1, workers * batch // max(1, len(segs) * plan.budget))
-    for hi in range(J, 0, -per_j):
-        group = range(max(0, hi - per_j), hi)
-        jobs: list[tuple[int, _Job]] = []
-        for j in group:
-            active = [g for g, seg in enumerate(segs) if j < len(seg)]
-            jobs += [(j, job) for job in _jobs(x, layout, plan, j, active, -1)]
-        flat = [job for _, job in jobs]
-        done = {
-            (j, job.step, job.segment): (job, r)
-            for (j, _), (job, r) in zip(
-                jobs, _rows_of(flat, logits, rows, batch, pool), strict=True
-            )
-        }
-        for key in sorted(done, reverse=True):  # decoding order is (j, step, segment)
-            j, _, g = key
-            job, r = done[key]
-            s, e = segs[g][j]
-            enc.push_step(x[s + job.coded - (layout.D - (e - s))].numpy().astype(np.int64), r)
-    return enc.get_bytes()
+        segs = layout.segments()
+        enc = Encoder(initial)
+        J = max(len(seg) for seg in segs)
+        workers = 1 if pool is None else pool._max_workers
+        per_j = max(1, workers * batch // max(1, len(segs) * plan.budget))
+        for hi in range(J, 0, -per_j):
+            group = range(max(0, hi - per_j), hi)
+            jobs: list[tuple[int, _Job]] = []
+            for j in group:
+                active = [g for g, seg in enumerate(segs) if j < len(seg)]
+                jobs += [(j, job) for job in _jobs(x, layout, plan, j, active, -1)]
+            flat = [job for _, job in jobs]
+            done = {
+                (j, job.step, job.segment): (job, r)
+                for (j, _), (job, r) in zip(
+                    jobs, _rows_of(flat, logits, rows, batch, pool), strict=True
+                )
+            }
+            for key in sorted(done, reverse=True):  # decoding order is (j, step, segment)
+                j, _, g = key
+                job, r = done[key]
+                s, e = segs[g][j]
+                enc.push_step(x[s + job.coded - (layout.D - (e - s))].numpy().astype(np.int64), r)
+        return enc.get_bytes()
 
 
 def decode_chain(

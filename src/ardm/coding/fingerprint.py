@@ -35,12 +35,12 @@ def raw_config(config: dict[str, Any]) -> dict[str, Any]:
     model = config.get("model")
     if not isinstance(model, dict):
         return config
-    kept = {
-        k: v
-        for k, v in model.items()
-        if k not in _LATER_SETTINGS_RAW or v != _LATER_SETTINGS_RAW[k]
-    }
-    return {**config, "model": kept}
+    return {**config, "model": _without_defaults(model, _LATER_SETTINGS_RAW)}
+
+
+def _without_defaults(model: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``model`` without the settings that have their value in ``defaults``."""
+    return {k: v for k, v in model.items() if k not in defaults or v != defaults[k]}
 
 
 def stable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -48,11 +48,7 @@ def stable_config(config: dict[str, Any]) -> dict[str, Any]:
     model = config.get("model")
     if not isinstance(model, dict):
         return config
-    model = {
-        k: v
-        for k, v in model.items()
-        if k not in _LATER_SETTINGS_ANY_PROCESS or v != _LATER_SETTINGS_ANY_PROCESS[k]
-    }
+    model = _without_defaults(model, _LATER_SETTINGS_ANY_PROCESS)
     config = {**config, "model": model}
     if model.get("process", "oa") != "oa":
         return config

@@ -20,7 +20,7 @@ def _text(spec: DataSpec) -> Modality:
         return ByteTextModality(length=spec.shape[0])
     if spec.alphabet is None or len(spec.alphabet) != spec.K:
         raise DataError(f"the dataset {spec.name!r} has no alphabet of K symbols")
-    return TextModality(TextAlphabet(spec.alphabet), length=spec.shape[0])
+    return TextModality(alphabet=TextAlphabet(spec.alphabet), length=spec.shape[0])
 
 
 MODALITIES: dict[str, Callable[[DataSpec], Modality]] = {

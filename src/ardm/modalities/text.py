@@ -8,7 +8,7 @@ byte for byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -55,22 +55,15 @@ def text_bytes(x: torch.Tensor, alphabet: TextAlphabet) -> bytes:
 
 
 @dataclass(frozen=True)
-class TextModality(Modality):
-    """Text over ``alphabet``, in items of ``length`` characters."""
+class TextFiles(Modality):
+    """What every text modality shares: text files of items of ``length`` values."""
 
-    alphabet: TextAlphabet
     length: int
 
     kind: ClassVar[str] = "text"
     unit: ClassVar[str] = "bpc"
     suffix: ClassVar[str] = ".txt"
     binary: ClassVar[bool] = False
-
-    def read(self, data: bytes, *, name: str) -> torch.Tensor:
-        return read_text(data, self.alphabet, name=name)  # (n,)
-
-    def write(self, x: torch.Tensor) -> bytes:
-        return text_bytes(x, self.alphabet)
 
     def output_name(self, base: str) -> str:
         """A text file keeps its own suffix (``a.md``); ``x`` and images' names get ``.txt``."""
@@ -80,8 +73,21 @@ class TextModality(Modality):
         return (Path(base).stem if suffix else base) + ".txt"
 
     def items(self, data: torch.Tensor) -> torch.Tensor:
-        """A split's character stream ``(n,)`` cut into consecutive items ``(N, length)``."""
+        """A split's stream ``(n,)`` cut into consecutive items ``(N, length)``."""
         return text_chunks(data, self.length)
+
+
+@dataclass(frozen=True)
+class TextModality(TextFiles):
+    """Text over ``alphabet``, in items of ``length`` characters."""
+
+    alphabet: TextAlphabet = field(kw_only=True)
+
+    def read(self, data: bytes, *, name: str) -> torch.Tensor:
+        return read_text(data, self.alphabet, name=name)  # (n,)
+
+    def write(self, x: torch.Tensor) -> bytes:
+        return text_bytes(x, self.alphabet)
 
     def save_samples(self, x: torch.Tensor, output: str | None, *, calls: int) -> str:
         """Samples one per line, into ``output`` or (without one) as the line to print."""
@@ -104,16 +110,9 @@ class TextModality(Modality):
 
 
 @dataclass(frozen=True)
-class ByteTextModality(Modality):
+class ByteTextModality(TextFiles):
     """Any file as raw bytes (``K = 256``, id = byte value), in items of ``length`` bytes: a
     byte-level text model codes UTF-8 text of any alphabet, and any other byte too."""
-
-    length: int
-
-    kind: ClassVar[str] = "text"
-    unit: ClassVar[str] = "bpc"
-    suffix: ClassVar[str] = ".txt"
-    binary: ClassVar[bool] = False
 
     def read(self, data: bytes, *, name: str) -> torch.Tensor:
         if not data:
@@ -124,17 +123,6 @@ class ByteTextModality(Modality):
 
     def write(self, x: torch.Tensor) -> bytes:
         return bytes(x.to(torch.uint8).cpu().numpy().tobytes())
-
-    def output_name(self, base: str) -> str:
-        """A file keeps its own suffix (``a.md``); ``x`` gets ``.txt``."""
-        suffix = Path(base).suffix.lower()
-        if suffix and suffix != ".ardm":
-            return base
-        return (Path(base).stem if suffix else base) + ".txt"
-
-    def items(self, data: torch.Tensor) -> torch.Tensor:
-        """A split's byte stream ``(n,)`` cut into consecutive items ``(N, length)``."""
-        return text_chunks(data, self.length)
 
     def save_samples(self, x: torch.Tensor, output: str | None, *, calls: int) -> str:
         """Samples one per line (invalid UTF-8 shown as U+FFFD), into ``output`` or printed."""
