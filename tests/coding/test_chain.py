@@ -27,6 +27,7 @@ from ardm.config import load_config
 from ardm.errors import DataError, FormatError
 from ardm.models.build import build_model
 from ardm.portable.model import freeze
+from tests.conftest import perturb
 
 D, CONTEXT = 16, 8
 TEXT = "Call me Ishmael. Some years ago\u2014never mind how long precisely\u2014I went to sea.\n"
@@ -48,6 +49,7 @@ def tiny_chain_model(seed: int = 0):  # type: ignore[no-untyped-def]
     model = build_model(cfg).eval()
     data = torch.tensor(list(TEXT.encode() * 4), dtype=torch.long)
     items = data[: (data.numel() // D) * D].view(-1, D)  # (N, D)
+    perturb(model.net, scale=0.3, seed=seed)  # outputs that depend on the known values
     with torch.no_grad():  # a little structure, so that the tables are not uniform
         model.net.head.bias.copy_(torch.log(torch.bincount(data, minlength=256) + 0.5))
     model.tracker.set_all(np.linspace(6.0, 2.0, D))
@@ -136,3 +138,38 @@ def test_the_tiled_coder_still_codes_a_context_model(chain_model) -> None:  # ty
     blob = compress(chain_model, x, budget=4, version=5)
     assert unpack(blob)[0].version == 5
     assert torch.equal(decompress(chain_model, blob), x.long())
+
+
+def test_the_stream_costs_what_the_model_says_given_the_true_known_values(chain_model) -> None:  # type: ignore[no-untyped-def]
+    """Recompute, independently of the coder, the code length of a text: every block's every
+    step, the window holding the true values before the block and the block's values coded at
+    earlier steps. The stream must cost that, plus the checksum it starts from (32 bits) and
+    under a byte of rounding: so no known value reaches the network wrong (a mistake made the
+    same way on both sides would still round-trip)."""
+    from ardm.core.context import PAD
+    from ardm.core.seeded_order import seeded_order
+    from ardm.portable.pmf import categorical_pmf, pmf_nll_bits
+
+    x = as_bytes(TEXT * 2).long()
+    n, B, budget, seed = x.numel(), D - CONTEXT, 3, int(chain_model.order_seed)
+    plan = ChainPlan(chain_model.tracker.L(), D, budget, seed)
+    bits = 0.0
+    for s in range(0, n, B):
+        e = min(s + B, n)
+        b = e - s
+        idx = torch.arange(e - D, e)
+        window = torch.where(idx >= 0, x[idx.clamp(min=0)], PAD)  # the true values
+        rank = seeded_order(b, seed)
+        for left, right in plan.block(b).steps:
+            known = torch.ones(D, dtype=torch.bool)
+            known[D - b :] = rank < left
+            logits = chain_model.portable.net.logits(
+                torch.where(known, window, 0)[None], known[None], known.sum()[None]
+            )[0]
+            coded = (D - b) + torch.nonzero((rank >= left) & (rank < right)).flatten()
+            w = categorical_pmf(logits[coded])
+            bits += float(pmf_nll_bits(w, window[coded]).sum())
+    blob = compress_chain(chain_model, x, budget=budget, segment_bytes=0)
+    header_bytes = len(blob) - len(unpack(blob)[1]) + 1  # and the segment varint
+    stream_bits = 8 * (len(blob) - header_bytes)
+    assert bits + 32 - 8 <= stream_bits <= bits + 32 + 8

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -57,14 +58,38 @@ Rows = Callable[[torch.Tensor], np.ndarray]
 
 
 @dataclass(frozen=True)
+class Block:
+    """One block: the window the network sees and which of its positions are coded.
+
+    ``index (D,)`` int64: the flat data position shown at each window position, ``-1`` for
+    padding (the layout's ``pad`` value, known); ``coded (b,)`` int64: the window positions
+    whose values this block codes (unknown before it), in window order. Every other window
+    position is known: coded by an earlier wave, or padding."""
+
+    index: torch.Tensor
+    coded: torch.Tensor
+
+
+class Layout(Protocol):
+    """How ``n`` values are cut into blocks: ``waves()`` lists them in waves whose blocks do not
+    depend on each other (a block sees only values coded in earlier waves)."""
+
+    n: int
+    pad: int
+
+    def waves(self) -> list[list[Block]]: ...
+
+
+@dataclass(frozen=True)
 class ChainLayout:
-    """``n`` values coded by a model of window ``D`` with ``context`` known values, in
-    segments of ``segment`` blocks (0: one chain)."""
+    """``n`` values of a sequence coded by a model of window ``D`` with ``context`` known values,
+    in segments of ``segment`` blocks (0: one chain): wave ``j`` is block ``j`` of every segment."""
 
     n: int
     D: int
     context: int
     segment: int
+    pad: int = PAD
 
     def __post_init__(self) -> None:
         if not 0 < self.context < self.D:
@@ -84,6 +109,22 @@ class ChainLayout:
         per = self.segment or len(spans)
         return [spans[i : i + per] for i in range(0, len(spans), per)]
 
+    def waves(self) -> list[list[Block]]:
+        """Block ``[s, e)`` of a segment starting at ``s0`` sees the window ``[e - D, e)``, the
+        positions before ``s0`` as padding, and codes its last ``e - s`` positions."""
+        segs = self.segments()
+        out: list[list[Block]] = []
+        for j in range(max(len(seg) for seg in segs)):
+            wave = []
+            for seg in segs:
+                if j < len(seg):
+                    s, e = seg[j]
+                    index = torch.arange(e - self.D, e)  # (D,)
+                    index[index < seg[0][0]] = -1
+                    wave.append(Block(index, torch.arange(self.D - (e - s), self.D)))
+            out.append(wave)
+        return out
+
 
 def segment_blocks(layout_D: int, context: int, segment_bytes: int) -> int:
     """Blocks per segment for a segment length in values (0: one chain)."""
@@ -95,7 +136,8 @@ def segment_blocks(layout_D: int, context: int, segment_bytes: int) -> int:
 @dataclass(frozen=True)
 class _BlockPlan:
     """How a block of ``b`` values is coded: ranks ``(b,)`` and steps ``[(l, r), ...]``,
-    and for each step the block positions it codes, in rank order."""
+    and for each step the block's values it codes (indices into ``Block.coded``), in rank
+    order."""
 
     b: int
     rank: torch.Tensor
@@ -104,47 +146,37 @@ class _BlockPlan:
 
 
 class ChainPlan:
-    """Block plans for one model's block losses ``L`` (the tracker's ``L`` over ``D``),
-    ``budget`` calls per block and order seed ``seed``."""
+    """Block plans for one model's block losses ``L`` (the tracker's ``L`` over ``D``: a block
+    of ``b`` values uses ``L[D - b:]``), ``budget`` calls per block and order seed ``seed``."""
 
     def __init__(self, L: np.ndarray, D: int, budget: int, seed: int) -> None:
         self.L, self.D, self.budget, self.seed = np.asarray(L, dtype=np.float64), D, budget, seed
 
     @functools.cache  # noqa: B019 - one plan per file, few block lengths
     def block(self, b: int) -> _BlockPlan:
-        rank = seeded_order(b, self.seed)  # (b,) rank of each block position
+        rank = seeded_order(b, self.seed)  # (b,) rank of each block value
         policy, _ = optimal_policy(self.L[self.D - b :], min(self.budget, b))
         steps = step_bounds(policy, b)
-        by_rank = torch.argsort(rank)  # (b,) positions in rank order
+        by_rank = torch.argsort(rank)  # (b,) block values in rank order
         coded = [by_rank[left:right] for left, right in steps]
         return _BlockPlan(b, rank, steps, coded)
 
 
-def _window(x: torch.Tensor, start: int, s: int, e: int, D: int) -> torch.Tensor:
-    """The window ``[e - D, e)`` of ``x (n,)`` for a block ``[s, e)`` of the chain starting at
-    ``start``: values before ``start`` are :data:`PAD`, values from ``s`` on are zeroed."""
-    idx = torch.arange(e - D, e)  # (D,)
-    inside = (idx >= start) & (idx < s)
-    w = torch.zeros(D, dtype=torch.long)
-    w[idx < start] = PAD
-    w[inside] = x[idx[inside]].long()
-    return w  # (D,)
-
-
-def _known(D: int, plan: _BlockPlan, left: int) -> torch.Tensor:
-    """Known positions of a window whose block has ``plan.b`` values, ``left`` of them coded."""
-    known = torch.ones(D, dtype=torch.bool)
-    known[D - plan.b :] = plan.rank < left
-    return known  # (D,)
-
-
 @dataclass
 class _Job:
-    segment: int
+    item: int  # the block's place in its wave
     step: int
     window: torch.Tensor  # (D,) values, unknown ones zeroed
     known: torch.Tensor  # (D,)
     coded: torch.Tensor  # (m,) window positions coded by this step, in rank order
+
+
+def _job(x: torch.Tensor, pad: int, block: Block, bp: _BlockPlan, item: int, i: int) -> _Job:
+    """Step ``i`` of ``block``: its window (padding, and the values of ``x (n,)`` coded so far)."""
+    w = torch.where(block.index >= 0, x[block.index.clamp(min=0)].long(), pad)  # (D,)
+    known = torch.ones(w.shape[0], dtype=torch.bool)
+    known[block.coded] = bp.rank < bp.steps[i][0]
+    return _Job(item, i, torch.where(known, w, 0), known, block.coded[bp.coded[i]])
 
 
 @contextmanager
@@ -184,29 +216,9 @@ def _rows_of(
     return [pair for part in done for pair in part]
 
 
-def _jobs(
-    x: torch.Tensor, layout: ChainLayout, plan: ChainPlan, j: int, active: list[int], step: int
-) -> list[_Job]:
-    """The jobs of step ``step`` of block ``j`` in the ``active`` segments (``step = -1``:
-    every step, for the encoder)."""
-    segs = layout.segments()
-    D = layout.D
-    jobs = []
-    for g in active:
-        s, e = segs[g][j]
-        bp = plan.block(e - s)
-        w = _window(x, segs[g][0][0], s, e, D)
-        steps = range(len(bp.steps)) if step < 0 else [step] if step < len(bp.steps) else []
-        for i in steps:
-            known = _known(D, bp, bp.steps[i][0])
-            coded = bp.coded[i] + (D - bp.b)
-            jobs.append(_Job(g, i, torch.where(known, w, 0), known, coded))
-    return jobs
-
-
 def encode_chain(
     x: torch.Tensor,
-    layout: ChainLayout,
+    layout: Layout,
     plan: ChainPlan,
     logits: Logits,
     rows: Rows,
@@ -214,41 +226,45 @@ def encode_chain(
     initial: int,
     batch: int = CHAIN_BATCH,
 ) -> bytes:
-    """The ANS stream of ``x (n,)`` coded as ``layout``'s chains (see the module docstring).
+    """The ANS stream of ``x (n,)`` (flat) coded as ``layout``'s waves of blocks.
 
-    The encoder knows every window in advance: it evaluates the steps of several block
-    indices in one batch (about ``batch`` windows), from the last block index back, and
-    pushes them in the reverse of the decoding order."""
+    Decoding order: for each wave, for each step, for each block of the wave, pop that step's
+    values in rank order. The encoder knows every window in advance: it evaluates the steps of
+    several waves in one batch (about ``batch`` windows per worker), from the last wave back,
+    and pushes them in exactly the reverse order."""
+    waves = layout.waves()
+    enc = Encoder(initial)
     with _pool() as pool:
-        segs = layout.segments()
-        enc = Encoder(initial)
-        J = max(len(seg) for seg in segs)
         workers = 1 if pool is None else pool._max_workers
-        per_j = max(1, workers * batch // max(1, len(segs) * plan.budget))
-        for hi in range(J, 0, -per_j):
-            group = range(max(0, hi - per_j), hi)
+        cap, hi = workers * batch, len(waves)
+        while hi > 0:
+            lo, windows = hi, 0
+            while lo > 0 and (lo == hi or windows + len(waves[lo - 1]) * plan.budget <= cap):
+                windows += len(waves[lo - 1]) * plan.budget
+                lo -= 1
             jobs: list[tuple[int, _Job]] = []
-            for j in group:
-                active = [g for g, seg in enumerate(segs) if j < len(seg)]
-                jobs += [(j, job) for job in _jobs(x, layout, plan, j, active, -1)]
-            flat = [job for _, job in jobs]
+            for w in range(lo, hi):
+                for item, block in enumerate(waves[w]):
+                    bp = plan.block(int(block.coded.numel()))
+                    jobs += [
+                        (w, _job(x, layout.pad, block, bp, item, i)) for i in range(len(bp.steps))
+                    ]
+            pairs = _rows_of([job for _, job in jobs], logits, rows, batch, pool)
             done = {
-                (j, job.step, job.segment): (job, r)
-                for (j, _), (job, r) in zip(
-                    jobs, _rows_of(flat, logits, rows, batch, pool), strict=True
-                )
+                (w, job.step, job.item): (job, r)
+                for (w, _), (job, r) in zip(jobs, pairs, strict=True)
             }
-            for key in sorted(done, reverse=True):  # decoding order is (j, step, segment)
-                j, _, g = key
+            for key in sorted(done, reverse=True):  # decoding order is (wave, step, block)
                 job, r = done[key]
-                s, e = segs[g][j]
-                enc.push_step(x[s + job.coded - (layout.D - (e - s))].numpy().astype(np.int64), r)
-        return enc.get_bytes()
+                index = waves[key[0]][key[2]].index
+                enc.push_step(x[index[job.coded]].numpy().astype(np.int64), r)
+            hi = lo
+    return enc.get_bytes()
 
 
 def decode_chain(
     payload: bytes,
-    layout: ChainLayout,
+    layout: Layout,
     plan: ChainPlan,
     logits: Logits,
     rows: Rows,
@@ -257,22 +273,22 @@ def decode_chain(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, int | None]:
     """Decode ``layout.n`` values: ``(x (n,), what the stream has left)`` (see
-    :meth:`ardm.coding.ans.Decoder.remaining`). ``progress(values)`` after each block index."""
+    :meth:`ardm.coding.ans.Decoder.remaining`). ``progress(values)`` after each wave."""
     with _pool() as pool:
-        segs = layout.segments()
         dec = Decoder(payload)
         x = torch.zeros(layout.n, dtype=torch.long)
-        for j in range(max(len(seg) for seg in segs)):
-            active = [g for g, seg in enumerate(segs) if j < len(seg)]
-            steps = max(len(plan.block(segs[g][j][1] - segs[g][j][0]).steps) for g in active)
-            for i in range(steps):
-                jobs = _jobs(x, layout, plan, j, active, i)
+        for wave in layout.waves():
+            plans = [plan.block(int(block.coded.numel())) for block in wave]
+            for i in range(max(len(bp.steps) for bp in plans)):
+                jobs = [
+                    _job(x, layout.pad, block, bp, item, i)
+                    for item, (block, bp) in enumerate(zip(wave, plans, strict=True))
+                    if i < len(bp.steps)
+                ]
                 for job, r in _rows_of(jobs, logits, rows, batch, pool):
-                    s, e = segs[job.segment][j]
-                    values = dec.pop_step(r)  # (m,)
-                    x[s + job.coded - (layout.D - (e - s))] = torch.from_numpy(values)
+                    x[wave[job.item].index[job.coded]] = torch.from_numpy(dec.pop_step(r))
             if progress is not None:
-                progress(sum(segs[g][j][1] - segs[g][j][0] for g in active))
+                progress(sum(int(block.coded.numel()) for block in wave))
     return x, dec.remaining()
 
 
