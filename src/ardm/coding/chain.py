@@ -74,8 +74,15 @@ class Layout(Protocol):
     """How ``n`` values are cut into blocks: ``waves()`` lists them in waves whose blocks do not
     depend on each other (a block sees only values coded in earlier waves)."""
 
-    n: int
-    pad: int
+    @property
+    def n(self) -> int:
+        """Values in all."""
+        ...
+
+    @property
+    def pad(self) -> int:
+        """The value of padding positions."""
+        ...
 
     def waves(self) -> list[list[Block]]: ...
 
