@@ -7,7 +7,9 @@ back with any batch size, and a damaged file or another model's file is refused 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -173,3 +175,15 @@ def test_the_stream_costs_what_the_model_says_given_the_true_known_values(chain_
     header_bytes = len(blob) - len(unpack(blob)[1]) + 1  # and the segment varint
     stream_bits = 8 * (len(blob) - header_bytes)
     assert bits + 32 - 8 <= stream_bits <= bits + 32 + 8
+
+
+def test_a_short_file_cannot_declare_a_long_decode(chain_model) -> None:  # type: ignore[no-untyped-def]
+    from ardm.coding.container import pack
+
+    blob = compress(chain_model, as_bytes(TEXT), budget=4)
+    header, body = unpack(blob)
+    huge = pack(dataclasses.replace(header, shape=(1 << 22,)), body)  # 4 Mi values, same body
+    start = time.perf_counter()
+    with pytest.raises(FormatError, match="truncated"):
+        decompress(chain_model, huge)
+    assert time.perf_counter() - start < 5

@@ -342,16 +342,23 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
 
 
 def compress_chain(
-    model: object, x: torch.Tensor, *, budget: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    model: object,
+    x: torch.Tensor,
+    *,
+    budget: int,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    seed: int | None = None,
 ) -> bytes:
     """One file of format version 6: ``x (n,)`` as chains of blocks, ``budget`` calls per block
-    (clamped to the block length), segments of about ``segment_bytes`` values (0: one chain)."""
+    (clamped to the block length), segments of about ``segment_bytes`` values (0: one chain),
+    order seed ``seed`` (default: the model's)."""
     from ardm.coding.container import (
         CHAIN_VERSION,
         FINGERPRINT_BYTES,
         Header,
         data_crc32,
         pack,
+        pack_stream,
         write_varint,
     )
     from ardm.errors import DataError
@@ -370,7 +377,7 @@ def compress_chain(
     if values.min() < 0 or values.max() >= K:
         raise DataError(f"data values must lie in [0, {K})")
     budget = max(1, min(int(budget), D - context))
-    seed = int(model.order_seed)  # type: ignore[attr-defined]
+    seed = int(model.order_seed if seed is None else seed)  # type: ignore[attr-defined]
     segment = segment_blocks(D, context, segment_bytes)
     layout = ChainLayout(n, D, context, 0 if segment >= -(-n // (D - context)) else segment)
     plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
@@ -385,7 +392,8 @@ def compress_chain(
         shape=(n,),
         version=CHAIN_VERSION,
     )
-    return pack(header, write_varint(layout.segment) + stream)
+    blocks = -(-n // (D - context))  # a payload has at least blocks - 1 bytes (pack_stream)
+    return pack(header, write_varint(layout.segment) + pack_stream(stream, blocks))
 
 
 def decompress_chain(
@@ -393,7 +401,7 @@ def decompress_chain(
 ) -> torch.Tensor:
     """The data of a version-6 file (its parsed ``header`` and payload ``body``), checked
     against the checksum the stream carries; anything wrong is a one-line FormatError."""
-    from ardm.coding.container import FINGERPRINT_BYTES, data_crc32, read_varint
+    from ardm.coding.container import FINGERPRINT_BYTES, data_crc32, read_varint, unpack_stream
     from ardm.errors import FormatError
 
     portable, D, context = _chain_parts(model)
@@ -419,7 +427,8 @@ def decompress_chain(
     layout = ChainLayout(n, D, context, segment)
     plan = ChainPlan(model.tracker.L(), D, int(header.budget), int(header.seed))  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
-    x, rest = decode_chain(body[pos:], layout, plan, logits, rows, progress=progress)
+    stream = unpack_stream(body[pos:], blocks)  # a short file cannot declare a long decode
+    x, rest = decode_chain(stream, layout, plan, logits, rows, progress=progress)
     if rest is None:
         raise FormatError("corrupt payload: more than the 32-bit checksum is left after decoding")
     if data_crc32(x.numpy(), K) != rest:
