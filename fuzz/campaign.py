@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from ardm.coding import codec, container
+from ardm.coding.chain import compress_chain
 from ardm.coding.lockstep import CodingSetup, encode
 from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.errors import ArdmError, FormatError
@@ -140,6 +141,19 @@ def portable_image_model(seed: int = 0) -> ARDM:
     return model
 
 
+def chain_model(seed: int = 0) -> ARDM:
+    """A tiny byte-level text ARDM with context (``K = 256``, window 16, the first 8 known):
+    it writes format version 6 (chains of blocks) through its portable form."""
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(dim=16, depth=1, heads=2)
+    net = build_net("transformer", K=256, shape=(16,), transformer=cfg)
+    model = ARDM(_perturb(net, seed), kind="text", order_seed=7, context=8)
+    model.tracker.set_all(_loss_profile(model.D, model.K))
+    g = torch.Generator().manual_seed(2000 + seed)
+    model.portable = freeze(model, torch.randint(0, 256, (8, 16), generator=g))
+    return model.eval()
+
+
 def build_models() -> dict[str, ARDM]:
     """The decoding models (``image``, ``text``, ``image-v5`` with a portable form) and the
     foreign ones (``*-foreign``)."""
@@ -147,9 +161,11 @@ def build_models() -> dict[str, ARDM]:
         "image": image_model(0),
         "text": text_model(0),
         "image-v5": portable_image_model(0),
+        "bytes-v6": chain_model(0),
         "image-foreign": image_model(1),
         "text-foreign": text_model(1),
         "image-v5-foreign": portable_image_model(1),
+        "bytes-v6-foreign": chain_model(1),
     }
 
 
@@ -158,7 +174,10 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
     seed ``seed``: the stream starts from the data checksum) or wrote (version 3: a ``crc32``
     field and a stream from the empty state; version 2: also one ANS stream per tile, each but
     the last after its length; version 5: version 4 by the integer coder of the model's
-    portable form). The judge rebuilds files with it; the codec writes versions 4 and 5."""
+    portable form; version 6: the chains of blocks of a model with context). The judge
+    rebuilds files with it; the codec writes versions 4, 5 and 6."""
+    if version == container.CHAIN_VERSION:
+        return compress_chain(model, x, budget=budget, seed=seed)
     native = tuple(x.shape) == tuple(model.shape)
     if native:
         tiles, pad = x[None], torch.zeros((1, *model.shape), dtype=torch.bool)
@@ -213,6 +232,12 @@ _ITEM_SPECS: tuple[tuple[str, str, tuple[int, ...] | None, str, int], ...] = (
     ("img5-native-low-b16", "image-v5", None, "low", 16),
     ("img5-tiled-2ch-b5", "image-v5", (2, 4, 4), "low", 5),
     ("img5-foreign-b4", "image-v5-foreign", None, "random", 4),
+    # format version 6 (chains of blocks with context): any length, segments of 4096 values
+    ("bytes6-40-b3", "bytes-v6", (40,), "random", 3),
+    ("bytes6-1-b2", "bytes-v6", (1,), "random", 2),
+    ("bytes6-100-low-b8", "bytes-v6", (100,), "low", 8),
+    ("bytes6-33-zero-b4", "bytes-v6", (33,), "zero", 4),
+    ("bytes6-foreign-24-b3", "bytes-v6-foreign", (24,), "random", 3),
     ("img-native-b1", "image", None, "random", 1),
     ("img-native-b4", "image", None, "random", 4),
     ("img-native-b16", "image", None, "random", 16),
@@ -260,6 +285,7 @@ def build_items(models: dict[str, ARDM]) -> list[Item]:
         model = models[maker]
         x = _data(model, shape or model.shape, pattern, seed=100 + i)
         written = container.PORTABLE_VERSION if model.portable is not None else container.VERSION
+        written = container.CHAIN_VERSION if model.context else written
         version = 2 if name.endswith("-v2") else written
         blob = build_file(model, x, budget=budget, seed=model.order_seed, version=version)
         if version == written:  # the judge rebuilds what the codec writes exactly
@@ -428,7 +454,7 @@ class Fuzzer:
         self.seed = seed
         self.models = build_models()
         self.items = build_items(self.models)
-        homes = ("image", "text", "image-v5")
+        homes = ("image", "text", "image-v5", "bytes-v6")
         self.call_s = {name: _time_one_call(self.models[name]) for name in homes}
         self.systematic = self._systematic_inputs() if systematic else []
         self.kinds = list(KIND_WEIGHTS)
@@ -535,6 +561,11 @@ class Fuzzer:
         except FormatError:
             return BASE_S, 0
         tiles = 1
+        if header.version == container.CHAIN_VERSION and header.shape is not None:
+            B = model.D - model.context  # a chain's payload has at least blocks - 1 bytes
+            blocks = min(-(-math.prod(header.shape) // B), len(body) + 1)
+            calls = blocks * min(header.budget, B)
+            return BASE_S + SLACK * self.call_s[self.items[inp.item].model] * calls, calls
         if header.shape is not None:
             try:
                 tiles = math.prod(tile_grid(header.shape, model.shape))
