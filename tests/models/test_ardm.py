@@ -168,3 +168,23 @@ def test_an_oa_ardm_is_the_one_stage_case_of_an_upscale_ardm() -> None:
     a = model.sample(2, budget=3, mode="joint", generator=torch.Generator().manual_seed(0))
     b = model.sample(2, budget=3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+
+
+def test_a_context_model_reports_the_plain_oa_bound_and_trains_on_the_mixture() -> None:
+    from ardm.nets.build import build_net
+    from ardm.nets.transformer import TransformerConfig
+
+    torch.manual_seed(0)
+    net = build_net(
+        "transformer", K=7, shape=(12,), transformer=TransformerConfig(dim=16, heads=2, depth=1)
+    )
+    with_context = ARDM(net, kind="text", context=5).eval()
+    plain = ARDM(net, kind="text").eval()
+    x = torch.randint(0, 7, (6, 12))
+    a = with_context.bound_bpd(x, passes=2, generator=torch.Generator().manual_seed(3))
+    b = plain.bound_bpd(x, passes=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    out = with_context.loss(x, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(out.loss) and out.t.shape == (6,)
+    with pytest.raises(ValueError, match="context"):
+        ARDM(net, kind="text", context=12)

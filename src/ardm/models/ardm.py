@@ -20,7 +20,13 @@ from ardm.coding.stages import Stage
 from ardm.config import Config, ModelConfig
 from ardm.core.context import context_examples, prefix_orders
 from ardm.core.objective import LN2, BoundTerms, ardm_bound
-from ardm.core.orders import known_mask, order_from_seed, orders_given_first, random_orders
+from ardm.core.orders import (
+    known_mask,
+    order_from_seed,
+    orders_given_first,
+    random_orders,
+    sample_t,
+)
 from ardm.core.policy import naive_policy, optimal_policy, policy_cost
 from ardm.core.upscale import coarsen
 from ardm.errors import DataError
@@ -193,6 +199,22 @@ class ARDM(Process):
         terms = self.bound_terms(x.view(-1, *self.shape), t, sigma)
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=t)
+
+    @torch.no_grad()
+    def bound_bpd(
+        self, x: torch.Tensor, *, passes: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Stochastic bound per item ``(N,)``; with ``context`` the plain OA bound (uniform
+        ``t`` and orders over the whole item), not the training mixture's average."""
+        if not self.context:
+            return super().bound_bpd(x, passes=passes, generator=generator)
+        B = x.shape[0]
+        total = torch.zeros(B, dtype=torch.float64)
+        for _ in range(passes):
+            t = sample_t(B, self.D, generator=generator).to(x.device)  # (B,)
+            sigma = random_orders(B, self.D, generator=generator, device=x.device)  # (B, D)
+            total += self.bound_terms(x, t, sigma).bpd.double().cpu()
+        return total / passes
 
     # ------------------------------------------------------------------ policies
     def stage_budgets(self, budget: int, *, mode: str, naive: bool, start: int) -> list[int]:
