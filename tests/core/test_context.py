@@ -35,3 +35,29 @@ def test_slots_from_the_context_on_get_prefix_first_orders() -> None:
     for row in (2, 3):
         assert sorted(sigma[row, :c].tolist()) == list(range(c))
     assert sorted(sigma[0].tolist()) == list(range(D))
+
+
+def test_an_image_block_is_the_bottom_right_given_the_rows_above_and_columns_left() -> None:
+    from ardm.core.context import PAD_IMAGE, context_region
+
+    shape, c = (3, 8, 8), 4
+    region = context_region(shape, c).view(shape)
+    assert not region[:, 4:, 4:].any() and region[:, :4].all() and region[:, :, :4].all()
+    x = torch.randint(1, 256, (3000, 3 * 8 * 8))
+    xp, t, sigma = context_examples(x, c, shape=shape, generator=torch.Generator().manual_seed(0))
+    g = int(region.sum())
+    coding = (sigma.view(-1, *shape)[:, :, 4:, 4:] >= g).all(dim=(1, 2, 3))  # block after region
+    assert 0.6 < coding.float().mean() < 0.9
+    known = sigma < t[:, None]
+    changed = xp != x
+    assert (xp[changed] == PAD_IMAGE).all() and not (changed & ~known).any()
+    pad = changed.view(-1, *shape)
+    # padding is an edge: the top rows or left columns of the context, or the block's last
+    # columns or rows (outside the photo)
+    inside_block = pad[:, :, 4:, 4:]
+    assert inside_block.any()
+    rows_out = inside_block.all(dim=(1, 3))  # (N, 4): whole block rows padded
+    cols_out = inside_block.all(dim=(1, 2))  # (N, 4): whole block columns padded
+    some = inside_block.any(dim=(1, 2, 3))
+    assert (rows_out[some].any(dim=1) | cols_out[some].any(dim=1)).all()
+    assert (t >= 0).all() and (t < 3 * 64).all()

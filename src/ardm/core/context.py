@@ -14,6 +14,14 @@ a model with ``model.context = c > 0`` draws each training example from a mixtur
 A prefix-known example's context is, with probability ``PAD_SHARE``, replaced by the byte
 ``PAD`` (a newline) throughout: what stands before a file's first byte when it is coded.
 
+Images ``(C, H, W)`` (:func:`context_region`): the known region is the top ``c`` rows and the
+left ``c`` columns, the block the bottom-right ``(H - c) x (W - c)`` (every channel), what a
+photo coded block by block sees of the blocks above and left of it
+(:mod:`ardm.coding.wavefront`). There "the rest" are blocks at the right or bottom edge of the
+photo: their last columns and/or rows lie outside it and are known padding
+(:data:`PAD_IMAGE`); and a padded context is the top rows and/or left columns (the photo's
+top or left edge).
+
 The bound is the OA-ARDM one-step bound unchanged: with ``c'`` known first and ``t >= c'``,
 the ``D - t`` unknown variables are equally likely to come next, so ``(D - c') * ll / (D - t)``
 is unbiased for ``log p(block | prefix)`` and ``-ll / ((D - t) ln 2)`` estimates the block's
@@ -31,34 +39,107 @@ CODING_SHARE = 0.70
 PAD_SHARE = 0.15
 PAD = 10
 """The byte that stands for "before the file": ``\\n`` (documents start after a blank line)."""
+PAD_IMAGE = 0
+"""The value of an image's padding: positions above, left of, right of or below the image."""
+
+
+def pad_value(shape: tuple[int, ...]) -> int:
+    """The padding value of items of ``shape``: :data:`PAD` for sequences, else
+    :data:`PAD_IMAGE`."""
+    return PAD if len(shape) == 1 else PAD_IMAGE
+
+
+def context_region(shape: tuple[int, ...], context: int) -> torch.Tensor:
+    """The known region ``(D,)`` bool of a coded block: the first ``context`` positions of a
+    sequence; the top ``context`` rows and left ``context`` columns of a ``(C, H, W)`` item
+    (every channel), whose block is the bottom-right ``(H - c) x (W - c)``."""
+    if len(shape) == 1:
+        if not 0 < context < shape[0]:
+            raise ValueError(f"context must lie in (0, {shape[0]}), got {context}")
+        return torch.arange(shape[0]) < context
+    C, H, W = shape
+    if not 0 < context < min(H, W):
+        raise ValueError(f"context must lie in (0, {min(H, W)}), got {context}")
+    rows = torch.arange(H)[:, None] < context  # (H, 1)
+    cols = torch.arange(W)[None, :] < context  # (1, W)
+    return (rows | cols).expand(C, H, W).reshape(-1)  # (D,)
+
+
+def _edges(
+    shape: tuple[int, ...], context: int, n: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``n`` examples: extra known positions beyond the coding case (a sequence's longer
+    prefix; an image block's last columns and rows outside the image) ``(n, D)``, and which of
+    the known positions are padding ``(n, D)``."""
+    if len(shape) == 1:
+        (D,) = shape
+        longer = context + torch.floor(torch.rand(n, generator=generator) * (D - context))
+        extra = torch.arange(D)[None, :] < longer.long()[:, None]  # (n, D) a longer prefix
+        return extra, torch.zeros(n, D, dtype=torch.bool)
+    C, H, W = shape
+    cut_r = torch.randint(0, H - context, (n, 1, 1), generator=generator)  # rows outside
+    cut_c = torch.randint(0, W - context, (n, 1, 1), generator=generator)  # columns outside
+    rows = torch.arange(H)[None, :, None] >= H - cut_r  # (n, H, 1)
+    cols = torch.arange(W)[None, None, :] >= W - cut_c  # (n, 1, W)
+    outside = (rows | cols)[:, None].expand(n, C, H, W).reshape(n, -1)  # (n, D)
+    return outside, outside
+
+
+def _padded(
+    shape: tuple[int, ...], context: int, given: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Which known positions of the examples ``given (n, D)`` may be padding ``(n, D)``: a
+    sequence's whole known prefix (a file's start); an image's top rows and/or left columns
+    (its top or left edge)."""
+    if len(shape) == 1:
+        return given
+    n = given.shape[0]
+    C, H, W = shape
+    top = torch.rand(n, 1, 1, generator=generator) < 0.5
+    left = ~top | (torch.rand(n, 1, 1, generator=generator) < 0.5)
+    rows = (torch.arange(H)[None, :, None] < context) & top  # (n, H, 1)
+    cols = (torch.arange(W)[None, None, :] < context) & left  # (n, 1, W)
+    return (rows | cols)[:, None].expand(n, C, H, W).reshape(n, -1) & given  # (n, D)
 
 
 def context_examples(
-    x: torch.Tensor, context: int, *, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    context: int,
+    *,
+    shape: tuple[int, ...] | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw the mixture for a batch ``x (B, D)``: returns ``(x, t, sigma)``, ``x`` with padded
-    contexts where drawn (a copy), ``t (B,)`` known variables and ``sigma (B, D)`` orders."""
+    """Draw the mixture for a batch ``x (B, D)`` of items of ``shape`` (default ``(D,)``):
+    returns ``(x, t, sigma)``, ``x`` with padding where drawn (a copy), ``t (B,)`` known
+    variables and ``sigma (B, D)`` orders (the known ones first)."""
     B, D = x.shape
-    if not 0 < context < D:
-        raise ValueError(f"context must lie in (0, {D}), got {context}")
+    shape = (D,) if shape is None else tuple(shape)
+    region = context_region(shape, context)  # (D,)
     u = torch.rand(B, generator=generator)  # (B,) which kind of example
-    longer = context + torch.floor(torch.rand(B, generator=generator) * (D - context)).long()
-    prefix = torch.where(u < OA_SHARE + CODING_SHARE, context, longer)  # (B,)
-    prefix = torch.where(u < OA_SHARE, 0, prefix)  # (B,) known prefix c'
-    t = prefix + torch.floor(torch.rand(B, generator=generator) * (D - prefix)).long()  # (B,)
-    positions = torch.arange(D)[None, :]  # (1, D)
-    given = positions < prefix[:, None]  # (B, D)
+    extra, extra_pad = _edges(shape, context, B, generator)  # (B, D) each
+    oa, coding = u < OA_SHARE, u < OA_SHARE + CODING_SHARE  # (B,) each
+    given = region[None, :] | (extra & ~coding[:, None])  # (B, D)
+    given = given & ~oa[:, None]
+    drawn = torch.rand(B, 1, generator=generator) < PAD_SHARE  # (B, 1)
+    pad = _padded(shape, context, given, generator) & drawn  # (B, D) an edge of the data
+    pad = pad | (extra_pad & ~coding[:, None] & given)  # (B, D) and outside it on the right
+    g = given.sum(dim=1)  # (B,)
+    t = g + torch.floor(torch.rand(B, generator=generator) * (D - g)).long()  # (B,)
     sigma = orders_given_first(given, generator=generator)  # (B, D)
-    pad = (torch.rand(B, generator=generator) < PAD_SHARE) & (prefix > 0)  # (B,)
-    x = torch.where(given & pad[:, None].to(x.device), torch.full_like(x, PAD), x)  # (B, D)
+    x = torch.where(pad.to(x.device), torch.full_like(x, pad_value(shape)), x)  # (B, D)
     return x, t.to(x.device), sigma.to(x.device)
 
 
 def prefix_orders(
-    t: torch.Tensor, D: int, context: int, *, generator: torch.Generator | None = None
+    t: torch.Tensor,
+    D: int,
+    context: int,
+    *,
+    shape: tuple[int, ...] | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Orders ``(B, D)`` for slots ``t (B,)``: the first ``context`` variables first where
-    ``t >= context`` (the coding case), uniform elsewhere."""
-    positions = torch.arange(D)[None, :]  # (1, D)
-    given = (positions < context) & (t.cpu() >= context)[:, None]  # (B, D)
+    """Orders ``(B, D)`` for slots ``t (B,)``: the known region (:func:`context_region`) first
+    where ``t`` reaches its size (the coding case), uniform elsewhere."""
+    region = context_region((D,) if shape is None else tuple(shape), context)  # (D,)
+    given = region[None, :] & (t.cpu() >= int(region.sum()))[:, None]  # (B, D)
     return orders_given_first(given, generator=generator).to(t.device)  # (B, D)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ardm.coding.stages import Stage
 from ardm.config import Config, ModelConfig
-from ardm.core.context import context_examples, prefix_orders
+from ardm.core.context import context_examples, context_region, prefix_orders
 from ardm.core.objective import LN2, BoundTerms, ardm_bound
 from ardm.core.orders import (
     known_mask,
@@ -74,8 +74,10 @@ class ARDM(Process):
         )
         self.S = head.S
         self.b = head.b  # the stages' digit base: K for one stage (the digit is the value)
-        if context and (self.S != 1 or not 0 < context < D):
-            raise ValueError(f"context={context} needs one stage and 0 < context < D={D}")
+        if context and self.S != 1:
+            raise ValueError(f"context={context} needs a one-stage model")
+        if context:
+            context_region(self.shape, context)  # checks 0 < context < the item's extent
         self.context = context
         """Known prefix of a coded block (:mod:`ardm.core.context`); 0: plain OA training."""
 
@@ -183,7 +185,7 @@ class ARDM(Process):
         self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
     ) -> BoundTerms:
         if self.context:  # slots from the context on: the block given its prefix
-            sigma = prefix_orders(t, self.D, self.context, generator=generator)  # (B, D)
+            sigma = prefix_orders(t, self.D, self.context, shape=self.shape, generator=generator)
         else:
             sigma = random_orders(x.shape[0], self.D, generator=generator, device=x.device)
         return self.bound_terms(x, t, sigma)
@@ -195,7 +197,9 @@ class ARDM(Process):
         :func:`ardm.core.context.context_examples` (``antithetic`` does not apply to it)."""
         if not self.context:
             return super().loss(x, antithetic=antithetic, generator=generator)
-        x, t, sigma = context_examples(x.flatten(1), self.context, generator=generator)
+        x, t, sigma = context_examples(
+            x.flatten(1), self.context, shape=self.shape, generator=generator
+        )
         terms = self.bound_terms(x.view(-1, *self.shape), t, sigma)
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=t)
