@@ -27,6 +27,7 @@ machine): a chain file decodes anywhere, with any batch and any thread count.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -305,11 +306,14 @@ def portable_rows(portable: object) -> tuple[Logits, Rows]:
     from ardm.portable.pmf import categorical_pmf
 
     net = portable.net  # type: ignore[attr-defined]
+    shape = tuple(portable.shape)  # type: ignore[attr-defined]
 
     def logits(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        G, D = x.shape
         t = known.sum(dim=1)  # (G,)
         with torch.no_grad():
-            return net.logits(x, known, t)  # type: ignore[no-any-return]
+            out = net.logits(x.view(G, *shape), known.view(G, *shape), t)  # (G, *shape, O)
+        return out.reshape(G, D, -1)  # type: ignore[no-any-return]
 
     def rows(out: torch.Tensor) -> np.ndarray:
         return exact_rows(categorical_pmf(out))
@@ -341,6 +345,43 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
     return portable, int(model.D), context  # type: ignore[attr-defined]
 
 
+def _layout(model: object, shape: tuple[int, ...], segment: int) -> tuple[Layout, int, int]:
+    """The layout of data of ``shape`` for a chain model: a sequence's :class:`ChainLayout`
+    (``segment`` blocks per segment), an image's :class:`ardm.coding.wavefront.WavefrontLayout`
+    (``segment`` must be 0); with the number of blocks and the most values of one block."""
+    from ardm.coding.wavefront import WavefrontLayout
+    from ardm.core.context import context_region
+
+    tile = tuple(int(v) for v in model.shape)  # type: ignore[attr-defined]
+    context = int(model.context)  # type: ignore[attr-defined]
+    block = len(context_region(tile, context)) - int(context_region(tile, context).sum())
+    if len(tile) == 1:
+        layout: Layout = ChainLayout(math.prod(shape), tile[0], context, segment)
+        return layout, -(-math.prod(shape) // block), block
+    if segment:
+        raise ValueError("images are coded in waves, not segments")
+    wave = WavefrontLayout(shape, tile, context)  # type: ignore[arg-type]
+    return wave, math.prod(wave.grid), block
+
+
+def _check_shape(model: object, shape: tuple[int, ...], exc: type[Exception]) -> None:
+    """Data of ``shape`` fits a chain model: a sequence for a sequence model, an image with
+    the model's channels for an image model."""
+    tile = tuple(int(v) for v in model.shape)  # type: ignore[attr-defined]
+    ok = len(shape) == len(tile) and min(shape, default=0) >= 1
+    if ok and len(tile) == 3:
+        ok = shape[0] == tile[0]
+    if not ok:
+        want = "a sequence" if len(tile) == 1 else f"an image of {tile[0]} channels"
+        raise exc(f"this model codes {want}, got shape {shape}")
+    if math.prod(shape) > MAX_CHAIN_VALUES:
+        raise exc(
+            f"{math.prod(shape):,} values is more than this coder takes ({MAX_CHAIN_VALUES:,}): "
+            "at about a thousand values per second it would take hours; split the file or "
+            "use zstd/xz"
+        )
+
+
 def compress_chain(
     model: object,
     x: torch.Tensor,
@@ -349,9 +390,10 @@ def compress_chain(
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     seed: int | None = None,
 ) -> bytes:
-    """One file of format version 6: ``x (n,)`` as chains of blocks, ``budget`` calls per block
-    (clamped to the block length), segments of about ``segment_bytes`` values (0: one chain),
-    order seed ``seed`` (default: the model's)."""
+    """One file of format version 6: a sequence ``x (n,)`` as chains of blocks in segments of
+    about ``segment_bytes`` values (0: one chain), or an image ``x (C, H, W)`` in waves of
+    blocks; ``budget`` calls per block (clamped to its size), order seed ``seed`` (default:
+    the model's)."""
     from ardm.coding.container import (
         CHAIN_VERSION,
         FINGERPRINT_BYTES,
@@ -365,21 +407,19 @@ def compress_chain(
 
     portable, D, context = _chain_parts(model)
     K = int(model.K)  # type: ignore[attr-defined]
-    values = x.reshape(-1).long().cpu()
-    n = values.numel()
-    if n < 1:
+    shape = tuple(int(v) for v in x.shape)
+    if x.numel() == 0:
         raise DataError("empty input: there is nothing to compress")
-    if n > MAX_CHAIN_VALUES:
-        raise DataError(
-            f"{n:,} values is more than this coder takes ({MAX_CHAIN_VALUES:,}): at about a "
-            "thousand values per second it would take hours; split the file or use zstd/xz"
-        )
+    _check_shape(model, shape, DataError)
+    values = x.reshape(-1).long().cpu()
     if values.min() < 0 or values.max() >= K:
         raise DataError(f"data values must lie in [0, {K})")
-    budget = max(1, min(int(budget), D - context))
     seed = int(model.order_seed if seed is None else seed)  # type: ignore[attr-defined]
-    segment = segment_blocks(D, context, segment_bytes)
-    layout = ChainLayout(n, D, context, 0 if segment >= -(-n // (D - context)) else segment)
+    segment = segment_blocks(D, context, segment_bytes) if len(shape) == 1 else 0
+    layout, blocks, most = _layout(model, shape, segment)
+    if segment >= blocks:
+        layout, blocks, most = _layout(model, shape, 0)
+    budget = max(1, min(int(budget), most))
     plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
     stream = encode_chain(values, layout, plan, logits, rows, initial=data_crc32(values.numpy(), K))
@@ -389,11 +429,13 @@ def compress_chain(
         seed=seed,
         fingerprint=bytes(portable.fingerprint())[:FINGERPRINT_BYTES],  # type: ignore[attr-defined]
         K=K,
-        shape=(n,),
+        shape=shape,
         version=CHAIN_VERSION,
     )
-    blocks = -(-n // (D - context))  # a payload has at least blocks - 1 bytes (pack_stream)
-    return pack(header, write_varint(layout.segment) + pack_stream(stream, blocks))
+    segment = layout.segment if isinstance(layout, ChainLayout) else 0
+    # a payload has at least blocks - 1 bytes (pack_stream): a short file cannot declare a
+    # long decode
+    return pack(header, write_varint(segment) + pack_stream(stream, blocks))
 
 
 def decompress_chain(
@@ -404,7 +446,7 @@ def decompress_chain(
     from ardm.coding.container import FINGERPRINT_BYTES, data_crc32, read_varint, unpack_stream
     from ardm.errors import FormatError
 
-    portable, D, context = _chain_parts(model)
+    portable, D, _ = _chain_parts(model)
     ours = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]  # type: ignore[attr-defined]
     if header.fingerprint != ours:  # type: ignore[attr-defined]
         raise FormatError(
@@ -413,21 +455,23 @@ def decompress_chain(
         )
     K = int(model.K)  # type: ignore[attr-defined]
     shape = header.shape  # type: ignore[attr-defined]
-    if header.K != K or shape is None or len(shape) != 1:  # type: ignore[attr-defined]
-        raise FormatError(f"corrupt header: a chain file holds a 1-D sequence of K={K} values")
-    n = int(shape[0])
-    if not 1 <= n <= MAX_CHAIN_VALUES:
-        raise FormatError(f"corrupt header: {n} values (a chain file holds 1..{MAX_CHAIN_VALUES})")
-    if not 1 <= header.budget <= D - context:  # type: ignore[attr-defined]
-        raise FormatError(f"corrupt header: budget {header.budget} outside [1, {D - context}]")  # type: ignore[attr-defined]
+    if header.K != K or shape is None:  # type: ignore[attr-defined]
+        raise FormatError(f"corrupt header: a chain file holds values of K={K} and its shape")
+    _check_shape(model, tuple(shape), FormatError)
     segment, pos = read_varint(body, 0, "segment length")
-    blocks = -(-n // (D - context))
-    if segment >= blocks:
-        raise FormatError(f"corrupt payload: segments of {segment} blocks in a file of {blocks}")
-    layout = ChainLayout(n, D, context, segment)
+    try:
+        layout, blocks, most = _layout(model, tuple(shape), 0)
+        if segment:
+            if segment >= blocks:
+                raise ValueError(f"segments of {segment} blocks in a file of {blocks}")
+            layout, blocks, most = _layout(model, tuple(shape), segment)
+    except ValueError as e:
+        raise FormatError(f"corrupt payload: {e}") from None
+    if not 1 <= header.budget <= most:  # type: ignore[attr-defined]
+        raise FormatError(f"corrupt header: budget {header.budget} outside [1, {most}]")  # type: ignore[attr-defined]
     plan = ChainPlan(model.tracker.L(), D, int(header.budget), int(header.seed))  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
-    stream = unpack_stream(body[pos:], blocks)  # a short file cannot declare a long decode
+    stream = unpack_stream(body[pos:], blocks)  # before any network call
     x, rest = decode_chain(stream, layout, plan, logits, rows, progress=progress)
     if rest is None:
         raise FormatError("corrupt payload: more than the 32-bit checksum is left after decoding")
@@ -436,4 +480,4 @@ def decompress_chain(
             "decoded data does not match its checksum: the file is corrupt (the integer "
             "coder's tables are the same on every machine)"
         )
-    return x
+    return x.view(tuple(shape))

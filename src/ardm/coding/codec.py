@@ -241,18 +241,22 @@ def compress(
 
 
 def _compress_chains(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
-    """Format version 6 for a model with a known prefix: one item ``(n,)`` of any length, or a
-    batch ``(N, n)`` (:func:`ardm.coding.chain.compress_chain`, one file each)."""
+    """Format version 6 for a model with context: one item (a sequence ``(n,)`` of any length,
+    an image ``(C, H, W)`` of any size) or a batch of them, one file each
+    (:func:`ardm.coding.chain.compress_chain`)."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
     x = torch.as_tensor(x)
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
         raise DataError(f"expected integer data, got {x.dtype}")
-    if x.dim() == 1:
+    ndim = len(model.shape)
+    if x.dim() == ndim:
         return compress_chain(model, x, budget=budget)
-    if x.dim() == 2:
-        return [compress_chain(model, row, budget=budget) for row in x]
-    raise DataError(f"expected a sequence (n,) or a batch (N, n), got shape {tuple(x.shape)}")
+    if x.dim() == ndim + 1:
+        return [compress_chain(model, item, budget=budget) for item in x]
+    raise DataError(
+        f"expected one item with {ndim} axes or a batch of them, got shape {tuple(x.shape)}"
+    )
 
 
 def float_coder_note(version: int) -> str:
