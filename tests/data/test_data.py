@@ -67,6 +67,7 @@ def test_specs_are_cheap_and_honest(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         "cifar10-subset",
         "cifar10",
         "kodak32",
+        "kodak-photos",
         "english",
         "shakespeare",
         "text8",

@@ -302,11 +302,14 @@ def decode_chain(
 
 def portable_rows(portable: object) -> tuple[Logits, Rows]:
     """The integer network's outputs and the coder's exact rows of a portable model
-    (:class:`ardm.portable.model.PortableModel` with a categorical head)."""
-    from ardm.portable.pmf import categorical_pmf
+    (:class:`ardm.portable.model.PortableModel` with a categorical or mixture head)."""
+    from ardm.portable.model import head_pmf
 
     net = portable.net  # type: ignore[attr-defined]
     shape = tuple(portable.shape)  # type: ignore[attr-defined]
+    if portable.head not in ("categorical", "mixture"):  # type: ignore[attr-defined]
+        raise ValueError(f"chains need a categorical or mixture head, not {portable.head}")  # type: ignore[attr-defined]
+    pmf = head_pmf(portable.head)  # type: ignore[attr-defined]
 
     def logits(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         G, D = x.shape
@@ -315,8 +318,8 @@ def portable_rows(portable: object) -> tuple[Logits, Rows]:
             out = net.logits(x.view(G, *shape), known.view(G, *shape), t)  # (G, *shape, O)
         return out.reshape(G, D, -1)  # type: ignore[no-any-return]
 
-    def rows(out: torch.Tensor) -> np.ndarray:
-        return exact_rows(categorical_pmf(out))
+    def rows(out: torch.Tensor) -> np.ndarray:  # (m, O) -> (m, K)
+        return exact_rows(pmf(portable, out[None], None, None)[0])  # type: ignore[arg-type]
 
     return logits, rows
 

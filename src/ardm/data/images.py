@@ -31,6 +31,25 @@ KODAK32_PHOTOS: dict[str, tuple[str, ...]] = {
 """The 12 Kodak photos of the shared data: 10 for training tiles, 2 for test tiles."""
 
 
+KODAK_PHOTOS: dict[str, tuple[str, ...]] = {
+    "train": tuple(f"kodim{i:02d}" for i in range(1, 16, 2)),  # kodim01, 03, ..., 15
+    "test": ("kodim17", "kodim19", "kodim21", "kodim23"),
+}
+"""The natural-photo split: 8 of the 12 Kodak photos for training crops, 4 held out."""
+
+
+def overlapping_tiles(image: U8Array, size: int, stride: int) -> U8Array:
+    """``size x size`` tiles of an ``(H, W, C)`` image every ``stride`` pixels, row-major, as
+    ``(n, C, size, size)`` (crops at many offsets: the training items of a photo model)."""
+    h, w, _ = image.shape
+    tiles = [
+        image[y : y + size, x : x + size].transpose(2, 0, 1)
+        for y in range(0, h - size + 1, stride)
+        for x in range(0, w - size + 1, stride)
+    ]
+    return np.ascontiguousarray(np.stack(tiles))
+
+
 def read_idx_images(path: Path) -> U8Array:
     """A gzipped IDX file of ``uint8`` images (magic ``0x00000803``) as ``(N, 1, H, W)``."""
     try:

@@ -13,6 +13,7 @@ name                      kind   shape                K      files under the dat
 ``cifar10-subset``        image  (3, 32, 32)          256    ``cifar10-subset/{train,test}.npz``
 ``cifar10``               image  (3, 32, 32)          256    ``cifar-10-batches-py/`` (yours)
 ``kodak32``               image  (3, 32, 32)          256    ``kodak/kodimNN.png``
+``kodak-photos``          image  (3, 32, 32)          256    ``kodak/kodimNN.png`` (8 / 4 photos)
 ``english``               text   (seq_len,)           27     ``english/{train,valid,test}.txt``
 ``shakespeare``           text   (seq_len,)           65     ``tinyshakespeare/input.txt``
 ``text8``                 text   (seq_len,)           27     ``text8/text8`` or ``text8`` (yours)
@@ -92,6 +93,9 @@ DATASETS: Mapping[str, DataSpec] = MappingProxyType(
         ),
         "cifar10": _image("cifar10", (3, 32, 32), "CIFAR-10"),
         "kodak32": _image("kodak32", (3, 32, 32), "Kodak 32x32 tiles (10 train / 2 test photos)"),
+        "kodak-photos": _image(
+            "kodak-photos", (3, 32, 32), "Kodak photos, 32x32 crops (8 train / 4 held-out photos)"
+        ),
         "english": _text("english", text.TEXT8_ALPHABET, "text8-style English"),
         "shakespeare": _text(
             "shakespeare", text.SHAKESPEARE_ALPHABET, "tiny-shakespeare (characters)"
@@ -184,6 +188,15 @@ def _load_kodak32(root: Path, split: str) -> torch.Tensor:
     return torch.from_numpy(images.read_tiles(paths, 32))  # (N, 3, 32, 32)
 
 
+def _load_kodak_photos(root: Path, split: str) -> torch.Tensor:
+    """Training crops every 8 pixels of the 8 training photos; the held-out photos' crops
+    every 32 pixels (no overlap)."""
+    stride = 8 if split == "train" else 32
+    paths = [_file(root / "kodak" / f"{p}.png", "kodak-photos") for p in images.KODAK_PHOTOS[split]]
+    tiles = [images.overlapping_tiles(images.read_png(p), 32, stride) for p in paths]
+    return torch.from_numpy(np.concatenate(tiles))  # (N, 3, 32, 32)
+
+
 def _load_english(root: Path, split: str) -> torch.Tensor:
     return text.read_english(_file(root / "english" / f"{split}.txt", "english"))  # (n,)
 
@@ -219,6 +232,7 @@ _LOADERS: Mapping[str, Callable[[Path, str], torch.Tensor]] = MappingProxyType(
         "cifar10-subset": _load_cifar10_subset,
         "cifar10": _load_cifar10,
         "kodak32": _load_kodak32,
+        "kodak-photos": _load_kodak_photos,
         "english": _load_english,
         "english-bytes": _load_english_bytes,
         "shakespeare": _load_shakespeare,
