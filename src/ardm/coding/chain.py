@@ -49,8 +49,18 @@ CHAIN_BATCH = 16
 CHAIN_BUDGET = 8
 """Default network calls per block (``ardm compress`` without ``--budget``)."""
 
-DEFAULT_SEGMENT_BYTES = 4096
-"""Default segment length in values: a 20 KB file decodes as 5 chains in lockstep."""
+MIN_SEGMENT_BYTES = 1024
+"""A file is cut into segments of at least this many values (by default)..."""
+MAX_SEGMENTS = 8
+"""... and into at most this many: a 20 KB file decodes as 8 chains of 2.5 KB in lockstep,
+a 4 KB file as 4 of 1 KB, a 1 KB file as one. Each segment's first block is coded without
+the text before it (``benchmarks/results/text_files.md`` measures the cost)."""
+
+
+def default_segment_bytes(n: int) -> int:
+    """The segment length the coder picks for ``n`` values (stored in the file)."""
+    segments = max(1, min(MAX_SEGMENTS, n // MIN_SEGMENT_BYTES))
+    return -(-n // segments)
 
 Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(x (G, D), known (G, D)) -> (G, D, O)``: the integer network's outputs."""
@@ -135,10 +145,10 @@ class ChainLayout:
 
 
 def segment_blocks(layout_D: int, context: int, segment_bytes: int) -> int:
-    """Blocks per segment for a segment length in values (0: one chain)."""
+    """Blocks per segment for a segment length in values, rounded up (0: one chain)."""
     if segment_bytes <= 0:
         return 0
-    return max(1, segment_bytes // (layout_D - context))
+    return max(1, -(-segment_bytes // (layout_D - context)))
 
 
 @dataclass(frozen=True)
@@ -390,11 +400,12 @@ def compress_chain(
     x: torch.Tensor,
     *,
     budget: int,
-    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    segment_bytes: int | None = None,
     seed: int | None = None,
 ) -> bytes:
     """One file of format version 6: a sequence ``x (n,)`` as chains of blocks in segments of
-    about ``segment_bytes`` values (0: one chain), or an image ``x (C, H, W)`` in waves of
+    about ``segment_bytes`` values (0: one chain; ``None``: :func:`default_segment_bytes`),
+    or an image ``x (C, H, W)`` in waves of
     blocks; ``budget`` calls per block (clamped to its size), order seed ``seed`` (default:
     the model's)."""
     from ardm.coding.container import (
@@ -418,6 +429,8 @@ def compress_chain(
     if values.min() < 0 or values.max() >= K:
         raise DataError(f"data values must lie in [0, {K})")
     seed = int(model.order_seed if seed is None else seed)  # type: ignore[attr-defined]
+    if segment_bytes is None:
+        segment_bytes = default_segment_bytes(math.prod(shape))
     segment = segment_blocks(D, context, segment_bytes) if len(shape) == 1 else 0
     layout, blocks, most = _layout(model, shape, segment)
     if segment >= blocks:
