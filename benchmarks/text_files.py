@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ardm.coding.chain import compress_chain
+from ardm.coding.chain_files import compress_chain
 from ardm.coding.classical import text_codecs
 from ardm.coding.codec import compress, decompress
 from ardm.data.registry import default_data_dir

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from ardm.coding import codec, container
-from ardm.coding.chain import compress_chain
+from ardm.coding.chain_files import compress_chain
 from ardm.coding.lockstep import CodingSetup, encode
 from ardm.coding.tiles import cut_tiles, tile_grid
 from ardm.errors import ArdmError, FormatError

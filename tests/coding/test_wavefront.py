@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from ardm.coding.chain import ChainPlan, compress_chain, decode_chain, encode_chain, portable_rows
+from ardm.coding.chain import ChainPlan, decode_chain, encode_chain, portable_rows
+from ardm.coding.chain_files import compress_chain
 from ardm.coding.codec import compress, decompress
 from ardm.coding.container import CHAIN_VERSION, unpack
 from ardm.coding.wavefront import WavefrontLayout

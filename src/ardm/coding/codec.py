@@ -65,7 +65,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ardm.coding.chain import compress_chain, decompress_chain
+from ardm.coding.chain_files import compress_chain, decompress_chain
 from ardm.coding.container import (
     CHAIN_VERSION,
     FINGERPRINT_BYTES,
@@ -243,7 +243,7 @@ def compress(
 def _compress_chains(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
     """Format version 6 for a model with context: one item (a sequence ``(n,)`` of any length,
     an image ``(C, H, W)`` of any size) or a batch of them, one file each
-    (:func:`ardm.coding.chain.compress_chain`)."""
+    (:func:`ardm.coding.chain_files.compress_chain`)."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
     x = torch.as_tensor(x)
