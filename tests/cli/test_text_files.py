@@ -1,0 +1,143 @@
+"""Real text files through the command line with the shipped byte-level model and no
+``--model``: the file says what it is, the compressed file says which model made it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ardm.cli.commands import main
+from ardm.coding.container import CHAIN_VERSION, unpack
+
+PROSE = (
+    "It was the best of times, it was the worst of times; it was the age of wisdom.\n\n"
+    "\u201cCall me Ishmael,\u201d he said \u2014 and the caf\u00e9 fell silent. 1790: $4.50!\n"
+)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_a_text_file_round_trips_without_naming_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "notes.txt"
+    src.write_bytes(b"\xef\xbb\xbf" + PROSE.encode())  # with a byte-order mark
+    assert main(["compress", str(src), "--quiet"]) == 0
+    assert "model english-bytes" in capsys.readouterr().out
+    packed = tmp_path / "notes.txt.ardm"
+    assert unpack(packed.read_bytes())[0].version == CHAIN_VERSION
+    src.rename(tmp_path / "original.txt")
+    assert main(["decompress", str(packed), "--quiet"]) == 0
+    assert (tmp_path / "notes.txt").read_bytes() == (tmp_path / "original.txt").read_bytes()
+
+
+def test_bad_text_inputs_get_one_line_errors_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert main(["compress", str(empty)]) == 2
+    assert "empty" in one_line_error(capsys)
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["compress", str(binary)]) == 2
+    assert "no default model" in one_line_error(capsys)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"all work and no play makes jack a dull boy\n" * 240_000)  # 10 MB
+    assert main(["compress", str(big)]) == 2
+    assert "split the file" in one_line_error(capsys)
+    assert not list(tmp_path.glob("*.ardm"))
+
+
+def test_binary_bytes_round_trip_with_the_byte_model_named(tmp_path: Path) -> None:
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(bytes(range(256)) + b"\x00\xff" * 20)
+    assert main(["compress", str(binary), "--model", "english-bytes", "--quiet"]) == 0
+    binary.rename(tmp_path / "original.bin")
+    assert main(["decompress", str(tmp_path / "data.bin.ardm"), "--quiet"]) == 0
+    assert binary.read_bytes() == (tmp_path / "original.bin").read_bytes()
+
+
+CHILD = """
+import hashlib, json, sys, torch, ardm
+from ardm.coding import chain, chain_files, codec
+mode, threads, batch, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(threads)
+chain.CHAIN_BATCH = batch
+tables = []
+portable_rows = chain_files.portable_rows
+def hashed(portable):
+    logits, rows = portable_rows(portable)
+    def each(out):
+        r = rows(out)
+        tables.append(hashlib.sha256(r.tobytes()).hexdigest())
+        return r
+    return logits, each
+chain_files.portable_rows = hashed  # every table the coder codes with
+m = ardm.load("english-bytes")
+text = open(sys.argv[5], "rb").read()
+x = torch.tensor(list(text), dtype=torch.uint8)
+if mode == "encode":
+    blob = chain_files.compress_chain(m, x, budget=4, segment_bytes=256)
+    open(path, "wb").write(blob)
+    data = x.long()
+else:
+    data = codec.decompress(m, open(path, "rb").read())
+print(json.dumps({"tables": sorted(tables), "data": hashlib.sha256(data.numpy().tobytes()).hexdigest()}))
+"""
+
+
+def test_the_shipped_byte_model_decodes_under_other_kernels_threads_and_batches(
+    tmp_path: Path,
+) -> None:
+    """Encode under plain kernels, 1 thread, one window per call; decode under the machine's
+    best kernels, 2 threads, 16 windows per call: the same tables and the same text."""
+    src = tmp_path / "prose.txt"
+    src.write_bytes(("The \u201cquick\u201d brown fox, 1790.\n\n" + PROSE * 6).encode())
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+    results = []
+    for mode, capability, threads, batch in (("encode", "default", 1, 1), ("decode", None, 2, 16)):
+        run_env = dict(env, **({"ATEN_CPU_CAPABILITY": capability} if capability else {}))
+        run = [sys.executable, "-c", CHILD, mode, str(threads), str(batch)]
+        run += [str(tmp_path / "f.ardm"), str(src)]
+        out = subprocess.run(run, env=run_env, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert results[0]["tables"] and results[0] == results[1]
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v6_english-bytes_300_budget8.ardm"
+
+
+def golden_text() -> bytes:
+    """The golden file's text: 300 bytes of the English test split after its first blank line."""
+    from ardm.cli.demo import demo_text
+
+    return demo_text(300)
+
+
+def test_the_golden_chain_file_decodes_and_encodes_byte_for_byte_on_this_machine() -> None:
+    """Made on another machine (AMD EPYC, AVX2) by ``compress_chain(model, text, budget=8,
+    segment_bytes=128)``: this CPU must decode it and write the same bytes."""
+    import ardm
+    from ardm.coding.chain_files import compress_chain
+    from ardm.coding.codec import decompress
+
+    model = ardm.load("english-bytes")
+    text = golden_text()
+    blob = GOLDEN.read_bytes()
+    assert blob[2] == CHAIN_VERSION
+    assert bytes(decompress(model, blob).tolist()) == text
+    x = torch.tensor(list(text), dtype=torch.uint8)
+    assert compress_chain(model, x, budget=8, segment_bytes=128) == blob
