@@ -62,3 +62,23 @@ def test_damaged_weights_are_refused(tmp_path: Path) -> None:
 def test_unknown_shipped_name() -> None:
     with pytest.raises(CheckpointError, match="no shipped model of that name"):
         load_model("no-such-model")
+
+
+def test_re_exporting_a_model_over_an_old_one_replaces_its_portable_form(tmp_path: Path) -> None:
+    """Export, freeze, then export other weights to the same file: freezing again must not
+    trip over the stale portable form, and without --portable the stale one is removed."""
+    from ardm.cli.commands import main
+
+    for i in (0, 1):
+        torch.manual_seed(i)
+        cfg = load_config("mnist-tiny", [*TINY, "train.steps=0"])
+        run = tmp_path / f"run{i}"
+        from ardm.training.train import train
+
+        train(cfg, run, device="cpu", fresh=True)
+        out = tmp_path / "m.safetensors"
+        assert main(["export", str(run), "-o", str(out), "--portable", "--calib", "4"]) == 0
+        assert load_weights(out).portable is not None
+    assert main(["export", str(tmp_path / "run0"), "-o", str(out)]) == 0
+    assert not (tmp_path / "portable" / "m.safetensors").exists()
+    assert load_weights(out).portable is None

@@ -358,7 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ardm.training.pretrained import export_portable, export_weights, load_model
+    from ardm.training.pretrained import export_portable, export_weights, load_model, portable_file
 
     path = Path(args.output)
     if not args.portable_only:
@@ -366,6 +366,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         dtype = torch.float32 if args.fp32 else torch.float16
         path = export_weights(model, path, dtype=dtype)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        stale = portable_file(path)
+        if stale.is_file() and not args.portable:
+            stale.unlink()  # frozen from the weights just replaced
+            print(f"removed {stale}: it was frozen from the weights this file replaced")
     if args.portable or args.portable_only:
         frozen = export_portable(path, items=args.calib)
         print(f"wrote {frozen} ({frozen.stat().st_size:,} bytes): the portable form")

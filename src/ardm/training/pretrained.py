@@ -86,8 +86,9 @@ def export_weights(model: ARDM, path: Path | str, *, dtype: torch.dtype = torch.
     return path
 
 
-def load_weights(path: Path | str) -> ARDM:
-    """Load a shipped-model file (checksum verified); weights are cast to float32."""
+def load_weights(path: Path | str, *, portable: bool = True) -> ARDM:
+    """Load a shipped-model file (checksum verified); weights are cast to float32. With
+    ``portable``, the portable form beside it (if any) is attached and checked."""
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -112,7 +113,7 @@ def load_weights(path: Path | str) -> ARDM:
         ) from None
     model.tracker.set_all(L.numpy())
     model.order_seed = int(metadata["order_seed"])
-    if portable_file(path).is_file():
+    if portable and portable_file(path).is_file():
         attach_portable(model, portable_file(path))
     return model.eval()
 
@@ -151,8 +152,7 @@ def export_portable(
     from ardm.data.items import model_items
     from ardm.portable.model import freeze
 
-    model = load_weights(weights)
-    model.portable = None
+    model = load_weights(weights, portable=False)  # an old portable form may be stale
     portable = freeze(model, model_items(model, "train", items), passes=passes, seed=seed)
     path = portable_file(weights)
     path.parent.mkdir(parents=True, exist_ok=True)
