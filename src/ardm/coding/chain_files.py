@@ -56,7 +56,8 @@ def _layout(model: object, shape: tuple[int, ...], segment: int) -> tuple[Layout
     (``segment`` must be 0); with the number of blocks and the most values of one block."""
     tile = tuple(int(v) for v in model.shape)  # type: ignore[attr-defined]
     context = int(model.context)  # type: ignore[attr-defined]
-    block = len(context_region(tile, context)) - int(context_region(tile, context).sum())
+    region = context_region(tile, context)  # (D,) the window's known part
+    block = region.numel() - int(region.sum())
     if len(tile) == 1:
         layout: Layout = ChainLayout(math.prod(shape), tile[0], context, segment)
         return layout, -(-math.prod(shape) // block), block
