@@ -200,9 +200,7 @@ class ARDM(Process):
         x, t, sigma = context_examples(
             x.flatten(1), self.context, shape=self.shape, generator=generator
         )
-        terms = self.bound_terms(x.view(-1, *self.shape), t, sigma)
-        loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
-        return LossOutput(loss=loss, terms=terms, t=t)
+        return self.loss_output(self.bound_terms(x.view(-1, *self.shape), t, sigma), t)
 
     @torch.no_grad()
     def bound_bpd(

@@ -226,7 +226,11 @@ class Process(nn.Module):
         B = x.shape[0]
         slots = self.tracker.D
         t = sample_t(B, slots, antithetic=antithetic, generator=generator).to(x.device)  # (B,)
-        terms = self.step_terms(x, t, generator)
+        return self.loss_output(self.step_terms(x, t, generator), t)
+
+    def loss_output(self, terms: BoundTerms, t: torch.Tensor) -> LossOutput:
+        """The training loss of a batch's bound ``terms`` at slots ``t``: the mean bound plus
+        ``ce_weight`` times the mean unweighted cross-entropy."""
         loss = terms.bpd.mean() + self.ce_weight * terms.ce_bpd.mean()
         return LossOutput(loss=loss, terms=terms, t=t)
 
