@@ -145,39 +145,40 @@ def _inverse_scales(log_s: torch.Tensor, K: int, frac_bits: int) -> torch.Tensor
 
 
 def _edge_cdfs(mu: torch.Tensor, inv_s: torch.Tensor, K: int, frac_bits: int) -> torch.Tensor:
-    """Each component's CDF ``(n, M, K + 1)`` in ``2^-26`` units at the bin edges, 0 and
-    ``2^26`` at the open ends, by linear interpolation in an exact sigmoid table.
+    """The CDFs ``(r, K - 1)`` int32 in ``2^-26`` units of ``r`` components (``mu``, ``inv_s``
+    ``(r,)``) at the inner bin edges, by linear interpolation in an exact sigmoid table.
 
     Inner edge ``j`` (between classes ``j - 1`` and ``j``) is ``(2j - K) / (K - 1)``, so
     ``z = (edge - mu) / s`` is ``((2j - K) 2^f - (K - 1) mu) u / 2^(f + 26)`` with ``u =
     round(2^8 inv_s / (K - 1))`` (``inv_s`` in ``Q_18``), rounded to ``Q_16``: for ``|mu| <=
-    2^20`` units and ``inv_s < 2^31`` every term is an int64 below ``2^60``.
+    2^20`` units and ``inv_s < 2^31`` every term is an int64 below ``2^60``. Once clamped to
+    the table, ``z < 2^22``, the table and its steps below ``2^26`` and a step times the
+    interpolation fraction below ``2^31``: the rest is int32.
     """
     zf = CDF_FRAC_BITS + CDF_INTERP_BITS
     shift = frac_bits + INV_SCALE_BITS + 8 - zf
-    u = div_round(inv_s << 8, torch.tensor(K - 1))  # (n, M)
+    u = div_round(inv_s << 8, torch.tensor(K - 1))  # (r,)
     edges = (2 * torch.arange(1, K) - K) << frac_bits  # (K - 1,) units 2^-f / (K - 1)
-    z = (edges - (K - 1) * mu[..., None]).mul_(u[..., None])  # (n, M, K - 1)
+    z = (edges - (K - 1) * mu[:, None]).mul_(u[:, None])  # (r, K - 1)
     z = z.add_(1 << (shift - 1)).bitwise_right_shift_(shift)  # Q_16, rounded
     half = CDF_SPAN << zf
-    z = z.clamp_(-half, half - (1 << CDF_INTERP_BITS) - 1).add_(half)  # (n, M, K - 1) >= 0
+    z32 = z.clamp_(-half, half - (1 << CDF_INTERP_BITS) - 1).add_(half).to(torch.int32)
     table, slope = _cdf_table()
-    j = (z >> CDF_INTERP_BITS).view(-1)
-    frac = z.bitwise_and_((1 << CDF_INTERP_BITS) - 1)  # (n, M, K - 1)
-    step = frac.mul_(slope.index_select(0, j).view(z.shape)).add_(1 << (CDF_INTERP_BITS - 1))
-    cdf = step.bitwise_right_shift_(CDF_INTERP_BITS).add_(table.index_select(0, j).view(z.shape))
-    lo = torch.zeros_like(cdf[..., :1])
-    return torch.cat([lo, cdf, lo + (1 << CDF_BITS)], dim=-1)  # (n, M, K + 1)
+    j = (z32 >> CDF_INTERP_BITS).view(-1).long()
+    frac = z32.bitwise_and_((1 << CDF_INTERP_BITS) - 1)  # (r, K - 1)
+    step = frac.mul_(slope.index_select(0, j).view(z32.shape)).add_(1 << (CDF_INTERP_BITS - 1))
+    return step.bitwise_right_shift_(CDF_INTERP_BITS).add_(table.index_select(0, j).view(z32.shape))
 
 
 def _cdf_table() -> tuple[torch.Tensor, torch.Tensor]:
     """The sigmoid table ``(N,)`` and its forward differences ``(N,)`` (0 at the end)."""
     table = sigmoid_table(frac_bits=CDF_FRAC_BITS, span=CDF_SPAN, out_bits=CDF_BITS)
-    return table, torch.cat([table[1:] - table[:-1], table[:1] * 0])
+    slope = torch.cat([table[1:] - table[:-1], table[:1] * 0])
+    return table.to(torch.int32), slope.to(torch.int32)
 
 
-MIX_CHUNK_ROWS = 64
-"""Rows per chunk of :func:`mixture_pmf` (its ``(rows, M, K)`` temporaries stay in cache)."""
+MIX_CHUNK_COMPONENTS = 1024
+"""Components per chunk of :func:`mixture_pmf` (its ``(r, K)`` temporaries stay in cache)."""
 
 
 def mixture_pmf(params: torch.Tensor, K: int, *, frac_bits: int = MIX_FRAC_BITS) -> torch.Tensor:
@@ -192,16 +193,28 @@ def mixture_pmf(params: torch.Tensor, K: int, *, frac_bits: int = MIX_FRAC_BITS)
     """
     if params.dim() != 2 or params.shape[-1] % 3 != 0:
         raise ValueError(f"mixture_pmf needs (n, 3M) parameters, got {tuple(params.shape)}")
-    if params.shape[0] > MIX_CHUNK_ROWS:  # rows are independent: the same bits in chunks
-        chunks = params.split(MIX_CHUNK_ROWS)
-        return torch.cat([mixture_pmf(c, K, frac_bits=frac_bits) for c in chunks])
     logits, mu, log_s = params.long().chunk(3, dim=-1)  # (n, M) each
-    mu = mu.clamp(-MU_BOUND, MU_BOUND)  # keeps every product of _edge_cdfs below 2^60
-    w = _mixture_weights(logits, frac_bits)  # (n, M) sum <= 2^13
-    cdf = _edge_cdfs(mu, _inverse_scales(log_s, K, frac_bits), K, frac_bits)  # (n, M, K + 1)
-    mass = (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0)  # (n, M, K) each sums to 2^26
-    p = (w[..., None] * mass).sum(dim=1)  # (n, K) < 2^39
+    n, M = mu.shape
+    w = _mixture_weights(logits, frac_bits).view(-1)  # (n M,) sum per row <= 2^13
+    # only the components that weigh anything (every row's largest does) add to p
+    live = torch.nonzero(w).view(-1)  # (r,)
+    mu = mu.clamp(-MU_BOUND, MU_BOUND).view(-1).index_select(0, live)  # (r,) products < 2^60
+    inv_s = _inverse_scales(log_s, K, frac_bits).view(-1).index_select(0, live)  # (r,)
+    weight = w.index_select(0, live).to(torch.float64)  # (r,)
+    row = live // M  # (r,)
+    # p = sum of weight * mass over a row's components: integers below 2^43, so exact in
+    # float64 in any order of summation
+    p = torch.zeros(n, K, dtype=torch.float64)  # (n, K)
+    for lo in range(0, live.numel(), MIX_CHUNK_COMPONENTS):
+        part = slice(lo, lo + MIX_CHUNK_COMPONENTS)
+        cdf = _edge_cdfs(mu[part], inv_s[part], K, frac_bits)  # (r', K - 1)
+        mass = torch.empty(cdf.shape[0], K, dtype=torch.float64)  # (r', K) sums to 2^26
+        mass[:, 0] = cdf[:, 0]  # the edge bins take the tails
+        torch.sub(cdf[:, 1:], cdf[:, :-1], out=mass[:, 1:-1])
+        mass[:, -1] = (1 << CDF_BITS) - cdf[:, -1]
+        p.index_add_(0, row[part], mass.clamp_(min=0).mul_(weight[part, None]))
+    q = p.long()  # (n, K) < 2^43
     total = (1 << PMF_TOTAL_BITS) - K
-    out = torch.div(p * total, p.sum(dim=-1, keepdim=True), rounding_mode="floor")  # (n, K)
+    out = torch.div(q * total, q.sum(dim=-1, keepdim=True), rounding_mode="floor")  # (n, K)
     rest = total - out.sum(dim=-1, keepdim=True)  # (n, 1) in [0, K)
     return out.scatter_add(-1, out.argmax(dim=-1, keepdim=True), rest)  # (n, K)
