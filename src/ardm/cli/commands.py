@@ -231,10 +231,19 @@ def _budget(args: argparse.Namespace, model) -> int:  # type: ignore[no-untyped-
     return int(getattr(model, "default_budget", DEFAULT_BUDGET))
 
 
-def _progress(total: int, quiet: bool):  # type: ignore[no-untyped-def]
+def _progress(total: int, quiet: bool, unit: str = "file"):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="file", disable=True if quiet else None, leave=False)
+    scale = unit != "file"
+    return tqdm(
+        total=total, unit=unit, unit_scale=scale, disable=True if quiet else None, leave=False
+    )
+
+
+def _by_values(model, n_files: int) -> bool:  # type: ignore[no-untyped-def]
+    """Show progress in values, not files: one file coded by a model with context (format
+    v6, a chain of blocks or an image in waves: minutes for a large file)."""
+    return n_files == 1 and bool(getattr(model, "context", 0))
 
 
 @dataclass(frozen=True)
@@ -274,9 +283,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     budget = _budget(args, model)
     size = 4 * torch.get_num_threads()
     written = 0
-    with _progress(len(items), args.quiet) as bar:
+    values_bar = _by_values(model, len(items))
+    total = items[0].numel() if values_bar else len(items)
+    with _progress(total, args.quiet, "value" if values_bar else "file") as bar:
+        step = bar.update if values_bar else None
         for batch in _batches(items, size):
-            blobs = compress(model, torch.stack([items[i] for i in batch]), budget=budget)
+            blobs = compress(
+                model, torch.stack([items[i] for i in batch]), budget=budget, progress=step
+            )
             assert isinstance(blobs, list)
             if args.verify:
                 decoded = files.decompress_files(model, blobs, [names[i] for i in batch])
@@ -286,7 +300,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             for i, blob in zip(batch, blobs, strict=True):
                 files.write_output(outs[i], blob, force=args.force)
                 written += len(blob)
-            bar.update(len(batch))
+            if not values_bar:
+                bar.update(len(batch))
     values = sum(x.numel() for x in items)
     _summary(
         _Summary(
@@ -305,6 +320,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_values(blob: bytes) -> int:
+    """The number of values a compressed file's header declares (0 if it cannot be read: the
+    decoder then reports what is wrong, with the file's name)."""
+    import math
+
+    from ardm.coding.container import unpack
+
+    try:
+        header, _ = unpack(blob)
+    except Exception:
+        return 0
+    return math.prod(header.shape) if header.shape else 0
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
     import time
 
@@ -314,18 +343,24 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     model, modality, raws, names, _, outs = _coding_run(args, compressing=False)
     size = 4 * torch.get_num_threads()
     written = values = 0
-    with _progress(len(raws), args.quiet) as bar:
+    values_bar = _by_values(model, len(raws))
+    total = _stored_values(raws[0]) if values_bar else len(raws)
+    with _progress(total, args.quiet, "value" if values_bar else "file") as bar:
         for s in range(0, len(raws), size):
             batch = list(range(s, min(s + size, len(raws))))
             decoded = files.decompress_files(
-                model, [raws[i] for i in batch], [names[i] for i in batch]
+                model,
+                [raws[i] for i in batch],
+                [names[i] for i in batch],
+                progress=bar.update if values_bar else None,
             )
             for i, x in zip(batch, decoded, strict=True):
                 data = modality.write(x)
                 files.write_output(outs[i], data, force=args.force)
                 written += len(data)
                 values += x.numel()
-            bar.update(len(batch))
+            if not values_bar:
+                bar.update(len(batch))
     read = sum(len(r) for r in raws)
     _summary(
         _Summary(

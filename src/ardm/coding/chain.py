@@ -244,13 +244,15 @@ def encode_chain(
     *,
     initial: int,
     batch: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> bytes:
     """The ANS stream of ``x (n,)`` (flat) coded as ``layout``'s waves of blocks.
 
     Decoding order: for each wave, for each step, for each block of the wave, pop that step's
     values in rank order. The encoder knows every window in advance: it evaluates the steps of
     several waves in one batch (about ``batch`` windows per worker), from the last wave back,
-    and pushes them in exactly the reverse order."""
+    and pushes them in exactly the reverse order. ``progress(values)`` after each group of
+    waves."""
     batch = CHAIN_BATCH if batch is None else batch
     waves = layout.waves()
     enc = Encoder(initial)
@@ -278,6 +280,8 @@ def encode_chain(
                 job, r = done[key]
                 index = waves[key[0]][key[2]].index
                 enc.push_step(x[index[job.coded]].numpy().astype(np.int64), r)
+            if progress is not None:
+                progress(sum(int(b.coded.numel()) for w in waves[lo:hi] for b in w))
             hi = lo
     return enc.get_bytes()
 

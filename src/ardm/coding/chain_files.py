@@ -28,7 +28,11 @@ from ardm.coding.wavefront import WavefrontLayout
 from ardm.core.context import context_region
 
 MAX_CHAIN_VALUES = 4 << 20
-"""Longest file a chain codes (4 MiB): at the default budget a larger one would take hours."""
+"""Longest sequence a chain codes (4 MiB): at the default budget a larger one would take hours."""
+
+MAX_WAVE_VALUES = 1 << 24
+"""Most values of an image coded in waves (2,364 x 2,364 RGB pixels): about ten minutes at the
+default budget on 2 CPU threads."""
 
 
 def _chain_parts(model: object) -> tuple[object, int, int]:
@@ -77,11 +81,16 @@ def _check_shape(model: object, shape: tuple[int, ...], exc: type[Exception]) ->
     if not ok:
         want = "a sequence" if len(tile) == 1 else f"an image of {tile[0]} channels"
         raise exc(f"this model codes {want}, got shape {shape}")
-    if math.prod(shape) > MAX_CHAIN_VALUES:
+    if len(tile) == 1 and math.prod(shape) > MAX_CHAIN_VALUES:
         raise exc(
             f"{math.prod(shape):,} values is more than this coder takes ({MAX_CHAIN_VALUES:,}): "
             "at about a thousand values per second it would take hours; split the file or "
             "use zstd/xz"
+        )
+    if len(tile) == 3 and math.prod(shape) > MAX_WAVE_VALUES:
+        raise exc(
+            f"an image of {shape[1]}x{shape[2]} pixels is more than this coder takes "
+            f"({MAX_WAVE_VALUES:,} values): cut it into parts, or use JPEG-XL lossless"
         )
 
 
@@ -92,12 +101,13 @@ def compress_chain(
     budget: int,
     segment_bytes: int | None = None,
     seed: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> bytes:
     """One file of format version 6: a sequence ``x (n,)`` as chains of blocks in segments of
     about ``segment_bytes`` values (0: one chain; ``None``: :func:`default_segment_bytes`),
     or an image ``x (C, H, W)`` in waves of
     blocks; ``budget`` calls per block (clamped to its size), order seed ``seed`` (default:
-    the model's)."""
+    the model's); ``progress(values)`` as they are coded."""
     from ardm.coding.container import (
         CHAIN_VERSION,
         FINGERPRINT_BYTES,
@@ -128,7 +138,8 @@ def compress_chain(
     budget = max(1, min(int(budget), most))
     plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
-    stream = encode_chain(values, layout, plan, logits, rows, initial=data_crc32(values.numpy(), K))
+    crc = data_crc32(values.numpy(), K)
+    stream = encode_chain(values, layout, plan, logits, rows, initial=crc, progress=progress)
     header = Header(
         kind=model.kind,  # type: ignore[attr-defined]
         budget=budget,

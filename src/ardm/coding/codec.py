@@ -159,7 +159,12 @@ def _items(model: CodingModel, x: torch.Tensor) -> tuple[list[torch.Tensor], boo
 
 
 def compress(
-    model: CodingModel, x: torch.Tensor, *, budget: int, version: int | None = None
+    model: CodingModel,
+    x: torch.Tensor,
+    *,
+    budget: int,
+    version: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> bytes | list[bytes]:
     """Compress one item ``x`` (``bytes``) or a batch ``(N, ...)`` (a list of files).
 
@@ -170,10 +175,11 @@ def compress(
     ``model.order_seed``. ``version``: ``None`` (default) writes format version 5 (the
     integer coder, decodable on every machine) when the model has a portable form
     (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
+    ``progress(values)``: called as a model with context (format version 6) codes values.
     """
     _check_eval(model)
     if getattr(model, "context", 0) and version in (None, CHAIN_VERSION):
-        return _compress_chains(model, x, budget=budget)
+        return _compress_chains(model, x, budget=budget, progress=progress)
     items, single = _items(model, x)
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
@@ -240,7 +246,13 @@ def compress(
     return files[0] if single else files
 
 
-def _compress_chains(model: CodingModel, x: torch.Tensor, *, budget: int) -> bytes | list[bytes]:
+def _compress_chains(
+    model: CodingModel,
+    x: torch.Tensor,
+    *,
+    budget: int,
+    progress: Callable[[int], None] | None = None,
+) -> bytes | list[bytes]:
     """Format version 6 for a model with context: one item (a sequence ``(n,)`` of any length,
     an image ``(C, H, W)`` of any size) or a batch of them, one file each
     (:func:`ardm.coding.chain_files.compress_chain`)."""
@@ -251,9 +263,9 @@ def _compress_chains(model: CodingModel, x: torch.Tensor, *, budget: int) -> byt
         raise DataError(f"expected integer data, got {x.dtype}")
     ndim = len(model.shape)
     if x.dim() == ndim:
-        return compress_chain(model, x, budget=budget)
+        return compress_chain(model, x, budget=budget, progress=progress)
     if x.dim() == ndim + 1:
-        return [compress_chain(model, item, budget=budget) for item in x]
+        return [compress_chain(model, item, budget=budget, progress=progress) for item in x]
     raise DataError(
         f"expected one item with {ndim} axes or a batch of them, got shape {tuple(x.shape)}"
     )
@@ -286,7 +298,9 @@ def _expected_crc(header: Header, rests: list[int | None], where: str) -> int:
     return rests[0]
 
 
-def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
+def decompress(
+    model: CodingModel, blob: bytes, *, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
     """Decompress one file of :func:`compress` with the model that made it.
 
     Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
@@ -302,7 +316,7 @@ def decompress(model: CodingModel, blob: bytes) -> torch.Tensor:
             raise FormatError(
                 f"this file holds {header.kind} data but the model is for {model.kind}"
             )
-        return decompress_chain(model, header, body)
+        return decompress_chain(model, header, body, progress=progress)
     coder = _coder(model, header.version)
     ours = coder.fingerprint
     if header.fingerprint != ours:

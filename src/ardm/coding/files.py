@@ -27,7 +27,13 @@ SUFFIX = ".ardm"
 
 
 # ---------------------------------------------------------------------------- many files
-def decompress_files(model: Any, blobs: list[bytes], names: list[str]) -> list[torch.Tensor]:
+def decompress_files(
+    model: Any,
+    blobs: list[bytes],
+    names: list[str],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[torch.Tensor]:
     """Decompress several files, several at once on a pool of threads.
 
     :func:`ardm.coding.codec.decompress` decodes one file (its tiles spread over worker
@@ -35,6 +41,7 @@ def decompress_files(model: Any, blobs: list[bytes], names: list[str]) -> list[t
     files instead: the torch thread count is set to 1 for the whole pool (so no call changes
     it under another), each file is decoded alone, single-threaded, as the codec's
     determinism rule asks. A :class:`FormatError` is prefixed with the file's name.
+    ``progress(values)``: a single file of format version 6 reports its decoded values.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -42,7 +49,7 @@ def decompress_files(model: Any, blobs: list[bytes], names: list[str]) -> list[t
 
     def one(i: int) -> torch.Tensor:
         try:
-            return codec.decompress(model, blobs[i])
+            return codec.decompress(model, blobs[i], progress=progress)
         except FormatError as e:
             raise FormatError(f"{names[i]}: {e}") from None
 
