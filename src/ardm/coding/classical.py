@@ -1,7 +1,7 @@
 """Classical lossless codecs a user would pick instead of ardm, for side-by-side sizes.
 
-Images: PNG and WebP lossless (Pillow), JPEG-XL lossless at effort 10 and JPEG-LS
-(``imagecodecs``), zstd -19 on raw bytes. Text: xz -9e, bzip2 -9 (stdlib), zstd -19, brotli
+Images: PNG, WebP lossless and JPEG 2000 (Pillow), JPEG-XL lossless (effort 10, or
+others) and JPEG-LS (``imagecodecs``), zstd -19 on raw bytes. Text: xz -9e, bzip2 -9 (stdlib), zstd -19, brotli
 q11, PPMd. Audio: FLAC (libsndfile), xz and zstd on raw samples. The non-stdlib ones come with ``pip install 'ardm[bench]'``; a codec that is not
 installed is reported as missing, never faked. Each codec is ``(encode, decode)``: an item
 (``(C, H, W)`` uint8 array, or bytes) -> file bytes -> the item.
@@ -45,9 +45,13 @@ def _chw(arr: np.ndarray) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def image_codecs() -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
+def image_codecs(
+    *, jxl_efforts: tuple[int, ...] = (10,), jpeg2000: bool = False
+) -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
     """Classical lossless image codecs available here: ``{name: (setting, codec)}``, and notes
-    on the missing ones."""
+    on the missing ones. ``jxl_efforts``: the JPEG-XL efforts to run (one column each; the
+    column of effort 10 alone is named ``JPEG-XL lossless``); ``jpeg2000``: add JPEG 2000
+    (reversible 5/3 wavelet, OpenJPEG via Pillow)."""
     codecs: dict[str, tuple[str, Codec]] = {
         "PNG": (
             "Pillow, optimize=True, compress_level=9",
@@ -58,20 +62,31 @@ def image_codecs() -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
             _pillow_codec("WEBP", lossless=True, quality=100, method=6, exact=True),
         ),
     }
+    if jpeg2000:
+        codecs["JPEG 2000"] = (
+            "Pillow (OpenJPEG), reversible, one quality layer",
+            _pillow_codec("JPEG2000", irreversible=False),
+        )
     missing: dict[str, str] = {}
+    jxl_names = {
+        e: "JPEG-XL lossless" if jxl_efforts == (10,) else f"JPEG-XL e{e}" for e in jxl_efforts
+    }
     try:
         import imagecodecs as ic
 
-        if ic.JPEGXL.available:
-            codecs["JPEG-XL lossless"] = (
-                "imagecodecs, effort=10, naked codestream",
-                (
-                    lambda a: bytes(ic.jpegxl_encode(_hwc(a), lossless=True, effort=10)),
-                    lambda b: _chw(ic.jpegxl_decode(b)),
-                ),
-            )
-        else:
-            missing["JPEG-XL lossless"] = "imagecodecs built without libjxl"
+        for effort, name in jxl_names.items():
+            if ic.JPEGXL.available:
+                codecs[name] = (
+                    f"imagecodecs, effort={effort}, naked codestream",
+                    (
+                        lambda a, e=effort: bytes(
+                            ic.jpegxl_encode(_hwc(a), lossless=True, effort=e)
+                        ),
+                        lambda b: _chw(ic.jpegxl_decode(b)),
+                    ),
+                )
+            else:
+                missing[name] = "imagecodecs built without libjxl"
         if ic.JPEGLS.available:
             codecs["JPEG-LS"] = (
                 "imagecodecs (CharLS), near-lossless level 0 = lossless",
@@ -83,7 +98,8 @@ def image_codecs() -> tuple[dict[str, tuple[str, Codec]], dict[str, str]]:
         else:
             missing["JPEG-LS"] = "imagecodecs built without CharLS"
     except ImportError:
-        missing["JPEG-XL lossless"] = missing["JPEG-LS"] = "imagecodecs not installed"
+        for name in [*jxl_names.values(), "JPEG-LS"]:
+            missing[name] = "imagecodecs not installed"
     zstd = _zstd(19)
     if zstd is not None:
         enc, dec = zstd
