@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,10 @@ from ardm.core.orders import known_mask, random_orders
 from ardm.portable import IntegerUNet
 from ardm.portable.pmf import MIX_FRAC_BITS, _inverse_scales, mixture_pmf
 from ardm.portable.tables import exp_range_table
-from tests.portable.test_unet import ROOT, sha
+from tests.portable.determinism import (
+    assert_same_bits_for_batch_and_threads,
+    assert_same_bits_in_other_processes,
+)
 
 K, M = 256, 10
 TOTAL = (1 << 24) - K
@@ -113,11 +113,8 @@ def inputs(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return x, known, t
 
 
-def step_pmf(inet: IntegerUNet, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> str:
-    """SHA-256 of the parameters and of the pmf rows of 16 unknown variables per item."""
-    out = inet.logits(x, known, t)  # (B, 3, 32, 32, 3M)
-    rows = out.flatten(1, 3)[:, ::192]  # (B, 16, 3M)
-    return sha(out) + sha(inet.params_pmf(rows))
+STEP = "(net.logits(x, known, t), net.params_pmf(net.logits(x, known, t).flatten(1, 3)[:, ::192]))"
+"""The parameters and the pmf rows of 16 unknown variables per item."""
 
 
 def test_mixture_unet_gives_a_coder_table_near_the_float_model(shipped: IntegerUNet) -> None:
@@ -135,49 +132,11 @@ def test_mixture_unet_gives_a_coder_table_near_the_float_model(shipped: IntegerU
 
 
 def test_mixture_unet_same_bits_for_batch_and_threads(shipped: IntegerUNet) -> None:
-    x, known, t = inputs(16)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        batched = step_pmf(shipped, x, known, t)
-        torch.set_num_threads(1)
-        outs = [shipped.logits(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)]
-    finally:
-        torch.set_num_threads(threads)
-    out = torch.cat(outs)
-    single = sha(out) + sha(
-        torch.cat([shipped.params_pmf(o.flatten(1, 3)[:, ::192]) for o in outs])
-    )
-    assert batched == single
-
-
-CHILD = """
-import hashlib, sys, torch
-inet, x, known, t = torch.load(sys.argv[1], weights_only=False)
-torch.set_num_threads(int(sys.argv[2]))
-out = torch.cat([inet.logits(x[i:i + 2], known[i:i + 2], t[i:i + 2]) for i in range(0, len(x), 2)])
-pmf = inet.params_pmf(out.flatten(1, 3)[:, ::192])
-sha = lambda a: hashlib.sha256(a.contiguous().numpy().tobytes()).hexdigest()
-print(sha(out) + sha(pmf))
-"""
+    assert_same_bits_for_batch_and_threads(shipped, STEP, *inputs(16))
 
 
 def test_mixture_unet_same_bits_under_every_cpu_capability(
     shipped: IntegerUNet, tmp_path: Path
 ) -> None:
     x, known, t = inputs(4, seed=2)
-    path = tmp_path / "frozen.pt"
-    torch.save((shipped, x, known, t), path)
-    here = step_pmf(shipped, x, known, t)
-
-    def child(capability: str | None, threads: int) -> str:
-        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-        env["PYTHONPATH"] = str(ROOT / "src")
-        if capability is not None:
-            env["ATEN_CPU_CAPABILITY"] = capability
-        run = [sys.executable, "-c", CHILD, str(path), str(threads)]
-        out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300, check=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    assert child("default", 1) == here
-    assert child(None, 2) == here
+    assert_same_bits_in_other_processes(shipped, STEP, x, known, t, tmp_path, size=2)

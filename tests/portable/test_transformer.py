@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +26,11 @@ from ardm.portable.ops import GELUTable, IntGELU, IntNorm
 from ardm.portable.quant import NARROW, WIDE, Rescale
 from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
 from ardm.portable.transformer import IntegerTransformer, linear, rotate, score_exp_table
-from tests.portable.test_unet import CHILD, ROOT, conv_reference, ints, norm_reference, sha
+from tests.portable.determinism import (
+    assert_same_bits_for_batch_and_threads,
+    assert_same_bits_in_other_processes,
+)
+from tests.portable.test_unet import PMF, conv_reference, ints, norm_reference
 
 # ---------------------------------------------------------------------------- (a) ops
 
@@ -154,38 +155,11 @@ def test_integer_transformer_pmf_is_a_coder_table(
 def test_integer_transformer_same_bits_for_batch_and_threads(
     shipped: tuple[Transformer, IntegerTransformer],
 ) -> None:
-    _, inet = shipped
-    x, known, t = inputs(16)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        batched = inet.pmf(x, known, t)  # (16, 128, 27)
-        torch.set_num_threads(1)
-        single = torch.cat(
-            [inet.pmf(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)]
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert sha(batched) == sha(single)
+    assert_same_bits_for_batch_and_threads(shipped[1], PMF, *inputs(16))
 
 
 def test_integer_transformer_same_bits_under_every_cpu_capability(
     shipped: tuple[Transformer, IntegerTransformer], tmp_path: Path
 ) -> None:
-    _, inet = shipped
     x, known, t = inputs(8, seed=2)
-    path = tmp_path / "frozen.pt"
-    torch.save((inet, x, known, t), path)
-    here = sha(inet.pmf(x, known, t))
-
-    def child(capability: str | None, threads: int) -> str:
-        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-        env["PYTHONPATH"] = str(ROOT / "src")
-        if capability is not None:
-            env["ATEN_CPU_CAPABILITY"] = capability
-        run = [sys.executable, "-c", CHILD, str(path), str(threads)]
-        out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300, check=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    assert child("default", 1) == here
-    assert child(None, 2) == here
+    assert_same_bits_in_other_processes(shipped[1], PMF, x, known, t, tmp_path, size=4)

@@ -8,11 +8,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,8 +31,10 @@ from ardm.portable.ops import (
 )
 from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
 from ardm.portable.tables import exp_table, sigmoid_table, sinusoid_table
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.portable.determinism import (
+    assert_same_bits_for_batch_and_threads,
+    assert_same_bits_in_other_processes,
+)
 
 
 def ints(shape: tuple[int, ...], bound: int, seed: int) -> torch.Tensor:
@@ -233,8 +231,7 @@ def inputs(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return x, known, t
 
 
-def sha(w: torch.Tensor) -> str:
-    return hashlib.sha256(w.contiguous().numpy().tobytes()).hexdigest()
+PMF = "net.pmf(x, known, t)"
 
 
 def test_integer_unet_pmf_is_a_coder_table(shipped: tuple[UNet, IntegerUNet]) -> None:
@@ -250,47 +247,11 @@ def test_integer_unet_pmf_is_a_coder_table(shipped: tuple[UNet, IntegerUNet]) ->
 
 
 def test_integer_unet_same_bits_for_batch_and_threads(shipped: tuple[UNet, IntegerUNet]) -> None:
-    _, inet = shipped
-    x, known, t = inputs(16)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        batched = inet.pmf(x, known, t)  # (16, ...)
-        torch.set_num_threads(1)
-        single = torch.cat(
-            [inet.pmf(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)]
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert sha(batched) == sha(single)
-
-
-CHILD = """
-import hashlib, sys, torch
-inet, x, known, t = torch.load(sys.argv[1], weights_only=False)
-torch.set_num_threads(int(sys.argv[2]))
-w = torch.cat([inet.pmf(x[i:i + 4], known[i:i + 4], t[i:i + 4]) for i in range(0, len(x), 4)])
-print(hashlib.sha256(w.contiguous().numpy().tobytes()).hexdigest())
-"""
+    assert_same_bits_for_batch_and_threads(shipped[1], PMF, *inputs(16))
 
 
 def test_integer_unet_same_bits_under_every_cpu_capability(
     shipped: tuple[UNet, IntegerUNet], tmp_path: Path
 ) -> None:
-    _, inet = shipped
     x, known, t = inputs(8, seed=2)
-    path = tmp_path / "frozen.pt"
-    torch.save((inet, x, known, t), path)
-    here = sha(inet.pmf(x, known, t))
-
-    def child(capability: str | None, threads: int) -> str:
-        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-        env["PYTHONPATH"] = str(ROOT / "src")
-        if capability is not None:
-            env["ATEN_CPU_CAPABILITY"] = capability
-        run = [sys.executable, "-c", CHILD, str(path), str(threads)]
-        out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300, check=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    assert child("default", 1) == here
-    assert child(None, 2) == here
+    assert_same_bits_in_other_processes(shipped[1], PMF, x, known, t, tmp_path, size=4)

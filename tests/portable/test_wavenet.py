@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +28,11 @@ from ardm.portable.pmf import categorical_pmf, digit_pmf, masked_categorical_pmf
 from ardm.portable.quant import NARROW, WIDE
 from ardm.portable.tables import tanh_table
 from ardm.portable.wavenet import Gate, IntegerWaveNet, Widths, stage_inputs
-from tests.portable.test_unet import ROOT, ints, sha
+from tests.portable.determinism import (
+    assert_same_bits_for_batch_and_threads,
+    assert_same_bits_in_other_processes,
+)
+from tests.portable.test_unet import ints
 from tests.tiny_nets import randomize
 
 # ---------------------------------------------------------------------------- (a) ops
@@ -184,42 +185,14 @@ def test_fsdd_integer_wavenet_is_close_and_a_coder_table(
         assert kl < 0.01, kl
 
 
+DIGITS = "net.digit_pmf(x, known, t)"
+
+
 def test_fsdd_same_bits_for_batch_and_threads(
     fsdd: tuple[WaveNet, IntegerWaveNet, UpscaleARDM],
 ) -> None:
     _, inet, m = fsdd
-    x, known, t = fsdd_inputs(m, 16, 1, seed=3)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        batched = inet.digit_pmf(x, known, t)  # (16, D, b)
-        torch.set_num_threads(1)
-        single = torch.cat(
-            [inet.digit_pmf(x[i : i + 1], known[i : i + 1], t[i : i + 1]) for i in range(16)]
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert sha(batched) == sha(single)
-
-
-CHILD = """
-import hashlib, sys, torch
-inet, x, known, t = torch.load(sys.argv[1], weights_only=False)
-torch.set_num_threads(int(sys.argv[2]))
-w = torch.cat([inet.digit_pmf(x[i:i + 2], known[i:i + 2], t[i:i + 2]) for i in range(0, len(x), 2)])
-print(hashlib.sha256(w.contiguous().numpy().tobytes()).hexdigest())
-"""
-
-
-def child_sha(path: Path, capability: str | None, threads: int) -> str:
-    """The child's digit-pmf SHA-256 under ``ATEN_CPU_CAPABILITY=capability`` (None: best)."""
-    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-    env["PYTHONPATH"] = str(ROOT / "src")
-    if capability is not None:
-        env["ATEN_CPU_CAPABILITY"] = capability
-    run = [sys.executable, "-c", CHILD, str(path), str(threads)]
-    out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300, check=True)
-    return out.stdout.strip().splitlines()[-1]
+    assert_same_bits_for_batch_and_threads(inet, DIGITS, *fsdd_inputs(m, 16, 1, seed=3))
 
 
 def test_fsdd_same_bits_under_every_cpu_capability(
@@ -227,8 +200,4 @@ def test_fsdd_same_bits_under_every_cpu_capability(
 ) -> None:
     _, inet, m = fsdd
     x, known, t = fsdd_inputs(m, 4, 0, seed=4)
-    path = tmp_path / "frozen.pt"
-    torch.save((inet, x, known, t), path)
-    here = sha(inet.digit_pmf(x, known, t))
-    assert child_sha(path, "default", 1) == here
-    assert child_sha(path, None, 2) == here
+    assert_same_bits_in_other_processes(inet, DIGITS, x, known, t, tmp_path, size=2)
