@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +10,7 @@ import torch
 
 from ardm.cli.commands import main
 from ardm.coding.container import CHAIN_VERSION, unpack
+from tests.cli.cross_machine import assert_decodes_elsewhere
 
 PROSE = (
     "It was the best of times, it was the worst of times; it was the age of wisdom.\n\n"
@@ -68,53 +65,12 @@ def test_binary_bytes_round_trip_with_the_byte_model_named(tmp_path: Path) -> No
     assert binary.read_bytes() == (tmp_path / "original.bin").read_bytes()
 
 
-CHILD = """
-import hashlib, json, sys, torch, ardm
-from ardm.coding import chain, chain_files, codec
-mode, threads, batch, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-torch.set_num_threads(threads)
-chain.CHAIN_BATCH = batch
-tables = []
-portable_rows = chain_files.portable_rows
-def hashed(portable):
-    logits, rows = portable_rows(portable)
-    def each(out):
-        r = rows(out)
-        tables.append(hashlib.sha256(r.tobytes()).hexdigest())
-        return r
-    return logits, each
-chain_files.portable_rows = hashed  # every table the coder codes with
-m = ardm.load("english-bytes")
-text = open(sys.argv[5], "rb").read()
-x = torch.tensor(list(text), dtype=torch.uint8)
-if mode == "encode":
-    blob = chain_files.compress_chain(m, x, budget=4, segment_bytes=256)
-    open(path, "wb").write(blob)
-    data = x.long()
-else:
-    data = codec.decompress(m, open(path, "rb").read())
-print(json.dumps({"tables": sorted(tables), "data": hashlib.sha256(data.numpy().tobytes()).hexdigest()}))
-"""
-
-
 def test_the_shipped_byte_model_decodes_under_other_kernels_threads_and_batches(
     tmp_path: Path,
 ) -> None:
-    """Encode under plain kernels, 1 thread, one window per call; decode under the machine's
-    best kernels, 2 threads, 16 windows per call: the same tables and the same text."""
-    src = tmp_path / "prose.txt"
-    src.write_bytes(("The \u201cquick\u201d brown fox, 1790.\n\n" + PROSE * 6).encode())
-    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
-    results = []
-    for mode, capability, threads, batch in (("encode", "default", 1, 1), ("decode", None, 2, 16)):
-        run_env = dict(env, **({"ATEN_CPU_CAPABILITY": capability} if capability else {}))
-        run = [sys.executable, "-c", CHILD, mode, str(threads), str(batch)]
-        run += [str(tmp_path / "f.ardm"), str(src)]
-        out = subprocess.run(run, env=run_env, capture_output=True, text=True, timeout=900)
-        assert out.returncode == 0, out.stderr[-2000:]
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert results[0]["tables"] and results[0] == results[1]
+    text = ("The \u201cquick\u201d brown fox, 1790.\n\n" + PROSE * 6).encode()
+    x = torch.tensor(list(text), dtype=torch.uint8)
+    assert_decodes_elsewhere("english-bytes", x, tmp_path, budget=4, segment_bytes=256)
 
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v6_english-bytes_300_budget8.ardm"
