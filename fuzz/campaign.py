@@ -64,8 +64,11 @@ from ardm.coding import codec, container
 from ardm.coding.chain_files import compress_chain
 from ardm.coding.lockstep import CodingSetup, encode
 from ardm.coding.tiles import cut_tiles, tile_grid
+from ardm.coding.wavefront import WavefrontLayout
+from ardm.core.context import context_region
 from ardm.errors import ArdmError, FormatError
 from ardm.models.ardm import ARDM
+from ardm.models.heads import MixtureHead
 from ardm.nets.build import build_net
 from ardm.nets.transformer import TransformerConfig
 from ardm.nets.unet import UNetConfig
@@ -154,6 +157,21 @@ def chain_model(seed: int = 0) -> ARDM:
     return model.eval()
 
 
+def photo_chain_model(seed: int = 0) -> ARDM:
+    """A tiny RGB photo ARDM with context and a logistic-mixture head (``K = 256``, window
+    ``(3, 8, 8)``, the top 4 rows and left 4 columns known): it writes format version 6,
+    blocks in waves (:mod:`ardm.coding.wavefront`), through its portable form."""
+    torch.manual_seed(seed)
+    cfg = UNetConfig(ch=8, ch_mult=(1,), num_res_blocks=1, value_emb_dim=4, groups=4)
+    head = MixtureHead(256, 2)
+    net = build_net("unet", K=256, shape=(3, 8, 8), unet=cfg, out_classes=head.out_classes)
+    model = ARDM(_perturb(net, seed, 0.05), kind="image", order_seed=11, context=4, head=head)
+    model.tracker.set_all(_loss_profile(model.D, model.K))
+    g = torch.Generator().manual_seed(3000 + seed)
+    model.portable = freeze(model, torch.randint(0, 256, (8, 3, 8, 8), generator=g), passes=1)
+    return model.eval()
+
+
 def build_models() -> dict[str, ARDM]:
     """The decoding models (``image``, ``text``, ``image-v5`` with a portable form) and the
     foreign ones (``*-foreign``)."""
@@ -162,10 +180,12 @@ def build_models() -> dict[str, ARDM]:
         "text": text_model(0),
         "image-v5": portable_image_model(0),
         "bytes-v6": chain_model(0),
+        "photo-v6": photo_chain_model(0),
         "image-foreign": image_model(1),
         "text-foreign": text_model(1),
         "image-v5-foreign": portable_image_model(1),
         "bytes-v6-foreign": chain_model(1),
+        "photo-v6-foreign": photo_chain_model(1),
     }
 
 
@@ -238,6 +258,11 @@ _ITEM_SPECS: tuple[tuple[str, str, tuple[int, ...] | None, str, int], ...] = (
     ("bytes6-100-low-b8", "bytes-v6", (100,), "low", 8),
     ("bytes6-33-zero-b4", "bytes-v6", (33,), "zero", 4),
     ("bytes6-foreign-24-b3", "bytes-v6-foreign", (24,), "random", 3),
+    # format version 6 images: blocks of 4x4 in waves given the pixels above and left
+    ("photo6-9x13-b2", "photo-v6", (3, 9, 13), "random", 2),
+    ("photo6-1x1-b1", "photo-v6", (3, 1, 1), "random", 1),
+    ("photo6-8x8-low-b5", "photo-v6", (3, 8, 8), "low", 5),
+    ("photo6-foreign-5x6-b3", "photo-v6-foreign", (3, 5, 6), "random", 3),
     ("img-native-b1", "image", None, "random", 1),
     ("img-native-b4", "image", None, "random", 4),
     ("img-native-b16", "image", None, "random", 16),
@@ -454,7 +479,7 @@ class Fuzzer:
         self.seed = seed
         self.models = build_models()
         self.items = build_items(self.models)
-        homes = ("image", "text", "image-v5", "bytes-v6")
+        homes = ("image", "text", "image-v5", "bytes-v6", "photo-v6")
         self.call_s = {name: _time_one_call(self.models[name]) for name in homes}
         self.systematic = self._systematic_inputs() if systematic else []
         self.kinds = list(KIND_WEIGHTS)
@@ -561,10 +586,15 @@ class Fuzzer:
         except FormatError:
             return BASE_S, 0
         tiles = 1
+        if header.version == container.CHAIN_VERSION and not model.context:
+            return BASE_S, 0  # refused at once: this model codes no chains
         if header.version == container.CHAIN_VERSION and header.shape is not None:
-            B = model.D - model.context  # a chain's payload has at least blocks - 1 bytes
-            blocks = min(-(-math.prod(header.shape) // B), len(body) + 1)
-            calls = blocks * min(header.budget, B)
+            B = int((~context_region(model.shape, model.context)).sum())  # values per block
+            try:  # a chain's payload has at least blocks - 1 bytes
+                blocks = math.prod(WavefrontLayout(header.shape, model.shape, model.context).grid)
+            except (ValueError, TypeError):  # a sequence, or a shape the decoder refuses
+                blocks = -(-math.prod(header.shape) // B)
+            calls = min(blocks, len(body) + 1) * min(header.budget, B)
             return BASE_S + SLACK * self.call_s[self.items[inp.item].model] * calls, calls
         if header.shape is not None:
             try:
