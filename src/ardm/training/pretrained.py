@@ -148,12 +148,22 @@ def export_portable(
 ) -> Path:
     """Freeze the model of the weights file ``weights`` (as :func:`load_weights` builds it, so
     its fingerprint is the shipped one) into its portable form, calibrated on ``items`` items
-    of its training split seen ``passes`` times; write it to :func:`portable_file`."""
+    of its training split seen ``passes`` times; write it to :func:`portable_file`.
+
+    Image and audio models calibrate on the first ``items`` training items (the shipped forms
+    of the first releases were frozen so); a model with context (``kodak-photo``, whose
+    training crops come photo by photo, row by row) on ``items`` crops spread evenly over all
+    of them, so that the activation ranges see every photo."""
     from ardm.data.items import model_items
     from ardm.portable.model import freeze
 
     model = load_weights(weights, portable=False)  # an old portable form may be stale
-    portable = freeze(model, model_items(model, "train", items), passes=passes, seed=seed)
+    if getattr(model, "context", 0) and len(model.shape) == 3:
+        every = model_items(model, "train")  # (N, C, H, W)
+        calib = every[torch.linspace(0, len(every) - 1, items).long()]
+    else:
+        calib = model_items(model, "train", items)
+    portable = freeze(model, calib, passes=passes, seed=seed)
     path = portable_file(weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, portable.to_bytes())
