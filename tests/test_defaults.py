@@ -12,6 +12,7 @@ from ardm.defaults import (
     AUDIO_MODEL,
     COLOUR_MODEL,
     GRAY_MODEL,
+    PHOTO_MODEL,
     TEXT_MODEL,
     model_for_input,
     model_for_inputs,
@@ -27,7 +28,10 @@ def png(mode: str, size: tuple[int, int]) -> bytes:
 
 def test_each_kind_gets_its_model() -> None:
     assert model_for_input(png("L", (28, 28)), name="a.png") == GRAY_MODEL
-    assert model_for_input(png("RGB", (64, 48)), name="b.png") == COLOUR_MODEL
+    assert model_for_input(png("RGB", (32, 32)), name="b.png") == COLOUR_MODEL
+    assert model_for_input(png("RGB", (1, 1)), name="b.png") == COLOUR_MODEL
+    assert model_for_input(png("RGB", (33, 20)), name="b.png") == PHOTO_MODEL
+    assert model_for_input(png("RGB", (768, 512)), name="b.png") == PHOTO_MODEL
     wav = b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(24)
     assert model_for_input(wav, name="c.wav") == AUDIO_MODEL
     assert model_for_input("naïve café\n".encode(), name="d.txt") == TEXT_MODEL

@@ -1,7 +1,9 @@
 """Which shipped model codes a file when the user names none.
 
 :func:`model_for_input` looks at a file's bytes: a PNG (or any image Pillow reads) goes to the
-grayscale or the colour image model by its mode, a WAV file to the audio model, UTF-8 text
+grayscale model by its mode; a colour image to the natural-photo model (coded block by block
+with context) if it is larger than the CIFAR model's 32 x 32 tile, else to the CIFAR model; a
+WAV file to the audio model, UTF-8 text
 (with or without a byte-order mark) to the byte-level text model. Anything else gets a
 one-line error naming the choices. A compressed file records its model's fingerprint;
 :func:`model_for_file` finds the shipped model that has it again.
@@ -10,6 +12,7 @@ one-line error naming the choices. A compressed file records its model's fingerp
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 from ardm.errors import DataError, FormatError
@@ -17,21 +20,31 @@ from ardm.errors import DataError, FormatError
 TEXT_MODEL = "english-bytes"
 GRAY_MODEL = "mnist"
 COLOUR_MODEL = "cifar10-subset"
+PHOTO_MODEL = "kodak-photo"
+THUMBNAIL = 32
+"""Colour images of at most this many rows and columns go to :data:`COLOUR_MODEL`."""
 AUDIO_MODEL = "fsdd"
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF8", b"II*\x00", b"MM\x00*")
 _CHOICES = (
-    f"text (UTF-8): {TEXT_MODEL}; grayscale images: {GRAY_MODEL}; colour images: "
-    f"{COLOUR_MODEL}; 8 kHz WAV: {AUDIO_MODEL}"
+    f"text (UTF-8): {TEXT_MODEL}; grayscale images: {GRAY_MODEL}; colour photos: "
+    f"{PHOTO_MODEL} ({COLOUR_MODEL} up to {THUMBNAIL}x{THUMBNAIL}); 8 kHz WAV: {AUDIO_MODEL}"
 )
 
 
-def _image_mode(data: bytes) -> str | None:
+def _image_header(data: bytes) -> tuple[str, int, int] | None:
+    """An image's mode, width and height from its header (no pixel is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
+    from ardm.errors import first_line
+
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return str(im.mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a large header: the reader refuses it in one line
+            with Image.open(io.BytesIO(data)) as im:
+                return str(im.mode), int(im.width), int(im.height)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"refused, too many pixels ({first_line(e)})") from None
     except (UnidentifiedImageError, OSError, ValueError):
         return None
 
@@ -39,10 +52,16 @@ def _image_mode(data: bytes) -> str | None:
 def model_for_input(data: bytes, *, name: str) -> str:
     """The shipped model for a file's bytes, or a one-line :class:`DataError` naming choices."""
     if data.startswith(_IMAGE_MAGIC):
-        mode = _image_mode(data)
-        if mode is None:
+        try:
+            head = _image_header(data)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from None
+        if head is None:
             raise DataError(f"{name}: an image file that cannot be read (truncated or corrupt?)")
-        return GRAY_MODEL if mode in ("L", "1", "I;16", "I") else COLOUR_MODEL
+        mode, width, height = head
+        if mode in ("L", "1", "I;16", "I"):
+            return GRAY_MODEL
+        return COLOUR_MODEL if max(width, height) <= THUMBNAIL else PHOTO_MODEL
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return AUDIO_MODEL
     if not data:

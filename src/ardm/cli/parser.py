@@ -207,9 +207,9 @@ def _add_coding(sub: _Subparsers) -> None:
                 "--budget",
                 type=positive_int,
                 help="network calls per item (per tile of the model's shape; per block of a "
-                "text model with context); more calls usually give smaller files (default: "
-                "the model's, 100 for most; at most D, or S*D for an upscale model with S "
-                "stages, which needs at least S)",
+                "model with context); more calls usually give smaller files (default: the "
+                "model's: 8 per text block, 4 per photo block, 100 for most others; at most D, "
+                "or S*D for an upscale model with S stages, which needs at least S)",
             )
             q.add_argument(
                 "--verify", action="store_true", help="decode every file and compare before writing"

@@ -47,7 +47,11 @@ CHAIN_BATCH = 16
 tables: it changes the speed only)."""
 
 CHAIN_BUDGET = 8
-"""Default network calls per block (``ardm compress`` without ``--budget``)."""
+"""Default network calls per block of text (``ardm compress`` without ``--budget``)."""
+
+WAVE_BUDGET = 4
+"""Default network calls per block of an image (a photo's blocks are 9x larger than a text
+block, and a 768 x 512 photo has 700 of them: ``benchmarks/results/photos.md``)."""
 
 MIN_SEGMENT_BYTES = 1024
 """A file is cut into segments of at least this many values (by default)..."""

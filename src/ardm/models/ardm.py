@@ -84,10 +84,13 @@ class ARDM(Process):
     @property
     def default_budget(self) -> int:
         """Network calls per tile (100), or per block of a model with context
-        (:data:`ardm.coding.chain.CHAIN_BUDGET`), when the user gives none."""
-        from ardm.coding.chain import CHAIN_BUDGET
+        (:data:`ardm.coding.chain.CHAIN_BUDGET` for text,
+        :data:`ardm.coding.chain.WAVE_BUDGET` for images), when the user gives none."""
+        from ardm.coding.chain import CHAIN_BUDGET, WAVE_BUDGET
 
-        return CHAIN_BUDGET if self.context else 100
+        if not self.context:
+            return 100
+        return WAVE_BUDGET if len(self.shape) == 3 else CHAIN_BUDGET
 
     @staticmethod
     def config_head(K: int, mc: ModelConfig) -> Head:
