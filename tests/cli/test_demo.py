@@ -10,7 +10,15 @@ import torch
 from ardm.cli.demo import compression_rows
 from ardm.training.pretrained import load_model, shipped_names
 
-SHIPPED = ("mnist", "fashion-mnist", "english", "cifar10-subset", "fsdd")
+SHIPPED = (
+    "mnist",
+    "fashion-mnist",
+    "english",
+    "english-bytes",
+    "cifar10-subset",
+    "kodak-photo",
+    "fsdd",
+)
 
 
 def test_shipped_models_are_present() -> None:
@@ -19,7 +27,13 @@ def test_shipped_models_are_present() -> None:
 
 @pytest.mark.parametrize(
     ("name", "items", "most"),
-    [("mnist", 2, 8), ("english", 1, 8), ("cifar10-subset", 1, 8), ("fsdd", 1, 16)],
+    [
+        ("mnist", 2, 8),
+        ("english", 1, 8),
+        ("cifar10-subset", 1, 8),
+        ("kodak-photo", 1, 8),
+        ("fsdd", 1, 16),
+    ],
 )
 def test_demo_compression_rows(name: str, items: int, most: int) -> None:
     """Every shipped kind: the model's files decode to the input (``compression_rows``
