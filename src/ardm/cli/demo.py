@@ -202,7 +202,8 @@ def _photo_pictures(
     from ardm.core.context import context_region
 
     path = save_grid(demo_photo()[None], out / f"{name}_crop.png", nrow=1)
-    x = model_items(model, "test", 8)  # (8, C, H, W)
+    every = model_items(model, "test")  # (N, C, H, W) crops of the held-out photos
+    x = every[torch.linspace(0, len(every) - 1, 8).long()]  # (8, C, H, W) spread over them
     known = context_region(tuple(model.shape), model.context).view(model.shape)  # (C, H, W)
     filled = model.complete(x, known, budget=20, generator=torch.Generator().manual_seed(0))
     grid = modality.save_inpainting(x, known, filled, str(out / f"{name}_blocks.png"))
