@@ -254,7 +254,7 @@ def test_verify_reports_a_mismatch(
     import ardm.coding.codec as codec
 
     real = codec.decompress
-    monkeypatch.setattr(codec, "decompress", lambda model, blob: real(model, blob) ^ 1)
+    monkeypatch.setattr(codec, "decompress", lambda model, blob, **kw: real(model, blob, **kw) ^ 1)
     _png(tmp_path / "x.png", 28, 28)
     argv = ["compress", str(tmp_path / "x.png"), "--model", str(image_run), "--budget", "3"]
     assert main([*argv, "--verify", "--quiet"]) == 2
