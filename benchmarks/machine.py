@@ -8,6 +8,8 @@ import os
 import platform
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,10 @@ def write_results(name: str, payload: dict[str, Any], table: str) -> None:
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{header}\n\n{table}\n")
     print(header)
     print(table)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and its wall seconds."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,9 @@ from ardm.coding.codec import compress, decompress
 from ardm.data.images import KODAK_PHOTOS
 from ardm.data.registry import default_data_dir, load_split
 from ardm.modalities.image import read_image
-from benchmarks.machine import write_results
+from benchmarks.machine import timed, write_results
 
 CLASSICAL = {"jxl_efforts": (9, 10), "jpeg2000": True}
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def run_cli(args: list[str], threads: int) -> tuple[float, float]:

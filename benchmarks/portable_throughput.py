@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,18 +22,12 @@ import torch
 import ardm
 from ardm.coding import codec
 from ardm.data.items import model_items
-from benchmarks.machine import write_results
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+from benchmarks.machine import timed, write_results
 
 
 def _coder_row(m: Any, x: torch.Tensor, budget: int, version: int) -> dict[str, float]:
-    blobs, enc_s = _timed(lambda: codec.compress(m, x, budget=budget, version=version))
-    decoded, dec_s = _timed(lambda: [codec.decompress(m, b) for b in blobs])
+    blobs, enc_s = timed(lambda: codec.compress(m, x, budget=budget, version=version))
+    decoded, dec_s = timed(lambda: [codec.decompress(m, b) for b in blobs])
     assert all(torch.equal(d, x[i]) for i, d in enumerate(decoded))
     assert all(b[2] == version for b in blobs)
     return {
@@ -48,7 +41,7 @@ def _call_ms(fn: Callable[[], Any], repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
-        _, s = _timed(fn)
+        _, s = timed(fn)
         times.append(s)
     return 1000 * statistics.median(times)
 

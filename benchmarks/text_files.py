@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from ardm.coding.classical import text_codecs
 from ardm.coding.codec import compress, decompress
 from ardm.data.registry import default_data_dir
 from ardm.data.text import read_english
-from benchmarks.machine import write_results
+from benchmarks.machine import timed, write_results
 
 SIZES = {"1 KB": 1000, "4 KB": 4000, "20 KB": 20000, "100 KB": 100000}
 
@@ -48,12 +46,6 @@ def cut_files(text: bytes, size: int, count: int) -> list[bytes]:
             want = later[0]
         picked.append(want)
     return [text[s : s + size] for s in picked]
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def load(name: str) -> Any:

@@ -61,11 +61,9 @@ import numpy as np
 import torch
 
 from ardm.coding import codec, container
-from ardm.coding.chain_files import compress_chain
+from ardm.coding.chain_files import compress_chain, file_layout
 from ardm.coding.lockstep import CodingSetup, encode
 from ardm.coding.tiles import cut_tiles, tile_grid
-from ardm.coding.wavefront import WavefrontLayout
-from ardm.core.context import context_region
 from ardm.errors import ArdmError, FormatError
 from ardm.models.ardm import ARDM
 from ardm.models.heads import MixtureHead
@@ -589,12 +587,12 @@ class Fuzzer:
         if header.version == container.CHAIN_VERSION and not model.context:
             return BASE_S, 0  # refused at once: this model codes no chains
         if header.version == container.CHAIN_VERSION and header.shape is not None:
-            B = int((~context_region(model.shape, model.context)).sum())  # values per block
-            try:  # a chain's payload has at least blocks - 1 bytes
-                blocks = math.prod(WavefrontLayout(header.shape, model.shape, model.context).grid)
-            except (ValueError, TypeError):  # a sequence, or a shape the decoder refuses
-                blocks = -(-math.prod(header.shape) // B)
-            calls = min(blocks, len(body) + 1) * min(header.budget, B)
+            try:  # the decoder's own layout: its blocks and the most values of one
+                _, blocks, most = file_layout(model, tuple(header.shape), 0)
+            except ValueError:  # a shape the decoder refuses before any network call
+                return BASE_S, 0
+            # a chain's payload has at least blocks - 1 bytes
+            calls = min(blocks, len(body) + 1) * min(header.budget, most)
             return BASE_S + SLACK * self.call_s[self.items[inp.item].model] * calls, calls
         if header.shape is not None:
             try:

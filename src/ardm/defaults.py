@@ -32,8 +32,9 @@ _CHOICES = (
 )
 
 
-def _image_header(data: bytes) -> tuple[str, int, int] | None:
-    """An image's mode, width and height from its header (no pixel is decoded)."""
+def _image_header(data: bytes, name: str) -> tuple[str, int, int] | None:
+    """An image's mode, width and height from its header (no pixel is decoded); ``None`` if
+    it cannot be read, a one-line error naming ``name`` if it is a decompression bomb."""
     from PIL import Image, UnidentifiedImageError
 
     from ardm.errors import first_line
@@ -44,7 +45,7 @@ def _image_header(data: bytes) -> tuple[str, int, int] | None:
             with Image.open(io.BytesIO(data)) as im:
                 return str(im.mode), int(im.width), int(im.height)
     except Image.DecompressionBombError as e:
-        raise DataError(f"refused, too many pixels ({first_line(e)})") from None
+        raise DataError(f"{name}: refused, too many pixels ({first_line(e)})") from None
     except (UnidentifiedImageError, OSError, ValueError):
         return None
 
@@ -52,10 +53,7 @@ def _image_header(data: bytes) -> tuple[str, int, int] | None:
 def model_for_input(data: bytes, *, name: str) -> str:
     """The shipped model for a file's bytes, or a one-line :class:`DataError` naming choices."""
     if data.startswith(_IMAGE_MAGIC):
-        try:
-            head = _image_header(data)
-        except DataError as e:
-            raise DataError(f"{name}: {e}") from None
+        head = _image_header(data, name)
         if head is None:
             raise DataError(f"{name}: an image file that cannot be read (truncated or corrupt?)")
         mode, width, height = head

@@ -18,6 +18,7 @@ from ardm.cli.commands import main
 from ardm.coding.container import CHAIN_VERSION, unpack
 from ardm.defaults import PHOTO_MODEL
 from tests.cli.cross_machine import assert_decodes_elsewhere
+from tests.cli.test_text_files import one_line_error
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v6_kodak-photo_40x56_budget2.ardm"
 
@@ -37,12 +38,6 @@ def png(arr: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, mode=mode).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_a_photo_round_trips_without_naming_a_model(

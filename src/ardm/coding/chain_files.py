@@ -54,7 +54,7 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
     return portable, int(model.D), context  # type: ignore[attr-defined]
 
 
-def _layout(model: object, shape: tuple[int, ...], segment: int) -> tuple[Layout, int, int]:
+def file_layout(model: object, shape: tuple[int, ...], segment: int) -> tuple[Layout, int, int]:
     """The layout of data of ``shape`` for a chain model: a sequence's :class:`ChainLayout`
     (``segment`` blocks per segment), an image's :class:`ardm.coding.wavefront.WavefrontLayout`
     (``segment`` must be 0); with the number of blocks and the most values of one block."""
@@ -132,9 +132,9 @@ def compress_chain(
     if segment_bytes is None:
         segment_bytes = default_segment_bytes(math.prod(shape))
     segment = segment_blocks(D, context, segment_bytes) if len(shape) == 1 else 0
-    layout, blocks, most = _layout(model, shape, segment)
+    layout, blocks, most = file_layout(model, shape, segment)
     if segment >= blocks:
-        layout, blocks, most = _layout(model, shape, 0)
+        layout, blocks, most = file_layout(model, shape, 0)
     budget = max(1, min(int(budget), most))
     plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
@@ -177,11 +177,11 @@ def decompress_chain(
     _check_shape(model, tuple(shape), FormatError)
     segment, pos = read_varint(body, 0, "segment length")
     try:
-        layout, blocks, most = _layout(model, tuple(shape), 0)
+        layout, blocks, most = file_layout(model, tuple(shape), 0)
         if segment:
             if segment >= blocks:
                 raise ValueError(f"segments of {segment} blocks in a file of {blocks}")
-            layout, blocks, most = _layout(model, tuple(shape), segment)
+            layout, blocks, most = file_layout(model, tuple(shape), segment)
     except ValueError as e:
         raise FormatError(f"corrupt payload: {e}") from None
     if not 1 <= header.budget <= most:  # type: ignore[attr-defined]
