@@ -102,6 +102,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 100
+    cooldown: float = 0.0  # last fraction of the run (steps or minutes) with lr falling to 0
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -115,6 +116,10 @@ class TrainConfig:
     calibrate_passes: int = 2  # at the end: fresh L_t for every t from the EMA model (0: off)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the network (CUDA only)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cooldown <= 1.0:
+            raise ValueError(f"train.cooldown must lie in [0, 1], got {self.cooldown}")
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,32 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     state = load_checkpoint(tmp_path / "ckpt.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_cooldown_falls_to_zero_at_the_end_of_steps_or_minutes() -> None:
+    from ardm.config import TrainConfig
+    from ardm.training.train import lr_factor
+
+    plain = TrainConfig(steps=1000, warmup_steps=100)
+    assert lr_factor(plain, 9, 0.0) == pytest.approx(0.1)
+    assert lr_factor(plain, 999, 1e9) == 1.0  # no cooldown: constant after warm-up
+    tc = TrainConfig(steps=1000, warmup_steps=100, cooldown=0.5)
+    assert lr_factor(tc, 400, 0.0) == 1.0
+    assert lr_factor(tc, 750, 0.0) == pytest.approx(0.5)
+    assert lr_factor(tc, 1000, 0.0) == 0.0
+    timed = TrainConfig(steps=10**6, minutes=10.0, warmup_steps=100, cooldown=0.5)
+    assert lr_factor(timed, 500, 7.5 * 60) == pytest.approx(0.5)  # the time runs out first
+    assert lr_factor(timed, 500, 11 * 60) == 0.0
+    with pytest.raises(ValueError, match="cooldown"):
+        TrainConfig(cooldown=1.5)
+
+
+def test_resume_may_add_a_cooldown(tmp_path: Path) -> None:
+    first = _cfg("train.steps=2", "train.ckpt_every=2", "train.warmup_steps=1")
+    train(first, tmp_path, progress=False)
+    more = ["train.steps=4", "train.ckpt_every=2", "train.warmup_steps=1", "train.cooldown=0.5"]
+    train(_cfg(*more), tmp_path, progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    lrs = [r["lr"] for r in map(json.loads, lines) if "lr" in r]
+    lr = first.train.lr
+    assert lrs == [pytest.approx(lr), pytest.approx(0.5 * lr)]  # step 4 ran at (1 - 3/4) / 0.5

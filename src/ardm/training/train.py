@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ardm.config import Config, to_dict
+from ardm.config import Config, TrainConfig, to_dict
 from ardm.data import BatchSampler, DataSpec, dataset_spec, load_split
 from ardm.data.items import eval_items
 from ardm.devices import pick_device
@@ -34,6 +34,7 @@ from ardm.training.checkpoint import load_checkpoint, save_checkpoint
 RESUMABLE_CHANGES = {
     "steps",
     "minutes",
+    "cooldown",
     "log_every",
     "eval_every",
     "eval_items",
@@ -250,11 +251,27 @@ class _StepStats:
         return float(self.bpd.mean())
 
 
-def _train_step(run: _Run, x: torch.Tensor) -> _StepStats:
-    """One AdamW step on the batch ``x`` (warm-up, clipping), then the EMA and L_t updates."""
+def lr_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+    """The learning rate's share of ``train.lr`` before step ``step + 1``: a linear warm-up over
+    ``warmup_steps``, then 1, then (``cooldown > 0``) a linear fall to 0 over the last
+    ``cooldown`` of the run, whose end is ``train.steps`` or ``train.minutes`` after this
+    invocation started, whichever comes first (a resumed run can thus cool down in the time
+    it is given)."""
+    warm = min(1.0, (step + 1) / max(1, tc.warmup_steps))
+    if tc.cooldown <= 0:
+        return warm
+    done = step / max(1, tc.steps)
+    if tc.minutes:
+        done = max(done, elapsed_s / (60.0 * tc.minutes))
+    return min(warm, max(0.0, (1.0 - done) / tc.cooldown))
+
+
+def _train_step(run: _Run, x: torch.Tensor, elapsed_s: float = 0.0) -> _StepStats:
+    """One AdamW step on the batch ``x`` (learning rate :func:`lr_factor`, clipping), then the
+    EMA and L_t updates."""
     tc = run.cfg.train
     for group in run.opt.param_groups:
-        group["lr"] = tc.lr * min(1.0, (run.step + 1) / max(1, tc.warmup_steps))
+        group["lr"] = tc.lr * lr_factor(tc, run.step, elapsed_s)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         out = run.model.loss(x, antithetic=tc.antithetic, generator=run.gen)
     run.opt.zero_grad(set_to_none=True)
@@ -312,7 +329,7 @@ def _loop(run: _Run, result: TrainResult) -> None:
             if tc.minutes and time.perf_counter() - clock.started > tc.minutes * 60:
                 break
             x = next(run.sampler).to(run.device, non_blocking=True)
-            stats = _train_step(run, x)
+            stats = _train_step(run, x, time.perf_counter() - clock.started)
             clock.window_examples += x.shape[0] * run.world
             bar.update(1)
             if run.step % tc.log_every == 0 or run.step == tc.steps:
