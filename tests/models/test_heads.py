@@ -135,3 +135,15 @@ def test_output_bias_zero_stays_out_of_the_fingerprint(process: str) -> None:
     assert stable_config(config) == stable_config(older)
     marginal = {"model": {**model, "output_bias": "marginal"}, "train": {"lr": 1e-3}}
     assert stable_config(marginal) != stable_config(older)
+
+
+def test_a_cooldown_of_zero_stays_out_of_the_fingerprint() -> None:
+    """``train.cooldown`` came after models shipped: at 0 it leaves their fingerprints alone."""
+    from ardm.coding.fingerprint import raw_config, stable_config
+
+    older = {"model": {"net": "unet"}, "train": {"lr": 1e-3}}
+    zero = {"model": {"net": "unet"}, "train": {"lr": 1e-3, "cooldown": 0.0}}
+    cooled = {"model": {"net": "unet"}, "train": {"lr": 1e-3, "cooldown": 0.3}}
+    for stable in (stable_config, raw_config):
+        assert stable(zero) == stable(older)
+        assert stable(cooled) != stable(older)

@@ -176,9 +176,10 @@ def test_fingerprints_keep_every_process_bytes() -> None:
     ):
         model = build_model(load_config("mnist-tiny", overrides))
         model.tracker.set_all(np.linspace(1.0, 2.0, model.tracker.D))
-        # the config as it was before model.context existed (its default is left out)
+        # the config as it was before model.context and train.cooldown existed
         before = {k: v for k, v in model.config["model"].items() if k != "context"}
-        legacy = {**model.config, "model": before}
+        train = {k: v for k, v in model.config["train"].items() if k != "cooldown"}
+        legacy = {**model.config, "model": before, "train": train}
         if isinstance(model, UpscaleARDM):
             tag = f"upscale b={model.b} S={model.S} data".encode()
             want = _legacy_fingerprint(model, tag, legacy, model.stage_L().tobytes())
@@ -186,7 +187,7 @@ def test_fingerprints_keep_every_process_bytes() -> None:
             tag = f"d3pm-absorbing T={model.T}".encode()
             want = _legacy_fingerprint(model, tag, legacy, model.tracker.sorted_L().tobytes())
         else:
-            config = stable_config(model.config)
+            config = stable_config(legacy)
             want = _legacy_fingerprint(model, b"", config, model.tracker.sorted_L().tobytes())
         assert model.fingerprint() == want
 

@@ -29,9 +29,24 @@ _LATER_SETTINGS_ANY_PROCESS = {"output_bias": "zero", "context": 0}
 _LATER_SETTINGS_RAW = {"context": 0}
 
 
+# Training settings added later (every config's ``train`` section is hashed too), left out of
+# every identity while they keep the value all earlier models had.
+_LATER_TRAIN_SETTINGS = {"cooldown": 0.0}
+
+
+def _stable_train(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the later training settings at their old value left out."""
+    train = config.get("train")
+    if not isinstance(train, dict):
+        return config
+    return {**config, "train": _without_defaults(train, _LATER_TRAIN_SETTINGS)}
+
+
 def raw_config(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config as the Upscale and D3PM identities hash it: the settings added
-    since they shipped (:data:`_LATER_SETTINGS_RAW`) left out while at their old value."""
+    since they shipped (:data:`_LATER_SETTINGS_RAW`, :data:`_LATER_TRAIN_SETTINGS`) left out
+    while at their old value."""
+    config = _stable_train(config)
     model = config.get("model")
     if not isinstance(model, dict):
         return config
@@ -45,6 +60,7 @@ def _without_defaults(model: dict[str, Any], defaults: dict[str, Any]) -> dict[s
 
 def stable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config as fingerprinted: later settings at their old value left out."""
+    config = _stable_train(config)
     model = config.get("model")
     if not isinstance(model, dict):
         return config
