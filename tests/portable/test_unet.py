@@ -72,6 +72,26 @@ def test_exact_conv_equals_int64_reference(c_in: int, a_bound: int, k: int, stri
     assert torch.equal(conv(a.float()), out)  # float32 carriers: the same integers
 
 
+@pytest.mark.parametrize(
+    ("c_in", "a_bound", "w_bound"), [(64, WIDE, 127), (130, WIDE, 127), (5, 200, 511)]
+)
+def test_up2_conv_equals_the_conv_of_the_upsampled_input(
+    c_in: int, a_bound: int, w_bound: int
+) -> None:
+    """The upsample conv at the input's resolution (phases, summed taps) is the same integers
+    as the 3x3 conv of the nearest-x2 input, the extremes of the bound included."""
+    a = ints((3, c_in, 5, 7), a_bound, seed=c_in)
+    a[0], a[1] = a_bound, -a_bound
+    w = ints((6, c_in, 3, 3), w_bound, seed=c_in + 1)
+    w[0], w[1] = w_bound, -w_bound
+    conv = ExactConv(w.float(), w_bound, a_bound, stride=1, padding=1)
+    up = a.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # (3, I, 10, 14)
+    got = sum(y.double() * float(1 << s) for y, s in conv.up2_terms(a.float()))
+    assert torch.equal(got.long(), conv_reference(up, w, stride=1, padding=1))
+    with pytest.raises(ValueError, match="3x3"):
+        ExactConv(w[:, :, :1, :1].float(), w_bound, a_bound).up2_terms(a.float())
+
+
 @pytest.mark.parametrize(("a_bound", "pow2"), [(127, True), (127, False), (WIDE, False)])
 def test_int_layer_equals_its_int64_definition(a_bound: int, pow2: bool) -> None:
     torch.manual_seed(a_bound + pow2)

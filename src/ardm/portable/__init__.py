@@ -14,24 +14,17 @@ table derails an ANS decoder. The integer form of a network computes only with i
 * :mod:`ardm.portable.pmf` -- integer logits -> an integer pmf summing to ``2^24 - K``,
   which ``constriction``'s ``Categorical(perfect=False)`` turns into exactly ``w + 1``;
   :func:`mixture_pmf` the same for a discretised logistic mixture (``cifar10-subset``);
-* :mod:`ardm.portable.unet` -- :class:`IntegerUNet`, the frozen integer form of
-  :class:`ardm.nets.unet.UNet`.
+* :mod:`ardm.portable.unet`, :mod:`ardm.portable.transformer`, :mod:`ardm.portable.wavenet` --
+  the frozen integer forms of the three networks (:class:`IntegerUNet`, categorical or
+  logistic-mixture heads; ``IntegerTransformer``; ``IntegerWaveNet`` with both digit stages);
+* :mod:`ardm.portable.model` -- :class:`~ardm.portable.model.PortableModel`, a frozen network
+  with its head, shipped beside the weights (:mod:`ardm.portable.state`, no pickle);
+* :mod:`ardm.portable.allocator` -- keeps freed memory for the large temporaries (speed only).
 
 Freezing (``IntegerUNet.from_float``) runs the float network to calibrate activation ranges,
 so it is *not* portable itself: the frozen integer state is what must be shipped, and every
-machine that evaluates it gets the same bits.
-
-Not yet integer (what each needs, from these parts):
-
-* Transformer (``english``): LayerNorm is ``IntNorm.layer_norm``; GELU a per-layer table
-  like :class:`ardm.portable.ops.SiLUTable` (``erf`` from ``decimal``); rotary angles an
-  exact cos/sin table per (position, pair) like ``sinusoid_table``, the rotation an
-  integer multiply and rescale; per-head attention as in ``IntAttn`` (integer scores, exp
-  table, division of the value sum in int64); the head's logits through
-  :func:`categorical_pmf`. Linear layers are ``IntLayer`` on ``(B*L, C, 1, 1)``.
-* WaveNet (``fsdd``): ``Conv1d`` as a 2-D :class:`ExactConv` of height 1 (dilation to be
-  added to ``ExactConv``); ``tanh(a) * sigmoid(b)`` from two exact tables and an integer
-  product; upscale stage one-hots are exact already.
+machine that evaluates it gets the same bits. Not yet integer: 16-bit logistic mixtures and
+Upscale models with the data parametrisation (:class:`~ardm.portable.model.PortablePending`).
 """
 
 from __future__ import annotations

@@ -36,10 +36,13 @@ class IntLayer:
     rescale: Rescale
     out_bound: int
 
-    def __call__(self, a: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, a: torch.Tensor, add: torch.Tensor | None = None, *, up2: bool = False
+    ) -> torch.Tensor:
         """The layer on ``a``; ``add`` (integers in output units, broadcasting) is added
-        before the clamp (``floor(v) + add = floor(v + add)`` for integers)."""
-        terms = self.conv.terms(a)
+        before the clamp (``floor(v) + add = floor(v + add)`` for integers). ``up2``: on ``a``
+        upsampled x2 by nearest neighbour (:meth:`ExactConv.up2_terms`, the same integers)."""
+        terms = self.conv.up2_terms(a) if up2 else self.conv.terms(a)
         fast = self._float32_epilogue
         if fast is not None and len(terms) == 1 and terms[0][0].dtype == torch.float32:
             offset32, power = fast  # (acc + bias + 2^(k-1)) < 2^24, times 2^-k: exact

@@ -109,6 +109,48 @@ class ExactConv:
         assert y is not None
         return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
 
+    def up2_terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """:meth:`terms` of this conv (3x3, stride 1, padding 1) on ``a`` ``(B, I, H, W)``
+        upsampled x2 by nearest neighbour, computed at ``a``'s resolution.
+
+        Each of the four output phases ``(2i + p, 2j + q)`` reads a 2x2 neighbourhood of
+        ``a``, with the 3x3 taps that land on the same input value summed (:attr:`_phases`):
+        the same integer products regrouped, so the same accumulator, for 16 instead of 36
+        multiply-adds per output value of ``a``'s grid. The summed taps (at most 4 weights)
+        bound the chunks as :meth:`terms` does, so every float32 call stays exact.
+        """
+        c_out, c_in, kh, kw = self.weight.shape
+        if (kh, kw, self.stride, self.padding) != (3, 3, 1, 1):
+            raise ValueError("up2_terms needs a 3x3 conv with stride 1 and padding 1")
+        B, _, H, W = a.shape
+        parts = limbs(a, self.a_bound)
+        step = chunk_size(4, max(b for _, b, _ in parts), 4 * self.w_bound, c_in)
+        x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
+        x = F.pad(x, (1, 1, 1, 1))  # (L*B, I, H + 2, W + 2)
+        w = self._phases  # (4 O, I, 2, 2)
+        y: torch.Tensor | None = None
+        for c0 in range(0, c_in, step):
+            part = F.conv2d(x[:, c0 : c0 + step], w[:, c0 : c0 + step])  # (L*B, 4 O, H+1, W+1)
+            y = part if y is None else y.to(torch.float64) + part  # chunks add in float64
+        assert y is not None
+        out = y.new_empty(y.shape[0], c_out, H, 2, W, 2)  # (L*B, O, H, p, W, q)
+        for p in (0, 1):
+            for q in (0, 1):
+                k = 2 * p + q
+                out[:, :, :, p, :, q] = y[:, k * c_out : (k + 1) * c_out, p : p + H, q : q + W]
+        out = out.view(y.shape[0], c_out, 2 * H, 2 * W)
+        return [(out[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
+
+    @functools.cached_property
+    def _phases(self) -> torch.Tensor:
+        """The 2x2 kernels ``(4 O, I, 2, 2)`` of the four phases of a nearest-x2 upsample
+        followed by this 3x3 conv, phase ``(p, q)`` at ``(2 p + q) O``: row ``r`` of the
+        2x2 kernel sums the 3x3 rows that read input row ``i - 1 + p + r`` (likewise columns)."""
+        sums = torch.tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=torch.float64)
+        w = self.weight.to(torch.float64)  # (O, I, 3, 3) integers
+        k = [torch.einsum("ry,oiyx,cx->oirc", sums[p], w, sums[q]) for p in (0, 1) for q in (0, 1)]
+        return torch.cat(k).to(torch.float32)  # integers |.| <= 4 w_bound: exact
+
     def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """One exact float32 call: ``(N, i, H, W)`` -> ``(N, O, H', W')``."""
         if w.shape[2:] == (1, 1) and self.stride == 1 and self.padding == 0:

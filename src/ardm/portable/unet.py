@@ -221,9 +221,7 @@ class IntResample:
     up: bool
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        if self.up:
-            h = h.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # (B, c, 2H, 2W)
-        return self.conv(h)
+        return self.conv(h, up2=self.up)  # (B, c, 2H, 2W) when up: computed at h's size
 
     @classmethod
     def freeze(
