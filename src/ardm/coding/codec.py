@@ -118,7 +118,7 @@ class _Coder:
 
 PORTABLE_BATCH = 16
 """Tiles per network call of the integer coder (format version 5): its integer tables do not
-depend on the batch, so this changes the speed only (see benchmarks/portable_throughput.py)."""
+depend on the batch, so this changes the speed only (see benchmarks/portable.py)."""
 
 
 def _coder(model: CodingModel, version: int | None = None) -> _Coder:
