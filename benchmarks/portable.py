@@ -72,6 +72,16 @@ def median_ms(fn: Any, repeats: int) -> float:
     return 1000 * statistics.median(timed(fn)[1] for _ in range(repeats))
 
 
+@torch.no_grad()
+def _three(m: Any, inputs: tuple[torch.Tensor, ...], repeats: int) -> tuple[float, float, float]:
+    """ms of one call of the float32 net, the integer net, the integer net and its pmf."""
+    return (
+        median_ms(lambda: m.net(*inputs), repeats),
+        median_ms(lambda: m.portable.net.logits(*inputs), repeats),
+        median_ms(lambda: m.portable.pmf(*inputs), repeats),
+    )
+
+
 def calls(m: Any, x: torch.Tensor, repeats: int) -> dict[str, float]:
     """ms per item of one call, 1 thread: float32 net, integer net, integer net + pmf."""
     out: dict[str, float] = {}
@@ -79,11 +89,8 @@ def calls(m: Any, x: torch.Tensor, repeats: int) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         for B in (1, 16):
-            a, known, t = call_inputs(m, x, B)
-            with torch.no_grad():
-                fl = median_ms(lambda: m.net(a, known, t), repeats) / B
-            it = median_ms(lambda: m.portable.net.logits(a, known, t), repeats) / B
-            pmf = median_ms(lambda: m.portable.pmf(a, known, t), repeats) / B
+            fl, it, pmf = _three(m, call_inputs(m, x, B), repeats)
+            fl, it, pmf = fl / B, it / B, pmf / B
             out[f"float_ms_batch_{B}"] = round(fl, 2)
             out[f"integer_ms_batch_{B}"] = round(it, 2)
             out[f"integer_pmf_ms_batch_{B}"] = round(pmf, 2)
