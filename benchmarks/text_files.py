@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ardm.coding.chain import MAX_SEGMENTS, MIN_SEGMENT_BYTES
 from ardm.coding.chain_files import compress_chain
 from ardm.coding.classical import text_codecs
 from ardm.coding.codec import compress, decompress
@@ -185,7 +186,11 @@ def main() -> None:
     files20 = cut_files(text, SIZES["20 KB"], args.segment_files) if args.segment_files else []
     n20 = sum(len(f) for f in files20)
     seg_rows: dict[str, dict[str, float]] = {}
-    choices = (("one chain", 0), ("up to 8 segments (default)", None), ("4096 bytes", 4096))
+    choices = (
+        ("one chain", 0),
+        ("4096 bytes", 4096),
+        (f"up to {MAX_SEGMENTS} of at least {MIN_SEGMENT_BYTES} bytes (default)", None),
+    )
     for label, seg in choices if files20 else ():
         x20 = [torch.tensor(list(f)) for f in files20]
         blobs = [compress_chain(model, x, budget=budget, segment_bytes=seg) for x in x20]
