@@ -15,6 +15,7 @@ SHIPPED = (
     "fashion-mnist",
     "english",
     "english-bytes",
+    "english-bytes-1",
     "cifar10-subset",
     "kodak-photo",
     "fsdd",
