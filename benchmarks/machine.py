@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -76,3 +77,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """The median milliseconds of ``repeats`` calls of ``fn``, after one call to warm up."""
+    fn()
+    return 1000 * statistics.median(timed(fn)[1] for _ in range(repeats))

@@ -21,7 +21,6 @@ Results: ``benchmarks/results/portable.json`` / ``.md``. Targets (issue 13): rat
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import Any
 
 import torch
@@ -33,7 +32,7 @@ from ardm.core.orders import order_from_seed
 from ardm.core.upscale import coarsen
 from ardm.data.items import model_items
 from ardm.models.upscale import UpscaleARDM
-from benchmarks.machine import timed, write_results
+from benchmarks.machine import median_ms, timed, write_results
 
 MODELS = "mnist,cifar10-subset,english,fsdd"
 
@@ -65,11 +64,6 @@ def call_inputs(m: Any, x: torch.Tensor, B: int) -> tuple[torch.Tensor, ...]:
         coarse = coarsen(flat, 1, b=m.b, S=m.S).view_as(xb)
         return torch.where(known, xb, coarse), known, torch.full((B,), (m.S - 1) * D + D // 2)
     return xb, known, torch.full((B,), D // 2)
-
-
-def median_ms(fn: Any, repeats: int) -> float:
-    fn()
-    return 1000 * statistics.median(timed(fn)[1] for _ in range(repeats))
 
 
 @torch.no_grad()

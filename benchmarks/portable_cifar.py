@@ -37,8 +37,7 @@ from ardm.core.policy import step_bounds
 from ardm.data.items import model_items
 from ardm.portable import IntegerUNet, pmf_nll_bits
 from ardm.portable.pmf import mixture_pmf
-from benchmarks.machine import write_results
-from benchmarks.portable_mnist import median_ms
+from benchmarks.machine import median_ms, write_results
 
 
 def nll_bits(

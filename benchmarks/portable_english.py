@@ -27,8 +27,8 @@ import ardm
 from ardm.core.orders import order_from_seed
 from ardm.data.items import model_items
 from ardm.portable.transformer import IntegerTransformer
-from benchmarks.machine import write_results
-from benchmarks.portable_mnist import median_ms, nll_bits
+from benchmarks.machine import median_ms, write_results
+from benchmarks.portable_mnist import nll_bits
 
 
 def call_ms(

@@ -40,8 +40,7 @@ from ardm.models.upscale import UpscaleARDM
 from ardm.portable.pmf import pmf_nll_bits
 from ardm.portable.quant import NARROW, WIDE
 from ardm.portable.wavenet import IntegerWaveNet, Widths
-from benchmarks.machine import write_results
-from benchmarks.portable_mnist import median_ms
+from benchmarks.machine import median_ms, write_results
 
 
 def widths_of(code: str) -> Widths:

@@ -20,9 +20,7 @@ items (never the test items). Writes ``benchmarks/results/portable_mnist.json`` 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 
 import torch
 
@@ -32,7 +30,7 @@ from ardm.core.orders import order_from_seed
 from ardm.core.policy import step_bounds
 from ardm.data.items import model_items
 from ardm.portable import IntegerUNet, pmf_nll_bits
-from benchmarks.machine import write_results
+from benchmarks.machine import median_ms, write_results
 
 
 def nll_bits(
@@ -55,16 +53,6 @@ def nll_bits(
         w = inet.pmf(x, known, t)  # (N, *shape, K)
         int_bits += (pmf_nll_bits(w, x) * step).flatten(1).sum(1)
     return float_bits, int_bits
-
-
-def median_ms(f: Callable[[], object], repeats: int) -> float:
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def call_ms(
