@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -94,20 +95,8 @@ class ExactConv:
     def terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """``[(y, shift)]`` with ``accumulator = sum y * 2^shift``: one float32 term per limb
         (float64 where input chunks had to be added), so a caller can fuse the sum."""
-        _, c_in, kh, kw = self.weight.shape
-        B = a.shape[0]
-        parts = limbs(a, self.a_bound)
-        step = chunk_size(kh * kw, max(b for _, b, _ in parts), self.w_bound, c_in)
-        if len(parts) == 1 and a.dtype == torch.float32:
-            x = a  # (B, I, H, W) float32 integers already
-        else:
-            x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
-        y: torch.Tensor | None = None
-        for c0 in range(0, c_in, step):
-            part = self._call(x[:, c0 : c0 + step], self.weight[:, c0 : c0 + step])  # exact
-            y = part if y is None else y.to(torch.float64) + part  # chunks add in float64
-        assert y is not None
-        return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
+        _, _, kh, kw = self.weight.shape
+        return self._limb_terms(a, self.weight, kh * kw, self.w_bound, self._call)
 
     def up2_terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """:meth:`terms` of this conv (3x3, stride 1, padding 1) on ``a`` ``(B, I, H, W)``
@@ -119,27 +108,47 @@ class ExactConv:
         multiply-adds per output value of ``a``'s grid. The summed taps (at most 4 weights)
         bound the chunks as :meth:`terms` does, so every float32 call stays exact.
         """
-        c_out, c_in, kh, kw = self.weight.shape
+        c_out, _, kh, kw = self.weight.shape
         if (kh, kw, self.stride, self.padding) != (3, 3, 1, 1):
             raise ValueError("up2_terms needs a 3x3 conv with stride 1 and padding 1")
-        B, _, H, W = a.shape
+        H, W = a.shape[2:]
+
+        def phases(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            """One exact call: ``(N, i, H, W)`` -> the four phases ``(N, O, 2H, 2W)``."""
+            y = F.conv2d(F.pad(x, (1, 1, 1, 1)), w)  # (N, 4 O, H + 1, W + 1)
+            out = y.new_empty(y.shape[0], c_out, H, 2, W, 2)  # (N, O, H, p, W, q)
+            for p in (0, 1):
+                for q in (0, 1):
+                    k = 2 * p + q
+                    out[:, :, :, p, :, q] = y[:, k * c_out : (k + 1) * c_out, p : p + H, q : q + W]
+            return out.view(y.shape[0], c_out, 2 * H, 2 * W)
+
+        return self._limb_terms(a, self._phases, 4, 4 * self.w_bound, phases)
+
+    def _limb_terms(
+        self,
+        a: torch.Tensor,
+        weight: torch.Tensor,
+        taps: int,
+        w_bound: int,
+        call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> list[tuple[torch.Tensor, int]]:
+        """``call(x, w)`` (exact for ``taps`` weights of at most ``w_bound`` per input channel)
+        on the limbs of ``a`` stacked along the batch, input channels in chunks whose outputs
+        add in float64; split back into one ``(y, shift)`` per limb."""
+        B, c_in = a.shape[0], weight.shape[1]
         parts = limbs(a, self.a_bound)
-        step = chunk_size(4, max(b for _, b, _ in parts), 4 * self.w_bound, c_in)
-        x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
-        x = F.pad(x, (1, 1, 1, 1))  # (L*B, I, H + 2, W + 2)
-        w = self._phases  # (4 O, I, 2, 2)
+        step = chunk_size(taps, max(b for _, b, _ in parts), w_bound, c_in)
+        if len(parts) == 1 and a.dtype == torch.float32:
+            x = a  # (B, I, H, W) float32 integers already
+        else:
+            x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
         y: torch.Tensor | None = None
         for c0 in range(0, c_in, step):
-            part = F.conv2d(x[:, c0 : c0 + step], w[:, c0 : c0 + step])  # (L*B, 4 O, H+1, W+1)
+            part = call(x[:, c0 : c0 + step], weight[:, c0 : c0 + step])  # exact
             y = part if y is None else y.to(torch.float64) + part  # chunks add in float64
         assert y is not None
-        out = y.new_empty(y.shape[0], c_out, H, 2, W, 2)  # (L*B, O, H, p, W, q)
-        for p in (0, 1):
-            for q in (0, 1):
-                k = 2 * p + q
-                out[:, :, :, p, :, q] = y[:, k * c_out : (k + 1) * c_out, p : p + H, q : q + W]
-        out = out.view(y.shape[0], c_out, 2 * H, 2 * W)
-        return [(out[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
+        return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
 
     @functools.cached_property
     def _phases(self) -> torch.Tensor:
