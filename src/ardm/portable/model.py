@@ -68,9 +68,21 @@ def _freeze_transformer(net: nn.Module, items: torch.Tensor, passes: int, seed: 
 
 
 def _freeze_wavenet(
-    net: nn.Module, items: torch.Tensor, passes: int, seed: int, branching: int | None = None
+    net: nn.Module,
+    items: torch.Tensor,
+    passes: int,
+    seed: int,
+    branching: int | None = None,
+    head_bias: torch.Tensor | None = None,
 ) -> IntegerNet:
-    return IntegerWaveNet.from_float(net, items, passes=passes, seed=seed, branching=branching)  # type: ignore[arg-type]
+    return IntegerWaveNet.from_float(
+        net,  # type: ignore[arg-type]
+        items,
+        passes=passes,
+        seed=seed,
+        branching=branching,
+        head_bias=head_bias,
+    )
 
 
 FREEZERS: dict[str, Freezer] = {
@@ -96,6 +108,8 @@ def _categorical(_model: PortableModel, out: torch.Tensor, _x: Any, _t: Any) -> 
 
 
 def _mixture(model: PortableModel, out: torch.Tensor, _x: Any, _t: Any) -> torch.Tensor:
+    if model.K > 256:  # 16-bit: two bytes per value (PortableModel.coding_stages)
+        raise ValueError("a 16-bit mixture has no full table: its pmf is net.byte_pmf")
     return model.net.params_pmf(out)  # type: ignore[attr-defined]
 
 
@@ -195,6 +209,10 @@ class PortableModel:
                 for s in range(S)
             ]
         policy = model.policy_for_budget(budget)
+        if self.head == "mixture" and self.K > 256:  # 16-bit values as byte pairs
+            byte_pmf = self.net.byte_pmf  # type: ignore[attr-defined]
+            order = seeded_order(D, seed)
+            return [Stage(self.net.logits, order, policy, byte_pair=byte_pmf, exact=True)]
         if self.head in ROW_HEADS:
             kind = head_pmf(self.head)
 
@@ -232,8 +250,12 @@ def freeze(model: Any, items: torch.Tensor, *, passes: int = 4, seed: int = 0) -
     head_pmf(kind)  # refuse a head without an integer pmf before calibrating
     extra: dict[str, Any] = {}
     if kind == "mixture":
-        if int(model.K) > 256:
-            raise PortablePending("the integer coder of 16-bit mixture models is not built yet")
+        sixteen = int(model.K) == 1 << 16
+        if sixteen != (name == "WaveNet"):
+            raise PortablePending(
+                f"the integer coder has logistic mixtures of 8-bit images (U-Net) and 16-bit "
+                f"audio (WaveNet), not K={model.K} with a {name}"
+            )
         extra["head_bias"] = model.head.bias
     if kind == "digits":
         if model.parametrisation != "direct" or name != "WaveNet":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ardm.core.dmol import log_scale_min
 from ardm.portable.quant import div_round
@@ -161,6 +162,14 @@ def _edge_cdfs(mu: torch.Tensor, inv_s: torch.Tensor, K: int, frac_bits: int) ->
     edges = (2 * torch.arange(1, K) - K) << frac_bits  # (K - 1,) units 2^-f / (K - 1)
     z = (edges - (K - 1) * mu[:, None]).mul_(u[:, None])  # (r, K - 1)
     z = z.add_(1 << (shift - 1)).bitwise_right_shift_(shift)  # Q_16, rounded
+    return _sigmoid_q26(z)
+
+
+def _sigmoid_q26(z: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(z / 2^16)`` in ``2^-26`` units (int32, any shape) for int64 ``Q_16`` ``z``
+    (clamped to the table's ``[-20, 20)``; consumed), by linear interpolation between the
+    exact table's ``2^-8`` steps."""
+    zf = CDF_FRAC_BITS + CDF_INTERP_BITS
     half = CDF_SPAN << zf
     z32 = z.clamp_(-half, half - (1 << CDF_INTERP_BITS) - 1).add_(half).to(torch.int32)
     table, slope = _cdf_table()
@@ -213,8 +222,98 @@ def mixture_pmf(params: torch.Tensor, K: int, *, frac_bits: int = MIX_FRAC_BITS)
         torch.sub(cdf[:, 1:], cdf[:, :-1], out=mass[:, 1:-1])
         mass[:, -1] = (1 << CDF_BITS) - cdf[:, -1]
         p.index_add_(0, row[part], mass.clamp_(min=0).mul_(weight[part, None]))
-    q = p.long()  # (n, K) < 2^43
+    return _to_total(p.long())  # (n, K) masses below 2^39
+
+
+def _to_total(q: torch.Tensor) -> torch.Tensor:
+    """Integer masses ``(n, K)`` (``>= 0``, each row's sum positive and below ``2^39``) scaled
+    to the coder's total ``2^24 - K`` by an integer floor division, the remainder given to
+    the (first) largest entry."""
+    K = q.shape[-1]
     total = (1 << PMF_TOTAL_BITS) - K
     out = torch.div(q * total, q.sum(dim=-1, keepdim=True), rounding_mode="floor")  # (n, K)
     rest = total - out.sum(dim=-1, keepdim=True)  # (n, 1) in [0, K)
     return out.scatter_add(-1, out.argmax(dim=-1, keepdim=True), rest)  # (n, K)
+
+
+BYTE = 256
+"""A 16-bit value ``v = 256 hi + lo`` is coded as two 256-way symbols."""
+
+MIX16_FRAC_BITS = (12, 20, 16)
+"""A 16-bit mixture net's outputs: logits in ``Q_12`` (nats), means in ``Q_20`` (on the
+``[-1, 1]`` scale: ``2^-20`` is 1/32 of a 16-bit bin), log-scales in ``Q_16``."""
+
+BIN_FRAC_BITS = 8
+"""16-bit component means in bins (class ``k`` at ``k``), ``Q_8``."""
+
+BIN_INV_BITS = 24
+"""16-bit inverse scales per bin, ``Q_24`` (at most ``e^4 2^24 < 2^31`` at the clamp)."""
+
+
+def _bin_components(params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """From 16-bit mixture outputs ``(n, 3M)`` (:data:`MIX16_FRAC_BITS`): the live components'
+    rows ``(r,)``, weights (float64, a row's sum at most ``2^13``), means in bins ``Q_8`` and
+    inverse scales per bin ``Q_24`` (int64 ``(r,)`` each)."""
+    K = BYTE * BYTE
+    f_logit, f_mu, f_scale = MIX16_FRAC_BITS
+    logits, mu, log_s = params.long().chunk(3, dim=-1)  # (n, M) each
+    M = mu.shape[-1]
+    w = _mixture_weights(logits, f_logit).reshape(-1)  # (n M,)
+    live = torch.nonzero(w).view(-1)  # (r,) every row's largest weighs > 0
+    mu = mu.reshape(-1).index_select(0, live).clamp(-(2 << f_mu), 2 << f_mu)  # |mu| <= 2
+    # bins: m = (mu + 1) (K - 1) / 2, rounded to Q_8 (products below 2^39)
+    shift = f_mu + 1 - BIN_FRAC_BITS
+    m = ((mu + (1 << f_mu)) * (K - 1) + (1 << (shift - 1))) >> shift  # (r,)
+    inv_s = _inverse_scales(log_s, K, f_scale).reshape(-1).index_select(0, live)  # (r,) Q_18
+    # per bin: 1 / s_bins = inv_s 2 / (K - 1), in Q_24 (inv_s < 2^39: products below 2^46)
+    v = div_round(inv_s << (BIN_INV_BITS - INV_SCALE_BITS + 1), torch.tensor(K - 1))  # (r,)
+    return live // M, w.index_select(0, live).to(torch.float64), m, v
+
+
+def _bin_cdfs(m: torch.Tensor, v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Component CDFs ``(r, E)`` int64 in ``2^-26`` units at bin edges ``edges`` (``(E,)`` or
+    ``(r, E)`` int64; edge ``j`` lies between classes ``j - 1`` and ``j``) for means ``m`` and
+    inverse scales ``v`` ``(r,)`` (:func:`_bin_components`): ``z = (j - 1/2 - m) v``, rounded
+    to ``Q_16`` (``|j - m| < 2^17`` bins times ``v < 2^31``: int64 products below ``2^57``)."""
+    d = (edges << BIN_FRAC_BITS) - (1 << (BIN_FRAC_BITS - 1)) - m[:, None]  # (r, E) Q_8 bins
+    shift = BIN_FRAC_BITS + BIN_INV_BITS - (CDF_FRAC_BITS + CDF_INTERP_BITS)
+    z = d.mul_(v[:, None]).add_(1 << (shift - 1)).bitwise_right_shift_(shift)  # (r, E) Q_16
+    return _sigmoid_q26(z).long()
+
+
+def mixture_byte_pmf(params: torch.Tensor, hi: torch.Tensor | None = None) -> torch.Tensor:
+    """A 16-bit discretised logistic mixture as two 256-way integer pmfs (the integer form of
+    :func:`ardm.core.dmol.dmol_byte_log_probs`): weights ``(..., 256)`` int64, each ``>= 0``,
+    summing to ``2^24 - 256``, for outputs ``params (..., 3M)`` (:data:`MIX16_FRAC_BITS`).
+
+    ``hi=None``: the high byte, each block of 256 classes weighted by its mixture mass (CDF
+    differences at the blocks' edges; the first and last blocks take the tails).
+    ``hi (...)``: the low byte given the high byte, the mass of each class of block ``hi``
+    (CDF differences at its 257 edges; the outer edges of blocks 0 and 255 are the tails). A
+    block where every component's mass rounds to 0 gets the uniform pmf.
+    """
+    lead = params.shape[:-1]
+    rows, weight, m, v = _bin_components(params.reshape(-1, params.shape[-1]))
+    n = math.prod(lead)
+    p = torch.zeros(n, BYTE, dtype=torch.float64)  # (n, 256): sums below 2^39, exact
+    if hi is not None:
+        h = hi.reshape(-1).long()
+        if bool((h < 0).any()) or bool((h >= BYTE).any()):
+            raise ValueError("hi must lie in [0, 256)")
+    for lo in range(0, rows.numel(), MIX_CHUNK_COMPONENTS):
+        part = slice(lo, lo + MIX_CHUNK_COMPONENTS)
+        r = rows[part]
+        if hi is None:
+            cdf = _bin_cdfs(m[part], v[part], torch.arange(1, BYTE) * BYTE)  # (r', 255)
+            cdf = F.pad(cdf, (1, 1), value=0)  # (r', 257) with the tails at both ends
+            cdf[:, -1] = 1 << CDF_BITS
+        else:
+            base = h.index_select(0, r) * BYTE  # (r',) the block's first class
+            cdf = _bin_cdfs(m[part], v[part], base[:, None] + torch.arange(BYTE + 1))
+            cdf[:, 0].masked_fill_(base == 0, 0)  # below class 0: the lower tail
+            cdf[:, -1].masked_fill_(base == BYTE * (BYTE - 1), 1 << CDF_BITS)  # the upper
+        mass = (cdf[:, 1:] - cdf[:, :-1]).clamp_(min=0).to(torch.float64)  # (r', 256)
+        p.index_add_(0, r, mass.mul_(weight[part, None]))
+    q = p.long()  # (n, 256)
+    q = torch.where(q.sum(dim=-1, keepdim=True) > 0, q, 1)  # an empty block: uniform
+    return _to_total(q).reshape(*lead, BYTE)

@@ -24,6 +24,7 @@ An Upscale ARDM's net (``stages = S > 1``) sees the global step ``t = s D + t_in
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -35,10 +36,10 @@ from ardm.nets.embeddings import split_step
 from ardm.nets.wavenet import ResidualBlock, WaveNet
 from ardm.portable.layers import IntLayer, Ranges, _pow2_weights, wide_scale
 from ardm.portable.ops import ExactConv, ExactDilatedConv
-from ardm.portable.pmf import LOGIT_FRAC_BITS, digit_pmf
+from ardm.portable.pmf import LOGIT_FRAC_BITS, MIX16_FRAC_BITS, digit_pmf, mixture_byte_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
 from ardm.portable.tables import sigmoid_table, tanh_table
-from ardm.portable.unet import LOGIT_BOUND, IntTime
+from ardm.portable.unet import LOGIT_BOUND, MIX_OUT_W_BITS, IntTime
 
 PRE_FRAC_BITS = 10
 """Gate pre-activations are ``Q_10``."""
@@ -50,6 +51,10 @@ GATE_BITS = 15
 
 INPUT_W_BITS = 12
 """The input conv (4 channels, 3 taps) affords 12-bit weights."""
+
+MIX16_BOUND = (1 << 23) - 1
+"""A 16-bit mixture net's outputs are clamped to ``|q| < 2^23`` (means: 8 in value; logits
+2048 nats; log-scales 128)."""
 
 
 @dataclass(frozen=True)
@@ -286,22 +291,42 @@ class IntWaveHead:
         return self.conv_out(b)  # (B, O, 1, L) Q_6
 
     @classmethod
-    def freeze(cls, net: WaveNet, ctx: _Freeze) -> IntWaveHead:
+    def freeze(
+        cls, net: WaveNet, ctx: _Freeze, head_bias: torch.Tensor | None = None
+    ) -> IntWaveHead:
+        """Logits in ``Q_6``; or (``head_bias``, a 16-bit logistic mixture's bias ``(3M,)``,
+        folded into ``conv_out``) mixture parameters in :data:`MIX16_FRAC_BITS`, ``conv_out``
+        on a wide input with 10-bit weights (its means need a fraction of a 16-bit bin)."""
         r, bound = ctx.ranges, ctx.widths.head
-        s_a, s_b = _scale(r["skip_out<"], bound), _scale(r["conv_out<"], bound)
+        mid = WIDE if head_bias is not None else bound  # conv_out's input
+        s_a, s_b = _scale(r["skip_out<"], bound), _scale(r["conv_out<"], mid)
         n = ctx.blocks
         to_a = Rescale.from_ratio(
             ctx.s_skip / (math.sqrt(n) * s_a), in_bound=n * WIDE, float64=True
         )
         skip_out = freeze_conv1d(
-            net.skip_out, in_scale=s_a, in_bound=bound, out_scale=s_b, out_bound=bound
+            net.skip_out, in_scale=s_a, in_bound=bound, out_scale=s_b, out_bound=mid
         )
+        if head_bias is None:
+            conv_out = freeze_conv1d(
+                net.conv_out,
+                in_scale=s_b,
+                in_bound=bound,
+                out_scale=2.0**-LOGIT_FRAC_BITS,
+                out_bound=LOGIT_BOUND,
+            )
+            return cls(to_a, bound, skip_out, conv_out)
+        M = net.out_classes // 3
+        frac = torch.tensor(MIX16_FRAC_BITS, dtype=torch.float64).repeat_interleave(M)  # (3M,)
+        folded = copy.deepcopy(net.conv_out)
+        folded.bias = nn.Parameter(folded.bias.detach() + head_bias.detach().to(folded.bias))  # type: ignore[union-attr]
         conv_out = freeze_conv1d(
-            net.conv_out,
+            folded,
             in_scale=s_b,
-            in_bound=bound,
-            out_scale=2.0**-LOGIT_FRAC_BITS,
-            out_bound=LOGIT_BOUND,
+            in_bound=WIDE,
+            out_scale=2.0**-frac,
+            out_bound=MIX16_BOUND,
+            w_bits=MIX_OUT_W_BITS,
         )
         return cls(to_a, bound, skip_out, conv_out)
 
@@ -328,12 +353,29 @@ class IntegerWaveNet:
     ``logits(x, known, t)`` gives int64 logits ``(B, L, O)`` in ``Q_6`` (units of 1/64 nat),
     the same bits on every machine, thread count and batch size; for an Upscale ARDM (direct
     parametrisation) ``digit_pmf(x, known, t)`` gives stage ``t // D``'s integer digit pmf.
-    Build it with :meth:`from_float`; ship the frozen object.
+    A 16-bit logistic-mixture net (``mixture``) gives its parameters instead, and
+    ``byte_pmf(out, hi)`` the integer pmfs of a value's high and low byte. Build it with
+    :meth:`from_float`; ship the frozen object.
     """
 
-    def __init__(self, net: WaveNet, ranges: Ranges, widths: Widths) -> None:
+    mixture: bool = False
+    """A 16-bit logistic-mixture net (an instance attribute only where True)."""
+
+    def __init__(
+        self,
+        net: WaveNet,
+        ranges: Ranges,
+        widths: Widths,
+        head_bias: torch.Tensor | None = None,
+    ) -> None:
         self.K, self.D, self.stages = net.K, net.D, net.stages
         self.out_classes = net.out_classes
+        if head_bias is not None:  # set only here: other nets' states stay as they were
+            if self.K != 1 << 16 or self.stages != 1:
+                raise ValueError(
+                    "the integer WaveNet's mixture head codes 16-bit values, one stage"
+                )
+            self.mixture = True
         self.widths = widths
         self._time_cache: dict[int, list[torch.Tensor | None]] = {}
         n = len(net.blocks)
@@ -353,7 +395,7 @@ class IntegerWaveNet:
         ctx = _Freeze(ranges, widths, s_h, s_skip, temb_scale, n)
         self.input = IntWaveInput.freeze(net, s_h[0])
         self.blocks = [IntWaveBlock.freeze(block, ctx, i) for i, block in enumerate(net.blocks)]  # type: ignore[arg-type]
-        self.head = IntWaveHead.freeze(net, ctx)
+        self.head = IntWaveHead.freeze(net, ctx, head_bias)
         self.gate = Gate.build()
 
     @classmethod
@@ -367,10 +409,12 @@ class IntegerWaveNet:
         seed: int = 0,
         widths: Widths | None = None,
         branching: int | None = None,
+        head_bias: torch.Tensor | None = None,
     ) -> IntegerWaveNet:
         """Freeze ``net`` after recording its activation ranges on ``items`` ``(N, L)``, each
         seen ``passes`` times at a random stage and step with its Upscale state (see
-        :func:`stage_inputs`; ``branching`` defaults to ``out_classes // stages``)."""
+        :func:`stage_inputs`; ``branching`` defaults to ``out_classes // stages``).
+        ``head_bias`` ``(3M,)``: a 16-bit logistic-mixture head's bias (``model.head.bias``)."""
         g = torch.Generator().manual_seed(seed)
         S = net.stages
         b = branching if branching is not None else max(2, net.out_classes // S)
@@ -379,10 +423,11 @@ class IntegerWaveNet:
         with ranges.recording(net):
             for _ in range(passes):
                 net(*stage_inputs(items, K=net.K, b=b, S=S, generator=g))
-        return cls(net, ranges, widths if widths is not None else Widths())
+        return cls(net, ranges, widths if widths is not None else Widths(), head_bias)
 
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Integer logits ``(B, L, O)`` int64 in ``Q_6``."""
+        """Integer logits ``(B, L, O)`` int64 in ``Q_6``, or a mixture net's parameters
+        (:data:`ardm.portable.pmf.MIX16_FRAC_BITS`)."""
         stage, t_in = split_step(t, self.D) if self.stages > 1 else (torch.zeros_like(t), t)
         h = self.input(x.long(), known, stage)  # (B, C, 1, L) wide
         skips: torch.Tensor | None = None
@@ -402,6 +447,14 @@ class IntegerWaveNet:
         b = self.out_classes // self.stages
         out = self.logits(x, known, t)
         return digit_pmf(out, x, int(stages[0]), b=b, S=self.stages, K=self.K)
+
+    def byte_pmf(self, out: torch.Tensor, hi: torch.Tensor | None) -> torch.Tensor:
+        """A mixture net's integer pmf ``(..., 256)`` of the high byte (``hi=None``) or of the
+        low byte given the high bytes ``hi (...)``, from its outputs ``out (..., 3M)``
+        (:func:`ardm.portable.pmf.mixture_byte_pmf`)."""
+        if not self.mixture:
+            raise ValueError("byte_pmf needs a mixture net (16-bit values)")
+        return mixture_byte_pmf(out, hi)
 
     def time_terms(self, t_in: torch.Tensor) -> list[torch.Tensor | None]:
         """Every block's time term ``(B, C, 1, 1)`` for in-stage steps ``t_in`` ``(B,)``,
