@@ -8,8 +8,10 @@ tiled path without context (format v5, tiles of the window, the same calls per b
 text8-style ``english`` model's tiled path (on the text8-normalised text: lossy, so its size is
 not comparable, shown for reference). Every ardm file is decoded and compared.
 
-Also: the size against budget curve (calls per 64-byte block) on the 4 KB files, and what the
-segments (independent chains, decoded as one batch) cost in size on the 20 KB files.
+Also, on the 4 KB files: the size against budget curve (calls per block) and the size for
+each context (known bytes before a block: the block is the rest of the window) at the same
+calls per byte; and what the segments (independent chains, decoded as one batch) cost in
+size on the 20 KB files.
 Writes ``benchmarks/results/text_files.{json,md}``.
 """
 
@@ -22,8 +24,8 @@ from typing import Any
 
 import torch
 
-from ardm.coding.chain import MAX_SEGMENTS, MIN_SEGMENT_BYTES
-from ardm.coding.chain_files import compress_chain
+from ardm.coding.chain import CHAIN_BYTES_PER_CALL, MAX_SEGMENTS, MIN_SEGMENT_BYTES
+from ardm.coding.chain_files import coder_context, compress_chain
 from ardm.coding.classical import text_codecs
 from ardm.coding.codec import compress, decompress
 from ardm.data.registry import default_data_dir
@@ -125,7 +127,8 @@ def main() -> None:
     p.add_argument("--model", default="english-bytes")
     p.add_argument("--files", default="8,4,2,1", help="files of 1, 4, 20, 100 KB")
     p.add_argument("--budget", type=int, default=None, help="calls per block (model default)")
-    p.add_argument("--budgets", default="2,4,8,16,32", help="the size-against-budget curve")
+    p.add_argument("--budgets", default="4,7,14,28,56", help="the size-against-budget curve")
+    p.add_argument("--contexts", default="64,32,16,8", help="contexts at the same calls per byte")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--segment-files", type=int, default=2, help="20 KB files (0: skip)")
     p.add_argument("--name", default="text_files")
@@ -133,7 +136,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load(args.model)
     budget = args.budget or model.default_budget
-    block = model.D - model.context
+    block = model.D - coder_context(model)
     text = (default_data_dir() / "english" / "test.txt").read_bytes()
     counts = [int(c) for c in args.files.split(",")]
     results: dict[str, Any] = {"budget": budget, "sizes": {}}
@@ -181,6 +184,25 @@ def main() -> None:
         "| budget | bpc | encode B/s |",
         "| ---: | ---: | ---: |",
         *[f"| {b} | {c['bpc']:.3f} | {c['enc_Bps']:,.0f} |" for b, c in curve.items()],
+        "",
+    ]
+    contexts = [int(v) for v in args.contexts.split(",") if v and 0 < int(v) <= model.context]
+    by_context = {}
+    for c in contexts:
+        b = -(-(model.D - c) // CHAIN_BYTES_PER_CALL)
+        blobs = [compress_chain(model, torch.tensor(list(f)), budget=b, context=c) for f in files4]
+        by_context[c] = {"budget": b, "bpc": 8 * sum(len(x) for x in blobs) / n4}
+    results["contexts_4KB"] = by_context
+    lines += [
+        f"### Context (known bytes before a block), one call per {CHAIN_BYTES_PER_CALL} block "
+        f"bytes, the {len(files4)} files of 4 KB",
+        "",
+        "| context | block | calls per block | bpc |",
+        "| ---: | ---: | ---: | ---: |",
+        *[
+            f"| {c} | {model.D - c} | {r['budget']} | {r['bpc']:.3f} |"
+            for c, r in by_context.items()
+        ],
         "",
     ]
     files20 = cut_files(text, SIZES["20 KB"], args.segment_files) if args.segment_files else []

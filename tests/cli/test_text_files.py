@@ -11,6 +11,7 @@ import torch
 from ardm.cli.commands import main
 from ardm.coding.container import CHAIN_VERSION, unpack
 from tests.cli.cross_machine import assert_decodes_elsewhere
+from tests.coding.chain_versions import as_v6
 
 PROSE = (
     "It was the best of times, it was the worst of times; it was the age of wisdom.\n\n"
@@ -98,8 +99,26 @@ def test_the_golden_chain_files_decode_and_encode_byte_for_byte_on_this_machine(
     model = ardm.load(name)
     text = golden_text()
     blob = path.read_bytes()
-    assert blob[2] == CHAIN_VERSION
+    assert blob[2] == 6  # written before version 7 stored the context (the model's, 64)
     assert model_for_file(blob, name=path.name) == name
     assert bytes(decompress(model, blob).tolist()) == text
     x = torch.tensor(list(text), dtype=torch.uint8)
-    assert compress_chain(model, x, budget=8, segment_bytes=128) == blob
+    v7 = compress_chain(model, x, budget=8, segment_bytes=128, context=64)
+    assert as_v6(v7, 64) == blob
+    assert bytes(decompress(model, v7).tolist()) == text
+
+
+def test_the_golden_v7_chain_file_decodes_and_encodes_byte_for_byte_on_this_machine() -> None:
+    """Made on another machine (AMD EPYC, AVX2) by ``compress_chain(model, text, budget=14,
+    segment_bytes=128)`` (the default context, 16 bytes before each 112-byte block)."""
+    import ardm
+    from ardm.coding.chain_files import compress_chain
+    from ardm.coding.codec import decompress
+
+    model = ardm.load("english-bytes")
+    text = golden_text()
+    blob = (GOLDEN / "v7_english-bytes_300_budget14.ardm").read_bytes()
+    assert blob[2] == CHAIN_VERSION == 7
+    assert bytes(decompress(model, blob).tolist()) == text
+    x = torch.tensor(list(text), dtype=torch.uint8)
+    assert compress_chain(model, x, budget=14, segment_bytes=128) == blob

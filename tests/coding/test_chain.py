@@ -166,7 +166,7 @@ def test_the_stream_costs_what_the_model_says_given_the_true_known_values(chain_
             w = categorical_pmf(logits[coded])
             bits += float(pmf_nll_bits(w, window[coded]).sum())
     blob = compress_chain(chain_model, x, budget=budget, segment_bytes=0)
-    header_bytes = len(blob) - len(unpack(blob)[1]) + 1  # and the segment varint
+    header_bytes = len(blob) - len(unpack(blob)[1]) + 2  # and the segment and context varints
     stream_bits = 8 * (len(blob) - header_bytes)
     assert bits + 32 - 8 <= stream_bits <= bits + 32 + 8
 
@@ -181,3 +181,38 @@ def test_a_short_file_cannot_declare_a_long_decode(chain_model) -> None:  # type
     with pytest.raises(FormatError, match="truncated"):
         decompress(chain_model, huge)
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("context", [2, CONTEXT, 12])
+def test_any_context_round_trips_and_is_stored_in_the_file(chain_model, context: int) -> None:  # type: ignore[no-untyped-def]
+    from ardm.coding.container import read_varint
+
+    x = as_bytes(TEXT * 2)
+    blob = compress_chain(chain_model, x, budget=3, segment_bytes=40, context=context)
+    _, body = unpack(blob)
+    _, pos = read_varint(body, 0, "segment length")
+    assert read_varint(body, pos, "context")[0] == context
+    assert torch.equal(decompress(chain_model, blob), x.long())
+
+
+@pytest.mark.parametrize("context", [0, D, 200])
+def test_a_context_outside_the_window_is_refused(chain_model, context: int) -> None:  # type: ignore[no-untyped-def]
+    from ardm.coding.container import pack, write_varint
+
+    blob = compress_chain(chain_model, as_bytes(TEXT), budget=3, segment_bytes=0)
+    header, body = unpack(blob)
+    assert body[:2] == write_varint(0) + write_varint(CONTEXT)
+    with pytest.raises(FormatError, match=r"corrupt payload: context must lie in \(0, 16\)"):
+        decompress(chain_model, pack(header, write_varint(0) + write_varint(context) + body[2:]))
+
+
+def test_version_6_files_are_read_with_the_models_context(chain_model) -> None:  # type: ignore[no-untyped-def]
+    from tests.coding.chain_versions import as_v6
+
+    x = as_bytes(TEXT * 2)
+    v6 = as_v6(compress_chain(chain_model, x, budget=3, context=CONTEXT), CONTEXT)
+    assert v6[2] == 6
+    assert torch.equal(decompress(chain_model, v6), x.long())
+    other = as_v6(compress_chain(chain_model, x, budget=3, context=4), 4)  # never written so
+    with pytest.raises(FormatError):
+        decompress(chain_model, other)

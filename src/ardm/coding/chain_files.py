@@ -1,10 +1,12 @@
-"""Files of format version 6: data coded as chains of blocks with context.
+"""Files of format version 7 (and 6, read): data coded as chains of blocks with context.
 
 A sequence (text) is a :class:`ardm.coding.chain.ChainLayout` of segments, an image a
 :class:`ardm.coding.wavefront.WavefrontLayout` of waves; either way the blocks are coded by
 the model's portable form (:func:`ardm.coding.chain.portable_rows`), the stream starts from
-the data's CRC-32 and is padded to at least ``blocks - 1`` bytes. The layout of the bytes is in
-``docs/format.md``, "Version 6".
+the data's CRC-32 and is padded to at least ``blocks - 1`` bytes. A text block sees
+:data:`ardm.coding.chain.CHAIN_CONTEXT` known bytes (:func:`coder_context`), an image block
+the model's trained context; version 7 stores it, version 6 files were coded with the model's
+``context``. The layout of the bytes is in ``docs/format.md``, "Version 7".
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from ardm.coding.chain import (
+    CHAIN_CONTEXT,
     ChainLayout,
     ChainPlan,
     Layout,
@@ -43,24 +46,38 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
     portable = getattr(model, "portable", None)
     if not context:
         raise FormatError(
-            "this file is a chain of blocks with context (format v6); this "
+            "this file is a chain of blocks with context (format v6/v7); this "
             "model was not trained with a known prefix (model.context)"
         )
     if portable is None:
         raise FormatError(
-            "chain files (format v6) are coded by the model's portable form, "
+            "chain files (format v6/v7) are coded by the model's portable form, "
             "which this model lacks (`ardm export` freezes one)"
         )
     return portable, int(model.D), context  # type: ignore[attr-defined]
 
 
-def file_layout(model: object, shape: tuple[int, ...], segment: int) -> tuple[Layout, int, int]:
+def coder_context(model: object) -> int:
+    """The known values before a block that the coder writes: for text
+    :data:`ardm.coding.chain.CHAIN_CONTEXT` (at most the model's ``context``), for an image the
+    model's ``context`` (its blocks' shape)."""
+    context = int(model.context)  # type: ignore[attr-defined]
+    return min(CHAIN_CONTEXT, context) if len(model.shape) == 1 else context  # type: ignore[attr-defined]
+
+
+def file_layout(
+    model: object, shape: tuple[int, ...], segment: int, context: int | None = None
+) -> tuple[Layout, int, int]:
     """The layout of data of ``shape`` for a chain model: a sequence's :class:`ChainLayout`
     (``segment`` blocks per segment), an image's :class:`ardm.coding.wavefront.WavefrontLayout`
-    (``segment`` must be 0); with the number of blocks and the most values of one block."""
+    (``segment`` must be 0); with the number of blocks and the most values of one block.
+    ``context``: known values before a block (default: the model's; an image's must be it)."""
     tile = tuple(int(v) for v in model.shape)  # type: ignore[attr-defined]
-    context = int(model.context)  # type: ignore[attr-defined]
-    region = context_region(tile, context)  # (D,) the window's known part
+    trained = int(model.context)  # type: ignore[attr-defined]
+    context = trained if context is None else int(context)
+    if len(tile) == 3 and context != trained:
+        raise ValueError(f"an image is coded with the model's context {trained}, not {context}")
+    region = context_region(tile, context)  # (D,) the window's known part (or a ValueError)
     block = region.numel() - int(region.sum())
     if len(tile) == 1:
         layout: Layout = ChainLayout(math.prod(shape), tile[0], context, segment)
@@ -101,13 +118,15 @@ def compress_chain(
     budget: int,
     segment_bytes: int | None = None,
     seed: int | None = None,
+    context: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> bytes:
-    """One file of format version 6: a sequence ``x (n,)`` as chains of blocks in segments of
+    """One file of format version 7: a sequence ``x (n,)`` as chains of blocks in segments of
     about ``segment_bytes`` values (0: one chain; ``None``: :func:`default_segment_bytes`),
     or an image ``x (C, H, W)`` in waves of
     blocks; ``budget`` calls per block (clamped to its size), order seed ``seed`` (default:
-    the model's); ``progress(values)`` as they are coded."""
+    the model's), ``context`` known values before a block (default: :func:`coder_context`);
+    ``progress(values)`` as they are coded."""
     from ardm.coding.container import (
         CHAIN_VERSION,
         FINGERPRINT_BYTES,
@@ -119,7 +138,7 @@ def compress_chain(
     )
     from ardm.errors import DataError
 
-    portable, D, context = _chain_parts(model)
+    portable, D, _ = _chain_parts(model)
     K = int(model.K)  # type: ignore[attr-defined]
     shape = tuple(int(v) for v in x.shape)
     if x.numel() == 0:
@@ -129,12 +148,13 @@ def compress_chain(
     if values.min() < 0 or values.max() >= K:
         raise DataError(f"data values must lie in [0, {K})")
     seed = int(model.order_seed if seed is None else seed)  # type: ignore[attr-defined]
+    context = coder_context(model) if context is None else int(context)
     if segment_bytes is None:
         segment_bytes = default_segment_bytes(math.prod(shape))
     segment = segment_blocks(D, context, segment_bytes) if len(shape) == 1 else 0
-    layout, blocks, most = file_layout(model, shape, segment)
+    layout, blocks, most = file_layout(model, shape, segment, context)
     if segment >= blocks:
-        layout, blocks, most = file_layout(model, shape, 0)
+        layout, blocks, most = file_layout(model, shape, 0, context)
     budget = max(1, min(int(budget), most))
     plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
@@ -152,18 +172,25 @@ def compress_chain(
     segment = layout.segment if isinstance(layout, ChainLayout) else 0
     # a payload has at least blocks - 1 bytes (pack_stream): a short file cannot declare a
     # long decode
-    return pack(header, write_varint(segment) + pack_stream(stream, blocks))
+    fields = write_varint(segment) + write_varint(context)
+    return pack(header, fields + pack_stream(stream, blocks))
 
 
 def decompress_chain(
     model: object, header: object, body: bytes, *, progress: Callable[[int], None] | None = None
 ) -> torch.Tensor:
-    """The data of a version-6 file (its parsed ``header`` and payload ``body``), checked
+    """The data of a version-7 or -6 file (its parsed ``header`` and payload ``body``), checked
     against the checksum the stream carries; anything wrong is a one-line FormatError."""
-    from ardm.coding.container import FINGERPRINT_BYTES, data_crc32, read_varint, unpack_stream
+    from ardm.coding.container import (
+        CHAIN_VERSION,
+        FINGERPRINT_BYTES,
+        data_crc32,
+        read_varint,
+        unpack_stream,
+    )
     from ardm.errors import FormatError
 
-    portable, D, _ = _chain_parts(model)
+    portable, D, context = _chain_parts(model)
     ours = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]  # type: ignore[attr-defined]
     if header.fingerprint != ours:  # type: ignore[attr-defined]
         raise FormatError(
@@ -176,12 +203,14 @@ def decompress_chain(
         raise FormatError(f"corrupt header: a chain file holds values of K={K} and its shape")
     _check_shape(model, tuple(shape), FormatError)
     segment, pos = read_varint(body, 0, "segment length")
+    if header.version == CHAIN_VERSION:  # type: ignore[attr-defined]
+        context, pos = read_varint(body, pos, "context")
     try:
-        layout, blocks, most = file_layout(model, tuple(shape), 0)
+        layout, blocks, most = file_layout(model, tuple(shape), 0, context)
         if segment:
             if segment >= blocks:
                 raise ValueError(f"segments of {segment} blocks in a file of {blocks}")
-            layout, blocks, most = file_layout(model, tuple(shape), segment)
+            layout, blocks, most = file_layout(model, tuple(shape), segment, context)
     except ValueError as e:
         raise FormatError(f"corrupt payload: {e}") from None
     if not 1 <= header.budget <= most:  # type: ignore[attr-defined]

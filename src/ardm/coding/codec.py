@@ -68,6 +68,7 @@ import torch
 from ardm.coding.chain_files import compress_chain, decompress_chain
 from ardm.coding.container import (
     CHAIN_VERSION,
+    CHAIN_VERSIONS,
     FINGERPRINT_BYTES,
     MAX_D,
     PORTABLE_VERSION,
@@ -175,7 +176,7 @@ def compress(
     ``model.order_seed``. ``version``: ``None`` (default) writes format version 5 (the
     integer coder, decodable on every machine) when the model has a portable form
     (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
-    ``progress(values)``: called as a model with context (format version 6) codes values.
+    ``progress(values)``: called as a model with context (format version 7) codes values.
     """
     _check_eval(model)
     if getattr(model, "context", 0) and version in (None, CHAIN_VERSION):
@@ -186,7 +187,9 @@ def compress(
     if version is not None and version not in WRITE_VERSIONS:
         raise ValueError(f"version must be one of {WRITE_VERSIONS} or None, got {version}")
     if version == CHAIN_VERSION:
-        raise ValueError("version 6 (chains with context) needs a model with model.context > 0")
+        raise ValueError(
+            f"version {CHAIN_VERSION} (chains with context) needs a model with model.context > 0"
+        )
     if not items:
         return []
     fewest, most = model.budget_range()
@@ -253,7 +256,7 @@ def _compress_chains(
     budget: int,
     progress: Callable[[int], None] | None = None,
 ) -> bytes | list[bytes]:
-    """Format version 6 for a model with context: one item (a sequence ``(n,)`` of any length,
+    """Format version 7 for a model with context: one item (a sequence ``(n,)`` of any length,
     an image ``(C, H, W)`` of any size) or a batch of them, one file each
     (:func:`ardm.coding.chain_files.compress_chain`)."""
     if budget < 1:
@@ -311,7 +314,7 @@ def decompress(
     """
     _check_eval(model)
     header, body = unpack(blob)
-    if header.version == CHAIN_VERSION:
+    if header.version in CHAIN_VERSIONS:
         if header.kind != model.kind:
             raise FormatError(
                 f"this file holds {header.kind} data but the model is for {model.kind}"

@@ -16,9 +16,11 @@ Layout (versions 4 and 5, every field documented byte by byte in ``docs/format.m
                          a tiled file's payload has at least tiles - 1 bytes (a shorter
                          stream is padded with zero bytes, see :func:`pack_stream`)
 
-Version 6 (:data:`CHAIN_VERSION`) has version 5's header, always with the true shape; its
-payload is a varint (blocks per segment, 0 for one chain) and one ANS stream of the blocks,
-each coded given the values before it (:mod:`ardm.coding.chain`).
+Version 7 (:data:`CHAIN_VERSION`) has version 5's header, always with the true shape; its
+payload is a varint (blocks per segment, 0 for one chain), a varint (the context: how many
+known values precede a block in the model's window) and one ANS stream of the blocks, each
+coded given the values before it (:mod:`ardm.coding.chain`). Version 6 (read only) is the
+same without the context varint: the context is the model's ``context``.
 
 Version 5 (:data:`PORTABLE_VERSION`) has version 4's layout; its payload is made by the
 integer coder (:mod:`ardm.portable`): integer probability tables, orders from
@@ -52,11 +54,14 @@ VERSION = 4
 """The version the float coder writes (a model without a portable form)."""
 PORTABLE_VERSION = 5
 """The version the integer coder writes (a model with a portable form)."""
-CHAIN_VERSION = 6
+CHAIN_VERSION = 7
 """The version of a chain of blocks coded with context (:mod:`ardm.coding.chain`, the integer
-coder): version 5's header; the payload is a varint (blocks per segment) and one ANS stream."""
+coder): version 5's header; the payload is a varint (blocks per segment), a varint (the known
+context of a block) and one ANS stream."""
+CHAIN_VERSIONS = (6, CHAIN_VERSION)
+"""The chain versions read: version 6 has no context field (the model's ``context``)."""
 WRITE_VERSIONS = (VERSION, PORTABLE_VERSION, CHAIN_VERSION)
-READ_VERSIONS = (2, 3, 4, 5, 6)
+READ_VERSIONS = (2, 3, 4, 5, 6, 7)
 """The versions :func:`unpack` accepts (version 2: one ANS stream per tile; versions 2 and 3:
 a ``crc32`` header field, the stream started from the empty state)."""
 CRC_VERSIONS = (2, 3)

@@ -41,7 +41,7 @@ def decompress_files(
     files instead: the torch thread count is set to 1 for the whole pool (so no call changes
     it under another), each file is decoded alone, single-threaded, as the codec's
     determinism rule asks. A :class:`FormatError` is prefixed with the file's name.
-    ``progress(values)``: a single file of format version 6 reports its decoded values.
+    ``progress(values)``: a single file of format version 6 or 7 reports its decoded values.
     """
     from concurrent.futures import ThreadPoolExecutor
 

@@ -83,14 +83,17 @@ class ARDM(Process):
 
     @property
     def default_budget(self) -> int:
-        """Network calls per tile (100), or per block of a model with context
-        (:data:`ardm.coding.chain.CHAIN_BUDGET` for text,
+        """Network calls per tile (100), or per block of a model with context (text: one per
+        :data:`ardm.coding.chain.CHAIN_BYTES_PER_CALL` values of the coder's block;
         :data:`ardm.coding.chain.WAVE_BUDGET` for images), when the user gives none."""
-        from ardm.coding.chain import CHAIN_BUDGET, WAVE_BUDGET
+        from ardm.coding.chain import WAVE_BUDGET, chain_budget
+        from ardm.coding.chain_files import coder_context
 
         if not self.context:
             return 100
-        return WAVE_BUDGET if len(self.shape) == 3 else CHAIN_BUDGET
+        if len(self.shape) == 3:
+            return WAVE_BUDGET
+        return chain_budget(self.D, coder_context(self))
 
     @staticmethod
     def config_head(K: int, mc: ModelConfig) -> Head:
