@@ -9,7 +9,9 @@ Side by side in one run, per model, on the same test items, budget and 2 threads
 * encode and decode items/s as a user runs them: ``codec.compress`` on the batch of items
   (float: one item per worker thread at batch 1, as v4 files are coded; integer: items
   batched ``codec.PORTABLE_BATCH`` to a network call) and ``files.decompress_files`` on the
-  list of files (one file per worker thread, both); every file is decoded and compared;
+  list of files (float: one file per worker thread; integer: the files decoded together,
+  ``codec.decompress_many``, tiles batched as in ``compress``); every file is decoded and
+  compared;
 * one network call on one thread (median of ``--repeats``): the float32 network and the
   integer network's outputs, for one item and per item at batch 16, half the variables
   known, and the integer call with its pmf.

@@ -8,9 +8,18 @@ Typical use::
 
     blob = compress(model, x, budget=100)  # x: (*shape) int -> bytes
     x = decompress(model, blob)  # raises ardm.errors.FormatError, never returns wrong data
+    xs = decompress_many(model, blobs)  # each: the data or its FormatError (v5: batched)
 """
 
-from ardm.coding.codec import compress, decompress
+from ardm.coding.codec import compress, decompress, decompress_many
 from ardm.coding.lockstep import CodingSetup, decode, encode, single_stage
 
-__all__ = ["CodingSetup", "compress", "decode", "decompress", "encode", "single_stage"]
+__all__ = [
+    "CodingSetup",
+    "compress",
+    "decode",
+    "decompress",
+    "decompress_many",
+    "encode",
+    "single_stage",
+]

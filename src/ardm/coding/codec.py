@@ -45,12 +45,18 @@ not depend on batch or threads, so tiles and items go through the network batche
 writes version 5 for such a model and version 4 otherwise (``version=4`` forces the float
 coder); :func:`decompress` dispatches on the file's version (:func:`_coder`).
 
+Many files at once. For the same reason, :func:`decompress_many` decodes version-5 files of
+the same budget and seed together, as :func:`compress` encodes a batch: their tiles in one
+lockstep decode, one stream per file (``groups``), every step one batched network call over
+all of them (up to :data:`BATCH_TILES` tiles). Each file's data and checksum check are those
+of :func:`decompress` alone; a corrupt file fails alone.
+
 Two levels:
 
 * :func:`encode` / :func:`decode` (:func:`decode_with_rest`) against any
   ``log_prob_fn(x, known, t) -> (N, *shape, K)`` (log-probabilities), a fixed order
   ``sigma`` and a ``policy``: raw payloads, no header.
-* :func:`compress` / :func:`decompress` against a model (a
+* :func:`compress` / :func:`decompress` (:func:`decompress_many`) against a model (a
   :class:`ardm.models.process.Process`, which gives its coding stages): files with the
   header of :mod:`ardm.coding.container`, a data checksum and tiling for data larger or
   smaller than the model's shape (one stream per file; version-2 files, one stream per
@@ -301,25 +307,40 @@ def _expected_crc(header: Header, rests: list[int | None], where: str) -> int:
     return rests[0]
 
 
-def decompress(
-    model: CodingModel, blob: bytes, *, progress: Callable[[int], None] | None = None
-) -> torch.Tensor:
-    """Decompress one file of :func:`compress` with the model that made it.
+# ---------------------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class _Parsed:
+    """A file of format versions 2-5 whose header passed every check of :func:`decompress`.
 
-    Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
-    data kind, and data that does not match its checksum (versions 4 and 5: the stream's
-    initial state, all that may be left after the last value; versions 2 and 3: the header
-    field): wrong data is never returned. Version 5 (the integer coder) needs the model's
-    portable form (``model.portable``); versions 2-4 use the float coder.
+    ``header`` and its ``coder``; ``streams``: the ANS streams of its payload (version 2: one
+    per tile; versions 3-5: one for all its tiles); ``pad (T, *tile)`` bool on the CPU: the
+    padding of its ``T`` tiles (``T = 1`` and no padding for data of the model's shape).
     """
-    _check_eval(model)
-    header, body = unpack(blob)
-    if header.version in CHAIN_VERSIONS:
-        if header.kind != model.kind:
-            raise FormatError(
-                f"this file holds {header.kind} data but the model is for {model.kind}"
-            )
-        return decompress_chain(model, header, body, progress=progress)
+
+    header: Header
+    coder: _Coder
+    streams: list[bytes]
+    pad: torch.Tensor
+
+    @property
+    def tiles(self) -> int:
+        """The number of tiles ``T``."""
+        return int(self.pad.shape[0])
+
+    @property
+    def groups(self) -> list[int]:
+        """Tiles per stream, in order (:class:`CodingSetup`'s ``groups``)."""
+        return [1] * self.tiles if self.header.version == 2 else [self.tiles]
+
+
+def _parse(model: CodingModel, header: Header, body: bytes) -> _Parsed:
+    """Check a file's header against ``model`` and split its payload ``body`` into streams.
+
+    Raises :class:`FormatError` (one line) for a file of another model, data kind or ``K``,
+    a budget the model cannot have, a shape with another number of axes or too many tiles,
+    a truncated payload, and a version-5 file for a model without a portable form. Versions
+    2-5 only (versions 6 and 7, chains, are :func:`ardm.coding.chain_files.decompress_chain`).
+    """
     coder = _coder(model, header.version)
     ours = coder.fingerprint
     if header.fingerprint != ours:
@@ -349,30 +370,25 @@ def decompress(
         count = math.prod(tile_grid(shape, tile))
         if count * model.D > 2 * MAX_D:
             raise FormatError(f"corrupt header: shape {shape} needs {count} tiles of {tile}")
-    if header.version == 2:  # one stream per tile, each but the last after its length
-        payloads, groups = split_tiles(body, count), None
-    else:  # one stream for all tiles
-        payloads, groups = [unpack_stream(body, count)], [count]
-    device = _model_device(model)
+    # Version 2: one stream per tile, each but the last after its length; else one for all.
+    streams = split_tiles(body, count) if header.version == 2 else [unpack_stream(body, count)]
     if header.shape is None:
         pad = torch.zeros((1, *tile), dtype=torch.bool)
     else:
         _, pad = cut_tiles(torch.zeros(shape, dtype=torch.uint8), tile)  # (T, *tile)
-    setup = CodingSetup(
-        coder.stages(header.budget, header.seed),
-        tile,
-        model.K,
-        pad=pad.to(device),
-        groups=groups,
-        device=device,
-        per_item=coder.per_item,
-        batch=coder.batch,
-    )
-    tiles, rests = decode_with_rest(setup, payloads)
-    tiles = tiles.cpu()  # (T, *tile)
+    return _Parsed(header, coder, streams, pad)
+
+
+def _checked(
+    model: CodingModel, file: _Parsed, tiles: torch.Tensor, rests: list[int | None]
+) -> torch.Tensor:
+    """A file's data from its decoded ``tiles (T, *tile)`` (CPU) and what its streams have
+    left (``rests``, one per stream), or :class:`FormatError` if they do not match its
+    checksum (:func:`_expected_crc`)."""
+    header = file.header
     where = "" if header.version == PORTABLE_VERSION else float_coder_note(header.version)
     expected = _expected_crc(header, rests, where)
-    x = tiles[0] if header.shape is None else paste_tiles(tiles, shape)
+    x = tiles[0] if header.shape is None else paste_tiles(tiles, header.shape)
     if data_crc32(x.numpy(), model.K) != expected:
         cause = (
             "the file is corrupt (the integer coder's tables are the same on every machine)"
@@ -382,3 +398,148 @@ def decompress(
         )
         raise FormatError(f"decoded data does not match its checksum: {cause}")
     return x
+
+
+def _decode_together(model: CodingModel, files: list[_Parsed]) -> list[torch.Tensor | FormatError]:
+    """Decode ``files`` (one file, or files of format version 5 with the same budget and
+    seed: the same stages) in ONE lockstep decode: every file's tiles in one
+    :class:`CodingSetup`, one stream per file (``groups``), so every step is one batched
+    network call over all of them. Each file's data, or its :class:`FormatError`.
+
+    The integer coder's tables of a tile do not depend on the other tiles of the call, so a
+    corrupt stream gives garbage in its own file only, which its checksum refuses. A stream
+    that the ANS decoder refuses outright stops the whole decode: the files are then decoded
+    again in two halves, each the same way, down to the refused file alone, so that every
+    file gets its own result (the error of a file alone, as :func:`decompress` raises it) for
+    about twice the work of the batch, not that of every file alone.
+    """
+    first = files[0]
+    device = _model_device(model)
+    setup = CodingSetup(
+        first.coder.stages(first.header.budget, first.header.seed),
+        tuple(model.shape),
+        model.K,
+        pad=torch.cat([f.pad for f in files]).to(device),  # (sum T, *tile)
+        groups=[g for f in files for g in f.groups],
+        device=device,
+        per_item=first.coder.per_item,
+        batch=first.coder.batch,
+    )
+    try:
+        tiles, rests = decode_with_rest(setup, [s for f in files for s in f.streams])
+    except FormatError as e:
+        if len(files) == 1:
+            return [e]
+        half = len(files) // 2
+        return _decode_together(model, files[:half]) + _decode_together(model, files[half:])
+    tiles = tiles.cpu()  # (sum T, *tile)
+    results: list[torch.Tensor | FormatError] = []
+    t = r = 0
+    for f in files:
+        try:
+            results.append(
+                _checked(model, f, tiles[t : t + f.tiles], rests[r : r + len(f.streams)])
+            )
+        except FormatError as e:
+            results.append(e)
+        t, r = t + f.tiles, r + len(f.streams)
+    return results
+
+
+def decompress(
+    model: CodingModel, blob: bytes, *, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """Decompress one file of :func:`compress` with the model that made it.
+
+    Raises :class:`FormatError` (one line) for a malformed file, a file of another model or
+    data kind, and data that does not match its checksum (versions 4 and 5: the stream's
+    initial state, all that may be left after the last value; versions 2 and 3: the header
+    field): wrong data is never returned. Version 5 (the integer coder) needs the model's
+    portable form (``model.portable``); versions 2-4 use the float coder.
+    """
+    _check_eval(model)
+    header, body = unpack(blob)
+    if header.version in CHAIN_VERSIONS:
+        if header.kind != model.kind:
+            raise FormatError(
+                f"this file holds {header.kind} data but the model is for {model.kind}"
+            )
+        return decompress_chain(model, header, body, progress=progress)
+    (result,) = _decode_together(model, [_parse(model, header, body)])
+    if isinstance(result, FormatError):
+        raise result
+    return result
+
+
+BATCH_TILES = 64
+"""The most tiles :func:`decompress_many` decodes together (a file with more is decoded alone):
+bounds the decoded tiles and the probability rows of a step held at once, while the network
+calls stay :data:`PORTABLE_BATCH` tiles each."""
+
+
+def batchable(blob: bytes) -> bool:
+    """Whether :func:`decompress_many` decodes ``blob`` together with other files: a file of
+    format version 5 (the integer coder). ``False`` for any other version and for bytes that
+    are not a file (:func:`decompress` says what is wrong)."""
+    try:
+        header, _ = unpack(blob)
+    except FormatError:
+        return False
+    return header.version == PORTABLE_VERSION
+
+
+def _batches(members: list[int], sizes: list[int], most: int) -> list[list[int]]:
+    """``members`` in order, cut into runs of at most ``most`` tiles (``sizes[i]`` tiles each;
+    a member with more than ``most`` is a run alone)."""
+    runs: list[list[int]] = []
+    total = 0
+    for i in members:
+        if not runs or total + sizes[i] > most:
+            runs.append([])
+            total = 0
+        runs[-1].append(i)
+        total += sizes[i]
+    return runs
+
+
+def decompress_many(model: CodingModel, blobs: list[bytes]) -> list[torch.Tensor | FormatError]:
+    """Decompress several files: each file's data (as :func:`decompress` gives it), or the
+    one-line :class:`FormatError` :func:`decompress` raises for it, in the order of ``blobs``.
+
+    Files of format version 5 (the integer coder, :func:`batchable`) with the same budget and
+    seed (the model being the same: the same stages) are decoded together, up to
+    :data:`BATCH_TILES` tiles at once: one lockstep decode, one stream per file, every step
+    one network call for all their tiles (:data:`PORTABLE_BATCH` at a time), which the
+    integer tables allow because they do not depend on the batch. A file's result is the
+    same as alone, and a corrupt file fails alone. Other files (versions 2-4, 6; bytes that
+    are not a file) are decoded one by one with :func:`decompress`.
+    """
+    _check_eval(model)
+    results: list[torch.Tensor | FormatError | None] = [None] * len(blobs)
+    parsed: dict[int, _Parsed] = {}
+    for i, blob in enumerate(blobs):
+        if not batchable(blob):
+            continue
+        try:
+            parsed[i] = _parse(model, *unpack(blob))
+        except FormatError as e:
+            results[i] = e
+    same: dict[tuple[int, int], list[int]] = {}  # (budget, seed) -> its files, in order
+    for i, f in parsed.items():
+        same.setdefault((f.header.budget, f.header.seed), []).append(i)
+    sizes = [parsed[i].tiles if i in parsed else 0 for i in range(len(blobs))]
+    for members in same.values():
+        for run in _batches(members, sizes, BATCH_TILES):
+            decoded = _decode_together(model, [parsed[i] for i in run])
+            for i, result in zip(run, decoded, strict=True):
+                results[i] = result
+    done: list[torch.Tensor | FormatError] = []
+    for i, ready in enumerate(results):
+        if ready is not None:
+            done.append(ready)
+            continue
+        try:
+            done.append(decompress(model, blobs[i]))
+        except FormatError as e:
+            done.append(e)
+    return done

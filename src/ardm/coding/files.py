@@ -34,34 +34,58 @@ def decompress_files(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> list[torch.Tensor]:
-    """Decompress several files, several at once on a pool of threads.
+    """Decompress several files, in the order of ``blobs``: files of format version 5
+    together, the others several at once on a pool of threads.
 
-    :func:`ardm.coding.codec.decompress` decodes one file (its tiles spread over worker
-    threads, each with one intra-op thread). For many small files the pool goes over the
-    files instead: the torch thread count is set to 1 for the whole pool (so no call changes
-    it under another), each file is decoded alone, single-threaded, as the codec's
-    determinism rule asks. A :class:`FormatError` is prefixed with the file's name.
-    ``progress(values)``: a single file of format version 6 or 7 reports its decoded values.
+    Files of the integer coder (version 5, :func:`ardm.coding.codec.batchable`) go to
+    :func:`ardm.coding.codec.decompress_many`: files with the same budget and seed share one
+    lockstep decode, every step one batched network call over all their tiles (the integer
+    tables do not depend on the batch). Every other file is decoded by
+    :func:`ardm.coding.codec.decompress` alone (its tiles spread over worker threads, each
+    with one intra-op thread); for several of them the pool goes over the files instead: the
+    torch thread count is set to 1 for the whole pool (so no call changes it under another),
+    each file is decoded alone, single-threaded, as the codec's determinism rule asks. Every
+    file is decoded; then the first :class:`FormatError` in the order of ``blobs``, if any,
+    is raised, prefixed with the file's name. ``progress(values)``: a single file of format
+    version 6 or 7 reports its decoded values.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from ardm.coding import codec
 
-    def one(i: int) -> torch.Tensor:
+    results: list[torch.Tensor | FormatError | None] = [None] * len(blobs)
+    together = [i for i, blob in enumerate(blobs) if codec.batchable(blob)]
+    if len(together) > 1:
+        decoded = codec.decompress_many(model, [blobs[i] for i in together])
+        for i, result in zip(together, decoded, strict=True):
+            results[i] = result
+    alone = [i for i, result in enumerate(results) if result is None]
+
+    def one(i: int) -> torch.Tensor | FormatError:
         try:
             return codec.decompress(model, blobs[i], progress=progress)
         except FormatError as e:
-            raise FormatError(f"{names[i]}: {e}") from None
+            return e
 
     threads = torch.get_num_threads()
-    if len(blobs) <= 1 or threads == 1 or model.device.type != "cpu":
-        return [one(i) for i in range(len(blobs))]  # one file: its tiles share the codec's pool
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=min(threads, len(blobs))) as pool:
-            return list(pool.map(one, range(len(blobs))))
-    finally:
-        torch.set_num_threads(threads)
+    if len(alone) <= 1 or threads == 1 or model.device.type != "cpu":
+        for i in alone:  # one file: its tiles share the codec's pool
+            results[i] = one(i)
+    else:
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=min(threads, len(alone))) as pool:
+                for i, got in zip(alone, pool.map(one, alone), strict=True):
+                    results[i] = got
+        finally:
+            torch.set_num_threads(threads)
+    out: list[torch.Tensor] = []
+    for name, ready in zip(names, results, strict=True):
+        if isinstance(ready, FormatError):
+            raise FormatError(f"{name}: {ready}") from None
+        assert ready is not None
+        out.append(ready)
+    return out
 
 
 # ---------------------------------------------------------------------------- names
