@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ardm.portable.ops import ExactConv, limbs
+from ardm.portable.ops import ExactConv
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
 
 
@@ -49,10 +49,10 @@ class IntLayer:
             y = (terms[0][0] + offset32).mul_(power).floor_()  # (B, O, H', W') float32
             y = y if add is None else y.add_(add)
             return y.clamp_(-self.out_bound, self.out_bound)
-        offset, scales = self._epilogue
+        offset, scale = self._epilogue
         y = offset if add is None else offset + add.to(torch.float64)
-        for (term, _), scale in zip(terms, scales, strict=True):
-            y = torch.addcmul(y, term, scale)  # (B, O, H', W') float64, exact
+        for term, shift in terms:
+            y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
         return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
 
     @functools.cached_property
@@ -75,14 +75,14 @@ class IntLayer:
         )
 
     @functools.cached_property
-    def _epilogue(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``floor((acc + bias) M / 2^s + 1/2)`` as ``floor(sum_j y_j scale_j + offset)`` with
-        ``scale_j = M 2^(shift_j - s)`` and ``offset = (bias M + 2^(s-1)) 2^-s``: every product
-        and partial sum is a multiple of ``2^-s`` below ``2^(53 - s)``, so exact."""
+    def _epilogue(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``floor((acc + bias) M / 2^s + 1/2)`` as ``floor(sum_j y_j scale 2^shift_j +
+        offset)`` for the terms ``(y_j, shift_j)`` of the accumulator, with ``scale = M 2^-s``
+        and ``offset = (bias M + 2^(s-1)) 2^-s``: every product and partial sum is a multiple
+        of ``2^-s`` below ``2^(53 - s)``, so exact."""
         m, s = self.rescale.multiplier.to(torch.float64), self.rescale.shift
         offset = (self.bias * m + float(1 << (s - 1))) * 2.0**-s  # (1, O, 1, 1)
-        shifts = [shift for _, _, shift in limbs(torch.zeros(1), self.conv.a_bound)]
-        return offset, [m * 2.0 ** (shift - s) for shift in shifts]
+        return offset, m * 2.0**-s
 
     @classmethod
     def freeze(

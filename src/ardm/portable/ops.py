@@ -30,6 +30,9 @@ EXACT_LIMIT = 1 << 24
 LIMB_BITS = 7
 """Lower limbs hold ``[0, 2^7)``; the top limb is signed."""
 
+FLOAT64_EXACT = 1 << 53
+"""A float64 product or sum of integers is exact below this."""
+
 
 def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
     """Split integers ``a`` (``|a| <= bound``; int64, or a float tensor holding integers) into
@@ -94,9 +97,30 @@ class ExactConv:
 
     def terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """``[(y, shift)]`` with ``accumulator = sum y * 2^shift``: one float32 term per limb
-        (float64 where input chunks had to be added), so a caller can fuse the sum."""
+        (float64 where input chunks had to be added), so a caller can fuse the sum; or, for a
+        wide input of a GEMM-shaped layer (:attr:`_gemm`), the whole accumulator as one float64
+        term (:attr:`_float64_weight`)."""
         _, _, kh, kw = self.weight.shape
+        w64 = self._float64_weight
+        if w64 is not None and self.a_bound > 256:
+            return [(self._call(a.to(torch.float64), w64), 0)]
         return self._limb_terms(a, self.weight, kh * kw, self.w_bound, self._call)
+
+    @property
+    def _gemm(self) -> bool:
+        """Whether :meth:`_call` is one matrix product (a 1x1 conv: no conv algorithm such as
+        Winograd or FFT can enter, in float32 or float64, on any device)."""
+        return self.weight.shape[2:] == (1, 1) and self.stride == 1 and self.padding == 0
+
+    @functools.cached_property
+    def _float64_weight(self) -> torch.Tensor | None:
+        """The weight in float64 where one float64 matrix product on the whole (wide) input is
+        exact: every product and partial sum an integer below ``2^53`` (``acc_bound``), so any
+        order of summation gives the same integers. One float64 product costs about what the
+        limbs' float32 products cost, without splitting the input or adding the terms."""
+        if not self._gemm or self.acc_bound >= FLOAT64_EXACT:
+            return None
+        return self.weight.to(torch.float64)
 
     def up2_terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """:meth:`terms` of this conv (3x3, stride 1, padding 1) on ``a`` ``(B, I, H, W)``
@@ -451,8 +475,14 @@ class ExactDilatedConv(ExactConv):
 
     dilation: int = 1
 
+    @property
+    def _gemm(self) -> bool:
+        """Always: :meth:`_call` stacks the shifted copies and does one matrix product."""
+        return True
+
     def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """One exact float32 call: ``(N, i, 1, L)`` -> ``(N, O, 1, L')``."""
+        """One exact call (float32, or float64 for :attr:`_float64_weight`): ``(N, i, 1, L)``
+        -> ``(N, O, 1, L')``."""
         if self.stride != 1:
             raise ValueError("a dilated exact conv has stride 1")
         N, i, H, L = x.shape
