@@ -1,6 +1,6 @@
 """The integer coder (format v5) against the float coder (v4), every shipped tiled model.
 
-    PYTHONPATH=src python -m benchmarks.portable [--models mnist,cifar10-subset,english,fsdd]
+    PYTHONPATH=src python -m benchmarks.portable [--models mnist,cifar10-subset,english,fsdd,fsdd-mixture]
         [--items 8] [--budget 20] [--repeats 7]
 
 Side by side in one run, per model, on the same test items, budget and 2 threads:
@@ -36,7 +36,7 @@ from ardm.data.items import model_items
 from ardm.models.upscale import UpscaleARDM
 from benchmarks.machine import median_ms, timed, write_results
 
-MODELS = "mnist,cifar10-subset,english,fsdd"
+MODELS = "mnist,cifar10-subset,english,fsdd,fsdd-mixture"
 
 
 def coder_row(m: Any, x: torch.Tensor, budget: int, version: int) -> dict[str, float]:

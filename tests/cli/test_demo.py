@@ -19,6 +19,7 @@ SHIPPED = (
     "cifar10-subset",
     "kodak-photo",
     "fsdd",
+    "fsdd-mixture",
 )
 
 
