@@ -25,7 +25,7 @@ from ardm.coding.codec import compress, decompress
 from ardm.config import load_config
 from ardm.data import resolve_data_dir
 from ardm.data.audio import classes_to_samples, natural_clips, samples_to_classes
-from ardm.data.items import model_items, model_spec
+from ardm.data.items import model_items, model_spec, spread_items
 from ardm.evaluation import evaluate, rows_to_markdown
 from ardm.generation import fill_in, generate
 from ardm.modalities.audio import AudioModality, save_waveforms
@@ -202,8 +202,7 @@ def _photo_pictures(
     from ardm.core.context import context_region
 
     path = save_grid(demo_photo()[None], out / f"{name}_crop.png", nrow=1)
-    every = model_items(model, "test")  # (N, C, H, W) crops of the held-out photos
-    x = every[torch.linspace(0, len(every) - 1, 8).long()]  # (8, C, H, W) spread over them
+    x = spread_items(model, "test", 8)  # (8, C, H, W) crops spread over the held-out photos
     known = context_region(tuple(model.shape), model.context).view(model.shape)  # (C, H, W)
     filled = model.complete(x, known, budget=20, generator=torch.Generator().manual_seed(0))
     grid = modality.save_inpainting(x, known, filled, str(out / f"{name}_blocks.png"))

@@ -35,6 +35,13 @@ def model_items(model: Any, split: str = "test", limit: int | None = None) -> to
     return eval_items(from_dict(Config, model.config), split, limit)
 
 
+def spread_items(model: Any, split: str, count: int) -> torch.Tensor:
+    """``count`` items of ``split`` spread evenly over all of them (first and last included):
+    for data stored in an order that matters, e.g. crops photo by photo, row by row."""
+    every = model_items(model, split)  # (N, ...)
+    return every[torch.linspace(0, len(every) - 1, count).long()]
+
+
 def model_alphabet(model: Any) -> TextAlphabet:
     """The alphabet of a text model; a one-line error for other models."""
     alphabet = model_spec(model).alphabet

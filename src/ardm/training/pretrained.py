@@ -154,13 +154,12 @@ def export_portable(
     of the first releases were frozen so); a model with context (``kodak-photo``, whose
     training crops come photo by photo, row by row) on ``items`` crops spread evenly over all
     of them, so that the activation ranges see every photo."""
-    from ardm.data.items import model_items
+    from ardm.data.items import model_items, spread_items
     from ardm.portable.model import freeze
 
     model = load_weights(weights, portable=False)  # an old portable form may be stale
     if getattr(model, "context", 0) and len(model.shape) == 3:
-        every = model_items(model, "train")  # (N, C, H, W)
-        calib = every[torch.linspace(0, len(every) - 1, items).long()]
+        calib = spread_items(model, "train", items)  # (items, C, H, W)
     else:
         calib = model_items(model, "train", items)
     portable = freeze(model, calib, passes=passes, seed=seed)
