@@ -25,7 +25,13 @@ from ardm.portable.layers import IntLayer
 from ardm.portable.ops import GELUTable, IntGELU, IntNorm
 from ardm.portable.quant import NARROW, WIDE, Rescale
 from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
-from ardm.portable.transformer import IntegerTransformer, linear, rotate, score_exp_table
+from ardm.portable.transformer import (
+    IntegerTransformer,
+    linear,
+    rotate,
+    rotate_rescaled,
+    score_exp_table,
+)
 from tests.portable.determinism import (
     assert_same_bits_for_batch_and_threads,
     assert_same_bits_in_other_processes,
@@ -76,6 +82,15 @@ def test_rotation_and_its_rescale_are_exact() -> None:
     r = Rescale.from_ratio(0.37 * 2.0**-14, in_bound=2 * WIDE << 14, float64=True)
     m, s = int(r.multiplier), r.shift
     assert torch.equal(r(got).long(), (want * m + (1 << (s - 1))) >> s)
+    x[0, 0, 0] = WIDE  # the extremes of a wide input
+    x[0, 0, 1] = -WIDE
+    want = torch.cat([x[..., :4] * cos - x[..., 4:] * sin, x[..., :4] * sin + x[..., 4:] * cos], -1)
+    for ratio in (0.37, 3.1, 0.004):
+        r = Rescale.from_ratio(ratio * 2.0**-14, in_bound=2 * WIDE << 14, float64=True)
+        m, s = int(r.multiplier), r.shift
+        fused = rotate_rescaled(x.float(), cos.double(), sin.double(), r, NARROW)
+        ref = ((want * m + (1 << (s - 1))) >> s).clamp(-NARROW, NARROW)
+        assert fused.dtype == torch.float32 and torch.equal(fused.long(), ref)
 
 
 def test_score_gap_table_is_the_rescale_then_the_exp_table() -> None:

@@ -270,13 +270,20 @@ class IntNorm:
         d = torch.add(-m.to(torch.float64), g, alpha=1 << MEAN_FRAC_BITS)  # (B, G, n) < 2^19
         V = torch.linalg.vecdot(d, d).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
         A = ((V << 2 * STD_FRAC_BITS) // n) + self.eps_q  # (B, G, 1) variance in 2^-16
-        sigma = isqrt(A).repeat_interleave(C // self.groups, dim=1)  # (B, C, 1) std, 2^-8
-        coef = div_round(gamma_q, sigma << self.gamma_bits)  # (B, C, 1): gamma/(u sigma), 2^-24
+        den = isqrt(A) << self.gamma_bits  # (B, G, 1) std 2^-8, times 2^gamma_bits
+        if self.groups == 1:  # round(gamma_q / den) = floor((2 gamma_q + den) / (2 den))
+            coef = torch.div(
+                gamma_q.view(1, C) * 2 + den[:, 0], den[:, 0] * 2, rounding_mode="floor"
+            )
+        else:
+            coef = div_round(gamma_q, den.repeat_interleave(C // self.groups, dim=1))  # (B, C, 1)
         shape = (B, C) + (1,) * (x.dim() - 2)
-        scale = (coef.to(torch.float64) * 2.0**-COEF_BITS).view(shape)  # (B, C, 1...)
-        # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact
+        # floor(d coef / 2^24 + 1/2) + beta = floor(d coef 2^-24 + (beta + 1/2)): exact (the
+        # power of two scales the product of two integers, in either order)
         o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
-        return torch.addcmul(o, d.view(x.shape), scale)  # (B, C, ...) float64
+        return torch.addcmul(
+            o, d.view(x.shape), coef.to(torch.float64).view(shape), value=2.0**-COEF_BITS
+        )
 
     @functools.cached_property
     def _constants(self) -> tuple[torch.Tensor, torch.Tensor, int]:

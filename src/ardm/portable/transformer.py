@@ -82,6 +82,24 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., L, 2h)
 
 
+def rotate_rescaled(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rescale: Rescale, bound: int
+) -> torch.Tensor:
+    """``rescale(rotate(x, cos, sin))`` clamped to ``|.| <= bound``, as float32 integers: the
+    same integers, with the rescale's factor ``M 2^-s`` folded into the tables (``c M`` and
+    ``s M`` are integers below ``2^38`` times ``2^-s``, so every product and the sum are exact
+    multiples of ``2^-s`` below ``2^53`` times it, as in the rescale of the rotation)."""
+    scale = rescale._float64[0]  # (1,) M 2^-s
+    a, b = cos * scale, sin * scale  # (L, h) each, exact
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].double(), x[..., half:].double()  # (..., L, h) each
+    out = torch.empty(x.shape, dtype=torch.float64)  # (..., L, 2h)
+    first, second = out[..., :half], out[..., half:]
+    torch.mul(x1, a, out=first).addcmul_(x2, b, value=-1.0)  # x1 c - x2 s, rescaled
+    torch.mul(x1, b, out=second).addcmul_(x2, a)  # x1 s + x2 c, rescaled
+    return out.add_(0.5).floor_().clamp_(-bound, bound).to(torch.float32)
+
+
 def score_exp_table(score: Rescale, bound: int) -> torch.Tensor:
     """``exp_table[min(score(j), n - 1)]`` for every score gap ``j = max - q.k`` in ``[0,
     bound]``, cut after the first ``j`` that reaches the table's last entry (every larger gap
@@ -118,8 +136,8 @@ class IntSelfAttention:
         L, hd = N // B, C // self.heads
         qkv = linear(self.qkv, a).reshape(B, L, 3, self.heads, hd)  # (B, L, 3, nh, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
-        q = self.rot_q(rotate(q, cos, sin)).clamp_(-ATTN_QK_BOUND, ATTN_QK_BOUND).float()
-        k = self.rot_k(rotate(k, cos, sin)).clamp_(-ATTN_QK_BOUND, ATTN_QK_BOUND).float()
+        q = rotate_rescaled(q, cos, sin, self.rot_q, ATTN_QK_BOUND)  # (B, nh, L, hd)
+        k = rotate_rescaled(k, cos, sin, self.rot_k, ATTN_QK_BOUND)
         v = v.clamp(-NARROW, NARROW)  # (B, nh, L, hd)
         s = torch.matmul(q, k.transpose(-1, -2))  # (B, nh, L, L) exact: hd 127^2 < 2^24
         d = (s.amax(dim=-1, keepdim=True) - s).clamp_(max=self.exp.shape[1] - 1).int()
