@@ -144,7 +144,7 @@ def portable_image_model(seed: int = 0) -> ARDM:
 
 def chain_model(seed: int = 0) -> ARDM:
     """A tiny byte-level text ARDM with context (``K = 256``, window 16, the first 8 known):
-    it writes format version 6 (chains of blocks) through its portable form."""
+    it writes format version 7 (chains of blocks) through its portable form."""
     torch.manual_seed(seed)
     cfg = TransformerConfig(dim=16, depth=1, heads=2)
     net = build_net("transformer", K=256, shape=(16,), transformer=cfg)
@@ -157,7 +157,7 @@ def chain_model(seed: int = 0) -> ARDM:
 
 def photo_chain_model(seed: int = 0) -> ARDM:
     """A tiny RGB photo ARDM with context and a logistic-mixture head (``K = 256``, window
-    ``(3, 8, 8)``, the top 4 rows and left 4 columns known): it writes format version 6,
+    ``(3, 8, 8)``, the top 4 rows and left 4 columns known): it writes format version 7,
     blocks in waves (:mod:`ardm.coding.wavefront`), through its portable form."""
     torch.manual_seed(seed)
     cfg = UNetConfig(ch=8, ch_mult=(1,), num_res_blocks=1, value_emb_dim=4, groups=4)
@@ -177,13 +177,13 @@ def build_models() -> dict[str, ARDM]:
         "image": image_model(0),
         "text": text_model(0),
         "image-v5": portable_image_model(0),
-        "bytes-v6": chain_model(0),
-        "photo-v6": photo_chain_model(0),
+        "bytes-v7": chain_model(0),
+        "photo-v7": photo_chain_model(0),
         "image-foreign": image_model(1),
         "text-foreign": text_model(1),
         "image-v5-foreign": portable_image_model(1),
-        "bytes-v6-foreign": chain_model(1),
-        "photo-v6-foreign": photo_chain_model(1),
+        "bytes-v7-foreign": chain_model(1),
+        "photo-v7-foreign": photo_chain_model(1),
     }
 
 
@@ -251,16 +251,16 @@ _ITEM_SPECS: tuple[tuple[str, str, tuple[int, ...] | None, str, int], ...] = (
     ("img5-tiled-2ch-b5", "image-v5", (2, 4, 4), "low", 5),
     ("img5-foreign-b4", "image-v5-foreign", None, "random", 4),
     # format version 6 (chains of blocks with context): any length, segments of 4096 values
-    ("bytes6-40-b3", "bytes-v6", (40,), "random", 3),
-    ("bytes6-1-b2", "bytes-v6", (1,), "random", 2),
-    ("bytes6-100-low-b8", "bytes-v6", (100,), "low", 8),
-    ("bytes6-33-zero-b4", "bytes-v6", (33,), "zero", 4),
-    ("bytes6-foreign-24-b3", "bytes-v6-foreign", (24,), "random", 3),
+    ("bytes7-40-b3", "bytes-v7", (40,), "random", 3),
+    ("bytes7-1-b2", "bytes-v7", (1,), "random", 2),
+    ("bytes7-100-low-b8", "bytes-v7", (100,), "low", 8),
+    ("bytes7-33-zero-b4", "bytes-v7", (33,), "zero", 4),
+    ("bytes7-foreign-24-b3", "bytes-v7-foreign", (24,), "random", 3),
     # format version 6 images: blocks of 4x4 in waves given the pixels above and left
-    ("photo6-9x13-b2", "photo-v6", (3, 9, 13), "random", 2),
-    ("photo6-1x1-b1", "photo-v6", (3, 1, 1), "random", 1),
-    ("photo6-8x8-low-b5", "photo-v6", (3, 8, 8), "low", 5),
-    ("photo6-foreign-5x6-b3", "photo-v6-foreign", (3, 5, 6), "random", 3),
+    ("photo7-9x13-b2", "photo-v7", (3, 9, 13), "random", 2),
+    ("photo7-1x1-b1", "photo-v7", (3, 1, 1), "random", 1),
+    ("photo7-8x8-low-b5", "photo-v7", (3, 8, 8), "low", 5),
+    ("photo7-foreign-5x6-b3", "photo-v7-foreign", (3, 5, 6), "random", 3),
     ("img-native-b1", "image", None, "random", 1),
     ("img-native-b4", "image", None, "random", 4),
     ("img-native-b16", "image", None, "random", 16),
@@ -477,7 +477,7 @@ class Fuzzer:
         self.seed = seed
         self.models = build_models()
         self.items = build_items(self.models)
-        homes = ("image", "text", "image-v5", "bytes-v6", "photo-v6")
+        homes = ("image", "text", "image-v5", "bytes-v7", "photo-v7")
         self.call_s = {name: _time_one_call(self.models[name]) for name in homes}
         self.systematic = self._systematic_inputs() if systematic else []
         self.kinds = list(KIND_WEIGHTS)

@@ -77,7 +77,7 @@ def test_seeded_campaign_has_no_failures() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["img-tiled-4x8-b4", "txt-native-b8", "txt-tiled-21-b4-v2", "photo6-9x13-b2"]
+    "name", ["img-tiled-4x8-b4", "txt-native-b8", "txt-tiled-21-b4-v2", "photo7-9x13-b2"]
 )
 def test_systematic_inputs_of_one_file(name: str) -> None:
     """The file unchanged, cut at every length, every header bit flipped, every version and
