@@ -35,7 +35,7 @@ from ardm.nets.transformer import Block, SelfAttention, Transformer
 from ardm.portable.layers import IntLayer, Ranges, narrow_scale, wide_scale
 from ardm.portable.ops import EXACT_LIMIT, GELU_IN_FRAC_BITS, SILU_IN_BOUND, GELUTable, IntNorm
 from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
-from ardm.portable.quant import NARROW, WIDE, Rescale, div_round, quantize_values
+from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values
 from ardm.portable.tables import exp_table, rotary_table
 from ardm.portable.unet import ATTN_EXP_BITS, ATTN_EXP_FRAC_BITS, ATTN_EXP_SPAN, LOGIT_BOUND, POW2
 
@@ -147,9 +147,10 @@ class IntSelfAttention:
         y_low, y_high = torch.matmul(low, v), torch.matmul(high, v)
         num = y_high.double().mul_(1 << EXP_LIMB_BITS).add_(y_low).long()  # (B, nh, L, hd)
         s_low, s_high = low.sum(dim=-1, keepdim=True), high.sum(dim=-1, keepdim=True)  # < 2^21
-        den = (s_high.long() << EXP_LIMB_BITS) + s_low.long()  # (B, nh, L, 1) sum of e
-        den = den << VALUE_SHIFT
-        y = div_round(num * self.value, den).clamp_(-NARROW, NARROW)  # (B, nh, L, hd)
+        den = ((s_high.long() << EXP_LIMB_BITS) + s_low.long()) << VALUE_SHIFT  # (B, nh, L, 1)
+        # div_round(num value, den) = floor((2 num value + den) / (2 den)), in place
+        y = num.mul_(2 * self.value).add_(den)  # (B, nh, L, hd)
+        y = torch.div(y, 2 * den, rounding_mode="floor").clamp_(-NARROW, NARROW)
         return y.transpose(1, 2).reshape(N, C).float()  # (N, C)
 
     @classmethod
