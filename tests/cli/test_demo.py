@@ -16,6 +16,7 @@ SHIPPED = (
     "english",
     "english-bytes",
     "english-bytes-1",
+    "english-bytes-2",
     "cifar10-subset",
     "kodak-photo",
     "fsdd",

@@ -84,12 +84,13 @@ def golden_text() -> bytes:
     return demo_text(300)
 
 
-@pytest.mark.parametrize("name", ["english-bytes-1", "english-bytes"])
+@pytest.mark.parametrize("name", ["english-bytes-1", "english-bytes-2"])
 def test_the_golden_chain_files_decode_and_encode_byte_for_byte_on_this_machine(name: str) -> None:
     """Made on another machine (AMD EPYC, AVX2) by ``compress_chain(model, text, budget=8,
-    segment_bytes=128)``: this CPU must decode them and write the same bytes. ``english-bytes-1``
-    is the first byte-level model, still shipped so that its files decode; ``ardm decompress``
-    finds each file's model by the fingerprint it carries."""
+    segment_bytes=128)`` in format v6: this CPU must decode them and write the same bytes.
+    ``english-bytes-1`` and ``-2`` are the earlier byte-level models, still shipped so that
+    their files decode; ``ardm decompress`` finds each file's model by the fingerprint it
+    carries."""
     import ardm
     from ardm.coding.chain_files import compress_chain
     from ardm.coding.codec import decompress
@@ -108,17 +109,23 @@ def test_the_golden_chain_files_decode_and_encode_byte_for_byte_on_this_machine(
     assert bytes(decompress(model, v7).tolist()) == text
 
 
-def test_the_golden_v7_chain_file_decodes_and_encodes_byte_for_byte_on_this_machine() -> None:
+@pytest.mark.parametrize("name", ["english-bytes-2", "english-bytes"])
+def test_the_golden_v7_chain_files_decode_and_encode_byte_for_byte_on_this_machine(
+    name: str,
+) -> None:
     """Made on another machine (AMD EPYC, AVX2) by ``compress_chain(model, text, budget=14,
     segment_bytes=128)`` (the default context, 16 bytes before each 112-byte block)."""
     import ardm
     from ardm.coding.chain_files import compress_chain
     from ardm.coding.codec import decompress
+    from ardm.defaults import model_for_file
 
-    model = ardm.load("english-bytes")
+    model = ardm.load(name)
     text = golden_text()
-    blob = (GOLDEN / "v7_english-bytes_300_budget14.ardm").read_bytes()
+    path = GOLDEN / f"v7_{name}_300_budget14.ardm"
+    blob = path.read_bytes()
     assert blob[2] == CHAIN_VERSION == 7
+    assert model_for_file(blob, name=path.name) == name
     assert bytes(decompress(model, blob).tolist()) == text
     x = torch.tensor(list(text), dtype=torch.uint8)
     assert compress_chain(model, x, budget=14, segment_bytes=128) == blob
