@@ -24,7 +24,12 @@ from typing import Any
 
 import torch
 
-from ardm.coding.chain import CHAIN_BYTES_PER_CALL, MAX_SEGMENTS, MIN_SEGMENT_BYTES
+from ardm.coding.chain import (
+    CHAIN_BYTES_PER_CALL,
+    MAX_SEGMENTS,
+    MIN_SEGMENT_BYTES,
+    chain_budget,
+)
 from ardm.coding.chain_files import coder_context, compress_chain
 from ardm.coding.classical import text_codecs
 from ardm.coding.codec import compress, decompress
@@ -189,7 +194,7 @@ def main() -> None:
     contexts = [int(v) for v in args.contexts.split(",") if v and 0 < int(v) <= model.context]
     by_context = {}
     for c in contexts:
-        b = -(-(model.D - c) // CHAIN_BYTES_PER_CALL)
+        b = chain_budget(model.D, c)
         blobs = [compress_chain(model, torch.tensor(list(f)), budget=b, context=c) for f in files4]
         by_context[c] = {"budget": b, "bpc": 8 * sum(len(x) for x in blobs) / n4}
     results["contexts_4KB"] = by_context

@@ -28,7 +28,6 @@ from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
 from ardm.portable.transformer import (
     IntegerTransformer,
     linear,
-    rotate,
     rotate_rescaled,
     score_exp_table,
 )
@@ -73,24 +72,20 @@ def test_gelu_equals_python_reference_float_and_its_table() -> None:
 
 
 def test_rotation_and_its_rescale_are_exact() -> None:
+    """The rotation and its rescale equal the int64 rotation, multiplied and shifted."""
     x = ints((2, 3, 16, 8), WIDE, seed=22)  # (B, nh, L, hd)
     cos, sin = rotary_table(positions=16, head_dim=8, out_bits=14)
-    got = rotate(x.float(), cos.double(), sin.double())
-    x1, x2 = x[..., :4], x[..., 4:]
-    want = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # int64
-    assert torch.equal(got.long(), want) and torch.equal(got, got.floor())
-    r = Rescale.from_ratio(0.37 * 2.0**-14, in_bound=2 * WIDE << 14, float64=True)
-    m, s = int(r.multiplier), r.shift
-    assert torch.equal(r(got).long(), (want * m + (1 << (s - 1))) >> s)
     x[0, 0, 0] = WIDE  # the extremes of a wide input
     x[0, 0, 1] = -WIDE
-    want = torch.cat([x[..., :4] * cos - x[..., 4:] * sin, x[..., :4] * sin + x[..., 4:] * cos], -1)
+    x1, x2 = x[..., :4], x[..., 4:]
+    want = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # int64
     for ratio in (0.37, 3.1, 0.004):
         r = Rescale.from_ratio(ratio * 2.0**-14, in_bound=2 * WIDE << 14, float64=True)
         m, s = int(r.multiplier), r.shift
-        fused = rotate_rescaled(x.float(), cos.double(), sin.double(), r, NARROW)
-        ref = ((want * m + (1 << (s - 1))) >> s).clamp(-NARROW, NARROW)
-        assert fused.dtype == torch.float32 and torch.equal(fused.long(), ref)
+        for bound in (NARROW, (1 << 23) - 1):  # clamped, and the whole rescaled rotation
+            fused = rotate_rescaled(x.float(), cos.double(), sin.double(), r, bound)
+            ref = ((want * m + (1 << (s - 1))) >> s).clamp(-bound, bound)
+            assert fused.dtype == torch.float32 and torch.equal(fused.long(), ref)
 
 
 def test_score_gap_table_is_the_rescale_then_the_exp_table() -> None:

@@ -271,12 +271,10 @@ class IntNorm:
         V = torch.linalg.vecdot(d, d).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
         A = ((V << 2 * STD_FRAC_BITS) // n) + self.eps_q  # (B, G, 1) variance in 2^-16
         den = isqrt(A) << self.gamma_bits  # (B, G, 1) std 2^-8, times 2^gamma_bits
-        if self.groups == 1:  # round(gamma_q / den) = floor((2 gamma_q + den) / (2 den))
-            coef = torch.div(
-                gamma_q.view(1, C) * 2 + den[:, 0], den[:, 0] * 2, rounding_mode="floor"
-            )
-        else:
-            coef = div_round(gamma_q, den.repeat_interleave(C // self.groups, dim=1))  # (B, C, 1)
+        # gamma/(u sigma) in 2^-24: div_round(gamma_q, den) of each channel's group, broadcast
+        # over the group's channels (no per-channel copy of den)
+        num = gamma_q.view(1, self.groups, C // self.groups)  # (1, G, C/G)
+        coef = div_round(num, den).view(B, C)  # (B, C)
         shape = (B, C) + (1,) * (x.dim() - 2)
         # floor(d coef / 2^24 + 1/2) + beta = floor(d coef 2^-24 + (beta + 1/2)): exact (the
         # power of two scales the product of two integers, in either order)

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ardm.core.dmol import log_scale_min
+from ardm.core.dmol import BYTE, log_scale_min
 from ardm.portable.quant import div_round
 from ardm.portable.tables import exp_range_table, exp_table, sigmoid_table
 
@@ -235,9 +235,6 @@ def _to_total(q: torch.Tensor) -> torch.Tensor:
     rest = total - out.sum(dim=-1, keepdim=True)  # (n, 1) in [0, K)
     return out.scatter_add(-1, out.argmax(dim=-1, keepdim=True), rest)  # (n, K)
 
-
-BYTE = 256
-"""A 16-bit value ``v = 256 hi + lo`` is coded as two 256-way symbols."""
 
 MIX16_FRAC_BITS = (12, 20, 16)
 """A 16-bit mixture net's outputs: logits in ``Q_12`` (nats), means in ``Q_20`` (on the

@@ -74,21 +74,15 @@ def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) ->
     return y.clamp_(-layer.out_bound, layer.out_bound)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Integers ``x (..., L, 2h)`` turned by ``Q_14`` integer ``cos, sin (L, h)`` (float64):
-    ``(x1 c - x2 s, x1 s + x2 c)`` exactly in float64 (``|.| < 2^30`` for wide ``x``)."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half].double(), x[..., half:].double()  # (..., L, h) each
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., L, 2h)
-
-
 def rotate_rescaled(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rescale: Rescale, bound: int
 ) -> torch.Tensor:
-    """``rescale(rotate(x, cos, sin))`` clamped to ``|.| <= bound``, as float32 integers: the
-    same integers, with the rescale's factor ``M 2^-s`` folded into the tables (``c M`` and
-    ``s M`` are integers below ``2^38`` times ``2^-s``, so every product and the sum are exact
-    multiples of ``2^-s`` below ``2^53`` times it, as in the rescale of the rotation)."""
+    """Integers ``x (..., L, 2h)`` turned by ``Q_14`` integer ``cos, sin (L, h)`` (float64),
+    ``(x1 c - x2 s, x1 s + x2 c)`` (``|.| < 2^30`` for wide ``x``), then ``rescale``d and
+    clamped to ``|.| <= bound``, as float32 integers. The rescale's factor ``M 2^-s`` is folded
+    into the tables: ``c M`` and ``s M`` are integers below ``2^38`` times ``2^-s``, so every
+    product and the sum are exact multiples of ``2^-s`` below ``2^53`` times it, the same
+    integers as rescaling the exact rotation."""
     scale = rescale._float64[0]  # (1,) M 2^-s
     a, b = cos * scale, sin * scale  # (L, h) each, exact
     half = x.shape[-1] // 2

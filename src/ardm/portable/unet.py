@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -379,7 +380,7 @@ class IntegerUNet:
         else:  # the means need a fraction of a bin: a wide input and 10-bit weights
             self.norm_out = _norm_silu(net.norm_out, in_scale=s, out_amax=amax, wide=True)
             self.conv_out = IntLayer.freeze(
-                _with_bias(net.conv_out, head_bias, net.shape[0]),
+                fold_head_bias(net.conv_out, head_bias, net.shape[0]),
                 in_scale=wide_scale(amax),
                 in_bound=WIDE,
                 out_scale=2.0**-MIX_FRAC_BITS,
@@ -472,7 +473,10 @@ class IntegerUNet:
         return rows.reshape(*out.shape[:-1], self.K)
 
 
-def _with_bias(conv: nn.Conv2d, head_bias: torch.Tensor | None, channels: int) -> nn.Conv2d:
+ConvT = TypeVar("ConvT", nn.Conv1d, nn.Conv2d)
+
+
+def fold_head_bias(conv: ConvT, head_bias: torch.Tensor | None, channels: int = 1) -> ConvT:
     """``conv`` with the head's bias ``(O,)`` added to its bias for each of ``channels`` image
     channels (output channel ``c O + o``), so that the integer layer computes the parameters."""
     if head_bias is None:

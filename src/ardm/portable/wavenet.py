@@ -24,7 +24,6 @@ An Upscale ARDM's net (``stages = S > 1``) sees the global step ``t = s D + t_in
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -39,7 +38,7 @@ from ardm.portable.ops import ExactConv, ExactDilatedConv
 from ardm.portable.pmf import LOGIT_FRAC_BITS, MIX16_FRAC_BITS, digit_pmf, mixture_byte_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
 from ardm.portable.tables import sigmoid_table, tanh_table
-from ardm.portable.unet import LOGIT_BOUND, MIX_OUT_W_BITS, IntTime
+from ardm.portable.unet import LOGIT_BOUND, MIX_OUT_W_BITS, IntTime, fold_head_bias
 
 PRE_FRAC_BITS = 10
 """Gate pre-activations are ``Q_10``."""
@@ -318,10 +317,8 @@ class IntWaveHead:
             return cls(to_a, bound, skip_out, conv_out)
         M = net.out_classes // 3
         frac = torch.tensor(MIX16_FRAC_BITS, dtype=torch.float64).repeat_interleave(M)  # (3M,)
-        folded = copy.deepcopy(net.conv_out)
-        folded.bias = nn.Parameter(folded.bias.detach() + head_bias.detach().to(folded.bias))  # type: ignore[union-attr]
         conv_out = freeze_conv1d(
-            folded,
+            fold_head_bias(net.conv_out, head_bias),
             in_scale=s_b,
             in_bound=WIDE,
             out_scale=2.0**-frac,
