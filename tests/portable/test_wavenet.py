@@ -201,3 +201,27 @@ def test_fsdd_same_bits_under_every_cpu_capability(
     _, inet, m = fsdd
     x, known, t = fsdd_inputs(m, 4, 0, seed=4)
     assert_same_bits_in_other_processes(inet, DIGITS, x, known, t, tmp_path, size=2)
+
+
+def test_fsdd_stage_rows_and_chunks_are_the_same_integers(
+    fsdd: tuple[WaveNet, IntegerWaveNet, UpscaleARDM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coder's call (one stage's logits, items run in chunks) equals the full net's
+    logits at that stage's rows, whatever the chunk size; its row pmf is the digit pmf."""
+    from ardm.portable import wavenet
+    from ardm.portable.model import _row_pmf
+
+    _, inet, m = fsdd
+    for s in range(m.S):
+        x, known, t = fsdd_inputs(m, 4, s, seed=10 + s)
+        full = inet.logits(x, known, t)  # (4, D, S b) int64
+        rows = inet.outputs(x, known, t, stage_rows=True)  # (4, D, b) float32
+        assert rows.dtype == torch.float32 and rows.shape == (4, m.D, m.b)
+        assert torch.equal(rows.long(), full[..., s * m.b : (s + 1) * m.b])
+        assert torch.equal(_row_pmf(rows), inet.digit_pmf(x, known, t))
+        for chunk in (1, m.D, 3 * m.D):
+            monkeypatch.setattr(wavenet, "CHUNK_VALUES", chunk)
+            assert torch.equal(inet.outputs(x, known, t, stage_rows=True), rows)
+        monkeypatch.undo()
+    with pytest.raises(ValueError, match="one stage per call"):
+        inet.outputs(x, known, torch.tensor([0, m.D, 0, m.D]), stage_rows=True)

@@ -3,6 +3,7 @@ record (calibration) that fixes every activation's scale."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +55,25 @@ class IntLayer:
         for term, shift in terms:
             y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
         return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+
+    def unrounded(self, a: torch.Tensor) -> torch.Tensor:
+        """``(conv(a) + bias) M 2^-s + 1/2`` float64 (exact): the output before its floor and
+        clamp, for a caller that fuses them with what follows."""
+        offset, scale = self._epilogue
+        y = offset
+        for term, shift in self.conv.terms(a):
+            y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
+        return y
+
+    def rows(self, start: int, stop: int) -> IntLayer:
+        """This layer with only the output channels ``[start, stop)`` (the same integers on
+        those channels: each output channel is its own weights, bias and rescale)."""
+        m = self.rescale.multiplier
+        if m.numel() > 1:
+            m = m[:, start:stop]  # (1, O', 1, 1)
+        conv = dataclasses.replace(self.conv, weight=self.conv.weight[start:stop])
+        rescale = dataclasses.replace(self.rescale, multiplier=m)
+        return IntLayer(conv, self.bias[:, start:stop], rescale, self.out_bound)
 
     @functools.cached_property
     def _float32_epilogue(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -137,6 +137,11 @@ ROW_HEADS = frozenset({"mixture"})
 step's variables (``Stage.head``), from the integer outputs; it never needs ``x``."""
 
 
+def _row_pmf(rows: torch.Tensor) -> torch.Tensor:
+    """The integer pmf ``(n, m, b)`` of a step's logit rows (float integers, ``Q_6``)."""
+    return categorical_pmf(rows.to(torch.int64))
+
+
 def head_pmf(kind: str) -> HeadPmf:
     """The integer pmf of the head kind ``kind``; :class:`PortablePending` if not built yet."""
     if kind not in HEAD_PMFS:
@@ -194,9 +199,20 @@ class PortableModel:
             S, b = int(model.S), int(model.b)
             policies = model.stage_policies(budget, mode="joint")
 
-            def stage_fn(s: int) -> Callable[..., torch.Tensor]:
-                return lambda x, known, t_in: self.pmf(x, known, s * D + t_in)
+            outputs = getattr(self.net, "outputs", None)
+            if outputs is not None and b**S == self.K:  # every digit valid: rows suffice
+                # the stage's logits only, and the pmf only at each step's variables
+                # (masked_categorical_pmf is categorical_pmf where every digit is valid)
+                def stage_fn(s: int) -> Callable[..., torch.Tensor]:
+                    return lambda x, known, t_in: outputs(x, known, s * D + t_in, stage_rows=True)
 
+                head: Callable[[torch.Tensor], torch.Tensor] | None = _row_pmf
+            else:
+
+                def stage_fn(s: int) -> Callable[..., torch.Tensor]:
+                    return lambda x, known, t_in: self.pmf(x, known, s * D + t_in)
+
+                head = None
             return [
                 Stage(
                     stage_fn(s),
@@ -204,6 +220,7 @@ class PortableModel:
                     policies[s],
                     b ** (S - s - 1),
                     b,
+                    head=head,
                     exact=True,
                 )
                 for s in range(S)

@@ -113,6 +113,11 @@ class Rescale:
         scale, half = self._float64
         return torch.addcmul(half, x, scale).floor_()  # floor(x M 2^-s + 1/2): exact
 
+    @property
+    def factor(self) -> torch.Tensor:
+        """``M 2^-s`` (float64, the multiplier's shape): the rescale is ``floor(x factor + 1/2)``."""
+        return self._float64[0]
+
     @functools.cached_property
     def _float64(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(M 2^-s, 1/2)`` in float64: ``x M 2^-s`` is exact while ``|x M| < 2^53``."""

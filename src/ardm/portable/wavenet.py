@@ -24,6 +24,8 @@ An Upscale ARDM's net (``stages = S > 1``) sees the global step ``t = s D + t_in
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -50,6 +52,11 @@ GATE_BITS = 15
 
 INPUT_W_BITS = 12
 """The input conv (4 channels, 3 taps) affords 12-bit weights."""
+
+CHUNK_VALUES = 8192
+"""The integer WaveNet runs at most this many values (items times length, at least one item)
+per pass: 2 clips of 4000 samples (measured on ``fsdd``: per item, a batch of 16 costs about
+1.5x a batch of 1 or 2, its float64 activations no longer in the caches)."""
 
 MIX16_BOUND = (1 << 23) - 1
 """A 16-bit mixture net's outputs are clamped to ``|q| < 2^23`` (means: 8 in value; logits
@@ -151,24 +158,69 @@ class IntWaveBlock:
     last: bool  # the last block's residual is never read
 
     def __call__(
-        self, h: torch.Tensor, time: torch.Tensor | None, gate: Gate
+        self,
+        h: torch.Tensor,
+        time: torch.Tensor | None,
+        lookup: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h_next, skip)`` for the wide input ``h`` ``(B, C, 1, L)`` and the block's time
-        term ``time`` ``(B, C, 1, 1)`` (or None)."""
+        """``(h_next, skip)`` for the wide input ``h`` ``(B, C, 1, L)`` (float integers), the
+        block's time term ``time`` ``(B, C, 1, 1)`` (or None) and its :meth:`gate_lookup`;
+        ``h_next`` is float64, ``skip`` float32.
+
+        The steps of the module docstring, fused where the integers allow: the dilated conv's
+        rescaled, clamped pre-activations go straight to indices of one table holding both
+        gate tables (:meth:`gate_lookup`), whose sigmoid half is pre-multiplied by the
+        ``gate_out`` rescale, so that ``tanh * sigmoid`` and its rescale are one exact
+        ``addcmul``."""
         C = h.shape[1]
         y = self.to_y(h)  # (B, C, 1, L) float64
-        y = y if time is None else y + time
+        y = y if time is None else y.add_(time)
         y_bound, g_bound = self.dilated.conv.a_bound, self.out.conv.a_bound
-        y = y.clamp_(-y_bound, y_bound).to(torch.float32)
-        pre = self.dilated(y)  # (B, 2C, 1, L) Q_10
-        g = self.gate_out(gate(pre[:, :C], pre[:, C:]))  # (B, C, 1, L) float64
-        g = g.clamp_(-g_bound, g_bound).to(torch.float32)
-        o = self.out(g)  # (B, 2C, 1, L)
+        y = y.clamp_(-y_bound, y_bound)
+        if y_bound <= NARROW:
+            y = y.to(torch.float32)
+        table, base, lo, hi = lookup
+        v = self.dilated.unrounded(y)  # (B, 2C, 1, L) float64
+        # floor, then (integer shifts commute with clamps) the pre-activation's clamp and each
+        # table's own clamp as one clamp of the table index; truncation of indices >= 0 floors
+        i = v.floor_().add_(base).clamp_(lo, hi).to(torch.int64)
+        f = table.index_select(0, i.view(-1)).view(i.shape)  # (B, 2C, 1, L) float64
+        g = torch.addcmul(self._half, f[:, :C], f[:, C:]).floor_()  # gate_out(tanh * sigmoid)
+        o = self.out(g.clamp_(-g_bound, g_bound).to(torch.float32))  # (B, 2C, 1, L)
         skip = o[:, C:]
         if self.last:
             return h, skip
-        h_next = self.to_next(h).add_(o[:, :C]).clamp_(-WIDE, WIDE)  # (B, C, 1, L)
-        return h_next.to(torch.float32), skip
+        h_next = self.to_next(h).add_(o[:, :C]).clamp_(-WIDE, WIDE)  # (B, C, 1, L) float64
+        return h_next, skip
+
+    @functools.cached_property
+    def _half(self) -> torch.Tensor:
+        return torch.tensor(0.5, dtype=torch.float64)
+
+    def gate_lookup(
+        self, gate: Gate
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(table, base, lo, hi)``: ``table`` is ``gate.tanh`` followed by ``gate.sigmoid``
+        times the ``gate_out`` rescale's factor ``M 2^-s`` (exact: each ``sigmoid M`` is an
+        integer below ``2^53``, and so is every ``tanh sigmoid M``, the rescale's own bound);
+        a ``Q_10`` pre-activation ``z`` of channel ``c`` reads ``table[clamp(z + base_c, lo_c,
+        hi_c)]``, the clamps of the conv's output and of each table in one."""
+        if self.gate_out.multiplier.numel() != 1:
+            raise ValueError("the gate rescale has one factor")
+        factor = self.gate_out.factor
+        n_t, n_s = gate.tanh.numel(), gate.sigmoid.numel()
+        table = torch.cat([gate.tanh, gate.sigmoid * factor.reshape(())])  # exact products
+        out_bound = self.dilated.out_bound
+        C = self.out.conv.weight.shape[1]
+        shape = (1, 2 * C, 1, 1)
+        ends = [(n_t // 2, 0, n_t - 1), (n_s // 2 + n_t, n_t, n_t + n_s - 1)]
+        parts = []
+        for half, first, last in ends:
+            low = max(first, half - out_bound)
+            high = min(last, half + out_bound)
+            parts.append(torch.tensor([half, low, high], dtype=torch.float64).repeat(C, 1))
+        base, lo, hi = torch.cat(parts).T.reshape(3, *shape).unbind(0)
+        return table, base, lo, hi
 
     def time_term(self, temb: torch.Tensor) -> torch.Tensor | None:
         """The time projection ``(B, C, 1, 1)`` of ``silu(temb)`` in ``y``'s units."""
@@ -425,15 +477,60 @@ class IntegerWaveNet:
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer logits ``(B, L, O)`` int64 in ``Q_6``, or a mixture net's parameters
         (:data:`ardm.portable.pmf.MIX16_FRAC_BITS`)."""
+        return self.outputs(x, known, t).to(torch.int64)
+
+    def outputs(
+        self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, *, stage_rows: bool = False
+    ) -> torch.Tensor:
+        """:meth:`logits` as float32 integers ``(B, L, O)`` (exact: ``|q| < 2^24``); with
+        ``stage_rows`` (an Upscale net, one stage per call) only stage ``t // D``'s ``b``
+        logits ``(B, L, b)``, the only ones its digit pmf reads (the head's other rows are
+        not computed). Items are run :data:`CHUNK_VALUES` values at a time (the same integers
+        at any batch size; a WaveNet's activations outgrow the caches in larger batches)."""
+        head = self.head
+        if stage_rows:
+            stages = torch.unique(torch.div(t, self.D, rounding_mode="floor")).tolist()
+            if len(stages) != 1:
+                raise ValueError(f"one stage per call, got stages {stages}")
+            head = self._stage_heads[int(stages[0])]
+        step = max(1, CHUNK_VALUES // max(1, x.shape[-1]))
+        parts = [
+            self._forward(x[i : i + step], known[i : i + step], t[i : i + step], head)
+            for i in range(0, x.shape[0], step)
+        ]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, O, 1, L)
+        return out[:, :, 0].transpose(1, 2)  # (B, L, O)
+
+    def _forward(
+        self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, head: IntWaveHead
+    ) -> torch.Tensor:
+        """The network on one chunk of items: ``(B, O, 1, L)`` float32 integers."""
         stage, t_in = split_step(t, self.D) if self.stages > 1 else (torch.zeros_like(t), t)
         h = self.input(x.long(), known, stage)  # (B, C, 1, L) wide
         skips: torch.Tensor | None = None
-        for block, time in zip(self.blocks, self.time_terms(t_in), strict=True):
-            h, skip = block(h, time, self.gate)
-            skips = skip if skips is None else skips + skip  # exact: < blocks * 2^14
+        blocks = zip(self.blocks, self.time_terms(t_in), self._gate_lookups, strict=True)
+        for block, time, lookup in blocks:
+            h, skip = block(h, time, lookup)
+            # exact in float32: |skips| < blocks * 2^14
+            skips = skip.clone() if skips is None else skips.add_(skip)
         assert skips is not None
-        out = self.head(skips)  # (B, O, 1, L)
-        return out[:, :, 0].to(torch.int64).transpose(1, 2)  # (B, L, O)
+        return head(skips)
+
+    @functools.cached_property
+    def _stage_heads(self) -> list[IntWaveHead]:
+        """The head of each stage's ``b`` logits (rows of ``conv_out``; a cache: never saved)."""
+        b = self.out_classes // self.stages
+        return [
+            dataclasses.replace(self.head, conv_out=self.head.conv_out.rows(s * b, (s + 1) * b))
+            for s in range(self.stages)
+        ]
+
+    @functools.cached_property
+    def _gate_lookups(
+        self,
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Every block's :meth:`IntWaveBlock.gate_lookup` (a cache: never saved)."""
+        return [block.gate_lookup(self.gate) for block in self.blocks]
 
     def digit_pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Stage ``s = t // D``'s integer digit pmf ``(B, L, b)`` (one stage for the batch),
