@@ -72,6 +72,22 @@ def test_exact_dilated_conv_equals_int64_reference(
     assert out.abs().max() <= conv.acc_bound
 
 
+@pytest.mark.parametrize(("batch", "dilation"), [(1, 1), (3, 8)])
+def test_taps_accumulator_equals_int64_reference(batch: int, dilation: int) -> None:
+    """A wide input's conv as one float64 GEMM per tap on views of the zero-padded input."""
+    a = ints((batch, 16, 50), WIDE, seed=dilation)
+    w = ints((6, 16, 3), NARROW, seed=dilation + 1)
+    conv = ExactDilatedConv(w[:, :, None].float(), NARROW, WIDE, 1, dilation, dilation)
+    assert conv.taps_exact
+    z = conv.padded(a[:, :, None])  # (batch, 16, 50 + 2 dilation), padding zero
+    z[..., dilation : dilation + 50] = a
+    out = conv.taps_accumulator(z)  # (batch, 6, 1, 50)
+    assert torch.equal(out[:, :, 0].long(), dilated_reference(a, w, dilation=dilation))
+    assert torch.equal(out, conv(a[:, :, None]))
+    narrow = ExactDilatedConv(w[:, :, None].float(), NARROW, NARROW, 1, dilation, dilation)
+    assert not narrow.taps_exact
+
+
 def test_tanh_table_and_gate_product_are_exact() -> None:
     t = tanh_table(frac_bits=10, span=8, out_bits=15)
     z = torch.arange(-(8 << 10), 8 << 10, dtype=torch.float64) / 1024

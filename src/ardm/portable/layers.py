@@ -46,8 +46,11 @@ class IntLayer:
         terms = self.conv.up2_terms(a) if up2 else self.conv.terms(a)
         fast = self._float32_epilogue
         if fast is not None and len(terms) == 1 and terms[0][0].dtype == torch.float32:
-            offset32, power = fast  # (acc + bias + 2^(k-1)) < 2^24, times 2^-k: exact
-            y = (terms[0][0] + offset32).mul_(power).floor_()  # (B, O, H', W') float32
+            # (acc + bias + 2^(k-1)) 2^-k = acc 2^-k + (bias + 2^(k-1)) 2^-k: each term and
+            # the sum exact (below 2^24 before the power of two), in place on the fresh product
+            scaled_offset, power = fast
+            y = terms[0][0]  # (B, O, H', W') float32
+            y = torch.addcmul(scaled_offset, y, power, out=y).floor_()
             y = y if add is None else y.add_(add)
             return y.clamp_(-self.out_bound, self.out_bound)
         offset, scale = self._epilogue
@@ -65,6 +68,11 @@ class IntLayer:
             y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
         return y
 
+    def unrounded_acc(self, acc: torch.Tensor) -> torch.Tensor:
+        """:meth:`unrounded` from the accumulator ``acc`` (float64 integers, overwritten)."""
+        offset, scale = self._epilogue
+        return torch.addcmul(offset, acc, scale, out=acc)
+
     def rows(self, start: int, stop: int) -> IntLayer:
         """This layer with only the output channels ``[start, stop)`` (the same integers on
         those channels: each output channel is its own weights, bias and rescale)."""
@@ -78,8 +86,9 @@ class IntLayer:
     @functools.cached_property
     def _float32_epilogue(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Where every multiplier is ``2^(shift - k)`` (weights frozen with ``pow2``) and
-        ``acc + bias + 2^(k-1)`` stays below ``2^24``: ``(bias + 2^(k-1), 2^-k)`` in float32,
-        with which the rescale is one exact float32 add, multiply and floor; else None."""
+        ``acc + bias + 2^(k-1)`` stays below ``2^24``: ``((bias + 2^(k-1)) 2^-k, 2^-k)`` in
+        float32, with which the rescale is one exact float32 multiply-add and a floor; else
+        None."""
         m, s = self.rescale.multiplier.reshape(-1), self.rescale.shift
         if bool((m <= 0).any()) or bool((m & (m - 1)).any()) or self.conv.a_bound > 256:
             return None
@@ -90,9 +99,8 @@ class IntLayer:
         if self.conv.acc_bound + int(offset.abs().max()) >= 1 << 24:
             return None
         shape = (1, -1, 1, 1)
-        return offset.to(torch.float32).view(shape), (2.0 ** -k.to(torch.float64)).float().view(
-            shape
-        )
+        power = 2.0 ** -k.to(torch.float64)  # (O,) exact
+        return (offset * power).float().view(shape), power.float().view(shape)
 
     @functools.cached_property
     def _epilogue(self) -> tuple[torch.Tensor, torch.Tensor]:

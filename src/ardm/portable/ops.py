@@ -485,6 +485,51 @@ class ExactDilatedConv(ExactConv):
         """Always: :meth:`_call` stacks the shifted copies and does one matrix product."""
         return True
 
+    @property
+    def taps_exact(self) -> bool:
+        """Whether a wide input takes :meth:`taps_accumulator` (float64 taps are exact)."""
+        return self.a_bound > 256 and self._float64_taps is not None
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty float64 input ``(N, I, L + 2 padding)`` for :meth:`taps_accumulator`, its
+        padding already zero; the caller writes the input into ``[..., padding : padding + L]``
+        of ``x (N, I, 1, L)``'s length."""
+        N, i, _, L = x.shape
+        p = self.padding
+        z = torch.empty(N, i, L + 2 * p, dtype=torch.float64, device=x.device)
+        z[..., :p] = 0
+        z[..., L + p :] = 0
+        return z
+
+    def taps_accumulator(self, z: torch.Tensor) -> torch.Tensor:
+        """The accumulator ``(N, O, 1, L)`` (float64 integers) on the zero-padded input ``z``
+        (:meth:`padded`; ``|z| <= a_bound``), without copying its taps: one float64 matrix
+        product per tap on a shifted view of ``z``, the GEMM adding each into the last. Every
+        product and partial sum is an integer below ``acc_bound < 2^53``, so exact in any
+        order (only where :attr:`_float64_weight` is set)."""
+        taps = self._float64_taps
+        if taps is None:
+            raise ValueError("taps_accumulator needs a float64-exact conv")
+        N, _, Lp = z.shape
+        d, k = self.dilation, len(taps)
+        out = Lp - d * (k - 1)
+        acc = torch.matmul(taps[0], z[..., :out])  # (N, O, L)
+        for j in range(1, k):
+            zj = z[..., j * d : j * d + out]  # (N, I, L) a view
+            if N == 1:
+                torch.addmm(acc[0], taps[j], zj[0], out=acc[0])
+            else:
+                torch.baddbmm(acc, taps[j].expand(N, -1, -1), zj, out=acc)
+        return acc[:, :, None]
+
+    @functools.cached_property
+    def _float64_taps(self) -> list[torch.Tensor] | None:
+        """Each tap's weight ``(O, I)`` in float64 (:attr:`_float64_weight`), or None."""
+        w64 = self._float64_weight
+        if w64 is None or self.stride != 1:
+            return None
+        return [w64[:, :, 0, j].contiguous() for j in range(w64.shape[-1])]
+
     def _call(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """One exact call (float32, or float64 for :attr:`_float64_weight`): ``(N, i, 1, L)``
         -> ``(N, O, 1, L')``."""
@@ -494,8 +539,12 @@ class ExactDilatedConv(ExactConv):
         c_out, _, _, k = w.shape
         pad, d = self.padding, self.dilation
         out = L + 2 * pad - d * (k - 1)
-        xp = F.pad(x, (pad, pad)) if pad else x  # (N, i, 1, L + 2 pad)
-        cols = torch.cat([xp[..., j * d : j * d + out] for j in range(k)], dim=1)  # (N, k i, 1, L')
+        cols = x.new_empty(N, k, i, H, out)  # tap-major: tap j reads x at l + j d - pad
+        for j in range(k):
+            lo, hi = max(0, pad - j * d), min(out, L + pad - j * d)  # outputs inside x
+            cols[:, j, ..., :lo] = 0  # the zero padding
+            cols[:, j, ..., hi:] = 0
+            cols[:, j, ..., lo:hi] = x[..., lo + j * d - pad : hi + j * d - pad]
         wm = w[:, :, 0, :].permute(0, 2, 1).reshape(c_out, k * i)  # (O, k i), tap-major like cols
         y = torch.matmul(wm, cols.reshape(N, k * i, H * out))  # (N, O, L') exact
         return y.reshape(N, c_out, H, out)

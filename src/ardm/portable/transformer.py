@@ -58,7 +58,7 @@ def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) ->
 
     Where the layer has its exact float32 epilogue and one float32 call covers the whole
     reduction (``I * a_bound * w_bound < 2^24``), this is ``a @ w^T`` on the rows, the add,
-    multiply and floor of that epilogue (the same integers as the layer, without transposing
+    multiply-add and floor of that epilogue (the same integers as the layer, without transposing
     the activations); otherwise the layer itself on ``(1, I, N, 1)``.
     """
     fast = layer._float32_epilogue
@@ -68,8 +68,9 @@ def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) ->
         x = a.t()[None, :, :, None]  # (1, I, N, 1)
         extra = None if add is None else add.t()[None, :, :, None]  # (1, O, N, 1)
         return layer(x, extra)[0, :, :, 0].t()  # (N, O)
-    offset, power = fast  # (1, O, 1, 1) each
-    y = torch.matmul(a, w.t()).add_(offset.view(-1)).mul_(power.view(-1)).floor_()  # (N, O)
+    scaled_offset, power = fast  # (1, O, 1, 1) each
+    y = torch.matmul(a, w.t())  # (N, O)
+    y = torch.addcmul(scaled_offset.view(-1), y, power.view(-1), out=y).floor_()
     y = y if add is None else y.add_(add)
     return y.clamp_(-layer.out_bound, layer.out_bound)
 

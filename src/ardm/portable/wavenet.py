@@ -173,17 +173,28 @@ class IntWaveBlock:
         ``gate_out`` rescale, so that ``tanh * sigmoid`` and its rescale are one exact
         ``addcmul``."""
         C = h.shape[1]
-        y = self.to_y(h)  # (B, C, 1, L) float64
-        y = y if time is None else y.add_(time)
-        y_bound, g_bound = self.dilated.conv.a_bound, self.out.conv.a_bound
-        y = y.clamp_(-y_bound, y_bound)
-        if y_bound <= NARROW:
-            y = y.to(torch.float32)
+        conv = self.dilated.conv
+        y_bound, g_bound = conv.a_bound, self.out.conv.a_bound
+        assert isinstance(conv, ExactDilatedConv)
+        z = conv.padded(h) if conv.taps_exact else None  # (B, C, L + 2 pad) float64
+        y = None if z is None else z[:, :, None, conv.padding : conv.padding + h.shape[-1]]
+        if time is None:
+            y = torch.addcmul(self._half, h, self.to_y.factor, out=y)  # (B, C, 1, L) float64
+        elif self._time_in_offset:  # to_y(h) + time = floor(h M 2^-s + (time + 1/2))
+            y = torch.addcmul(time + 0.5, h, self.to_y.factor, out=y)
+        else:
+            y = torch.addcmul(self._half, h, self.to_y.factor, out=y).floor_().add_(time)
+        y = y.floor_().clamp_(-y_bound, y_bound)
+        if z is not None:  # the input is in place: each tap a view of z
+            v = self.dilated.unrounded_acc(conv.taps_accumulator(z))  # (B, 2C, 1, L) float64
+        else:
+            v = self.dilated.unrounded(y if y_bound > NARROW else y.to(torch.float32))
         table, base, lo, hi = lookup
-        v = self.dilated.unrounded(y)  # (B, 2C, 1, L) float64
-        # floor, then (integer shifts commute with clamps) the pre-activation's clamp and each
-        # table's own clamp as one clamp of the table index; truncation of indices >= 0 floors
-        i = v.floor_().add_(base).clamp_(lo, hi).to(torch.int64)
+        v = v.floor_()
+        # (integer shifts commute with clamps) the pre-activation's clamp and each table's own
+        # clamp as one clamp of the table index; truncation of indices >= 0 floors
+        v = torch.minimum(torch.maximum(v.add_(base), lo, out=v), hi, out=v)
+        i = v.to(torch.int32)  # (a vectorised conversion, unlike int64's on AVX2)
         f = table.index_select(0, i.view(-1)).view(i.shape)  # (B, 2C, 1, L) float64
         g = torch.addcmul(self._half, f[:, :C], f[:, C:]).floor_()  # gate_out(tanh * sigmoid)
         o = self.out(g.clamp_(-g_bound, g_bound).to(torch.float32))  # (B, 2C, 1, L)
@@ -192,6 +203,15 @@ class IntWaveBlock:
             return h, skip
         h_next = self.to_next(h).add_(o[:, :C]).clamp_(-WIDE, WIDE)  # (B, C, 1, L) float64
         return h_next, skip
+
+    @functools.cached_property
+    def _time_in_offset(self) -> bool:
+        """Whether the time term (``|time| <= 2^14 - 1``, from ``temb_proj``) may join the
+        ``to_y`` rescale's offset: ``|h M| + |time| 2^s + 2^(s-1) < 2^53``, so that ``h M
+        2^-s + time + 1/2`` is exact in float64."""
+        r = self.to_y
+        top = r.in_bound * int(r.multiplier.abs().max()) + (WIDE << r.shift) + (1 << (r.shift - 1))
+        return self.temb_proj is not None and self.temb_proj.out_bound <= WIDE and top < 1 << 53
 
     @functools.cached_property
     def _half(self) -> torch.Tensor:
