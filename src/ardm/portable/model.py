@@ -17,7 +17,7 @@ Extension points (one entry each; every integer network follows the contract of
 * :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"``,
   ``"Transformer"``, ``"WaveNet"``);
 * :data:`HEAD_PMFS` -- the head kind (:func:`head_kind`) -> integer output ``(B, *shape, O)``
-  to the coder's weights (``"categorical"``; ``"mixture"``, computed only at each step's
+  to the coder's weights (``"categorical"`` and ``"mixture"``, computed only at each step's
   variables, :data:`ROW_HEADS`; ``"digits"``, one stage per call);
 * :meth:`PortableModel.coding_stages` -- one exact stage, or ``S`` for a digit (Upscale) model.
 """
@@ -132,9 +132,10 @@ HEAD_PMFS: dict[str, HeadPmf] = {
 }
 """The head kind -> its integer pmf; a kind not here has no integer coder yet."""
 
-ROW_HEADS = frozenset({"mixture"})
-"""Head kinds whose pmf costs far more than the network: the coder computes it only at each
-step's variables (``Stage.head``), from the integer outputs; it never needs ``x``."""
+ROW_HEADS = frozenset({"categorical", "mixture"})
+"""Head kinds whose pmf is a function of each variable's output row alone: the coder computes
+it only at each step's variables (``Stage.head``), from the integer outputs (a full table of
+every variable at every call costs as much as the network); it never needs ``x``."""
 
 
 def _row_pmf(rows: torch.Tensor) -> torch.Tensor:

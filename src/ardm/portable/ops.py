@@ -380,8 +380,8 @@ class SiLUTable:
         return cls(silu(z), half)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int64)
-        return self.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
+        i = (z.clamp(-self.half, self.half - 1) + self.half).to(torch.int32)  # fast conversion
+        return self.table.index_select(0, i.reshape(-1)).view(i.shape)  # float32 integers
 
 
 @dataclass(frozen=True)
@@ -395,7 +395,7 @@ class NormSiLU:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm.unrounded(x, shift=0.5 + self.silu.half)  # (B, C, ...) index + fraction
         # clamped to [0, 2 half - 1] first, truncation is the floor (and floor commutes with it)
-        i = y.clamp_(0, 2 * self.silu.half - 1).to(torch.int64)
+        i = y.clamp_(0, 2 * self.silu.half - 1).to(torch.int32)  # fast conversion
         return self.silu.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
 
 
