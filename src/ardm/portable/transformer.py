@@ -342,6 +342,7 @@ class IntegerTransformer:
                 net(items, known, t)
         return cls(net, ranges)
 
+    @torch.inference_mode()
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer logits ``(B, L, O)`` int64 in ``Q_6``."""
         B, L = x.shape

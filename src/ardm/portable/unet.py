@@ -414,6 +414,7 @@ class IntegerUNet:
                 net(items, known, t)
         return cls(net, ranges, head_bias)
 
+    @torch.inference_mode()
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer outputs ``(B, C, H, W, O)`` int64: logits in ``Q_6``, or mixture parameters
         in ``Q_12``."""

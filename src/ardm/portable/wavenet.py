@@ -494,11 +494,13 @@ class IntegerWaveNet:
                 net(*stage_inputs(items, K=net.K, b=b, S=S, generator=g))
         return cls(net, ranges, widths if widths is not None else Widths(), head_bias)
 
+    @torch.inference_mode()
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer logits ``(B, L, O)`` int64 in ``Q_6``, or a mixture net's parameters
         (:data:`ardm.portable.pmf.MIX16_FRAC_BITS`)."""
         return self.outputs(x, known, t).to(torch.int64)
 
+    @torch.inference_mode()
     def outputs(
         self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, *, stage_rows: bool = False
     ) -> torch.Tensor:
