@@ -85,11 +85,12 @@ def _three(
 
 def coder_call(m: Any, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """The integer network's call in the coder (``PortableModel.coding_stages``): an Upscale
-    net's one stage of logits (the float32 net computes every stage's), else all outputs."""
+    net's one stage of logits (the float32 net computes every stage's), else all outputs, as
+    float32 integers (the coder takes only a step's rows to int64)."""
     net = m.portable.net
     if m.portable.head == "digits" and hasattr(net, "outputs"):
         return net.outputs(*inputs, stage_rows=True)
-    return net.logits(*inputs)
+    return net.outputs(*inputs) if hasattr(net, "outputs") else net.logits(*inputs)
 
 
 def _pmf(m: Any, inputs: tuple[torch.Tensor, ...], budget: int) -> torch.Tensor:

@@ -230,14 +230,17 @@ class PortableModel:
         if self.head == "mixture" and self.K > 256:  # 16-bit values as byte pairs
             byte_pmf = self.net.byte_pmf  # type: ignore[attr-defined]
             order = seeded_order(D, seed)
-            return [Stage(self.net.logits, order, policy, byte_pair=byte_pmf, exact=True)]
+            outputs = getattr(self.net, "outputs", self.net.logits)  # float32 integers
+            return [Stage(outputs, order, policy, byte_pair=byte_pmf, exact=True)]
         if self.head in ROW_HEADS:
             kind = head_pmf(self.head)
+            # float32 integer outputs where the net has them: only the step's rows become int64
+            outputs = getattr(self.net, "outputs", self.net.logits)
 
             def rows(out: torch.Tensor) -> torch.Tensor:  # (n, m, O) -> (n, m, K)
-                return kind(self, out, None, None)
+                return kind(self, out.to(torch.int64), None, None)
 
-            return [Stage(self.net.logits, seeded_order(D, seed), policy, head=rows, exact=True)]
+            return [Stage(outputs, seeded_order(D, seed), policy, head=rows, exact=True)]
         return [Stage(self.pmf, seeded_order(D, seed), policy, exact=True)]
 
     def to_bytes(self) -> bytes:

@@ -345,6 +345,12 @@ class IntegerTransformer:
     @torch.inference_mode()
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer logits ``(B, L, O)`` int64 in ``Q_6``."""
+        return self.outputs(x, known, t).to(torch.int64)
+
+    @torch.inference_mode()
+    def outputs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` as float32 integers (exact: ``|q| < 2^24``), for a coder that takes
+        only a step's rows to int64."""
         B, L = x.shape
         tokens = torch.where(known, x.long(), self.K)  # (B, L) unknown -> absorbing token
         h = self.embedding.index_select(0, tokens.reshape(-1))  # (B*L, C) wide
@@ -352,7 +358,7 @@ class IntegerTransformer:
         for block in self.blocks:
             h = block(h, B, cos, sin)  # (B*L, C) wide
         out = linear(self.head, self.ln_f(h))  # (B*L, O)
-        return out.to(torch.int64).reshape(B, L, self.out_classes)
+        return out.reshape(B, L, self.out_classes)
 
     def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer weights ``(B, L, O)``, each >= 0, summing to ``2^24 - O`` per position."""

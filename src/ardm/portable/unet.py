@@ -418,6 +418,12 @@ class IntegerUNet:
     def logits(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer outputs ``(B, C, H, W, O)`` int64: logits in ``Q_6``, or mixture parameters
         in ``Q_12``."""
+        return self.outputs(x, known, t).to(torch.int64)
+
+    @torch.inference_mode()
+    def outputs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` as float32 integers (exact: ``|q| < 2^24``), for a coder that takes
+        only a step's rows to int64 (float32 to int64 is a slow conversion on AVX2)."""
         B, C, H, W = x.shape
         h = self.input(x.long(), known)  # (B, ch, H, W) wide
         times = iter(self.time_terms(t))  # one per ResBlock, in order
@@ -432,7 +438,7 @@ class IntegerUNet:
         for layer in self.up:
             h = layer([h, hs.pop()], next(times)) if isinstance(layer, IntResBlock) else layer(h)
         out = self.conv_out(self.norm_out(h))  # (B, C*O, H, W)
-        out = out.to(torch.int64).reshape(B, C, self.out_classes, H, W)  # (B, C, O, H, W)
+        out = out.reshape(B, C, self.out_classes, H, W)  # (B, C, O, H, W)
         return out.permute(0, 1, 3, 4, 2)  # (B, C, H, W, O)
 
     def blocks(self) -> list[IntResBlock]:
