@@ -200,12 +200,14 @@ class PortableModel:
             S, b = int(model.S), int(model.b)
             policies = model.stage_policies(budget, mode="joint")
 
-            outputs = getattr(self.net, "outputs", None)
-            if outputs is not None and b**S == self.K:  # every digit valid: rows suffice
+            stage_outputs: Any = getattr(self.net, "outputs", None)
+            if stage_outputs is not None and b**S == self.K:  # every digit valid: rows suffice
                 # the stage's logits only, and the pmf only at each step's variables
                 # (masked_categorical_pmf is categorical_pmf where every digit is valid)
                 def stage_fn(s: int) -> Callable[..., torch.Tensor]:
-                    return lambda x, known, t_in: outputs(x, known, s * D + t_in, stage_rows=True)
+                    return lambda x, known, t_in: stage_outputs(
+                        x, known, s * D + t_in, stage_rows=True
+                    )
 
                 head: Callable[[torch.Tensor], torch.Tensor] | None = _row_pmf
             else:
@@ -230,7 +232,7 @@ class PortableModel:
         if self.head == "mixture" and self.K > 256:  # 16-bit values as byte pairs
             byte_pmf = self.net.byte_pmf  # type: ignore[attr-defined]
             order = seeded_order(D, seed)
-            outputs = getattr(self.net, "outputs", self.net.logits)  # float32 integers
+            outputs: Any = getattr(self.net, "outputs", self.net.logits)  # float32 integers
             return [Stage(outputs, order, policy, byte_pair=byte_pmf, exact=True)]
         if self.head in ROW_HEADS:
             kind = head_pmf(self.head)
