@@ -347,15 +347,16 @@ def portable_rows(portable: object) -> tuple[Logits, Rows]:
     if portable.head not in ("categorical", "mixture"):  # type: ignore[attr-defined]
         raise ValueError(f"chains need a categorical or mixture head, not {portable.head}")  # type: ignore[attr-defined]
     pmf = head_pmf(portable.head)  # type: ignore[attr-defined]
+    call = getattr(net, "outputs", net.logits)  # float32 integers where the net has them
 
     def logits(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         G, D = x.shape
         t = known.sum(dim=1)  # (G,)
         with torch.no_grad():
-            out = net.logits(x.view(G, *shape), known.view(G, *shape), t)  # (G, *shape, O)
+            out = call(x.view(G, *shape), known.view(G, *shape), t)  # (G, *shape, O)
         return out.reshape(G, D, -1)  # type: ignore[no-any-return]
 
-    def rows(out: torch.Tensor) -> np.ndarray:  # (m, O) -> (m, K)
-        return exact_rows(pmf(portable, out[None], None, None)[0])  # type: ignore[arg-type]
+    def rows(out: torch.Tensor) -> np.ndarray:  # (m, O) -> (m, K), only these rows to int64
+        return exact_rows(pmf(portable, out[None].to(torch.int64), None, None)[0])  # type: ignore[arg-type]
 
     return logits, rows
