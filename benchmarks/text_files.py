@@ -216,7 +216,7 @@ def main() -> None:
     choices = (
         ("one chain", 0),
         ("4096 bytes", 4096),
-        (f"up to {MAX_SEGMENTS} of at least {MIN_SEGMENT_BYTES} bytes (default)", None),
+        (f"up to {MAX_SEGMENTS}, of {MIN_SEGMENT_BYTES} bytes or more (default)", None),
     )
     for label, seg in choices if files20 else ():
         x20 = [torch.tensor(list(f)) for f in files20]

@@ -67,19 +67,21 @@ WAVE_BUDGET = 4
 """Default network calls per block of an image (a photo's blocks are 9x larger than a text
 block, and a 768 x 512 photo has 700 of them: ``benchmarks/results/photos.md``)."""
 
-MIN_SEGMENT_BYTES = 256
-"""A file is cut into segments of at least this many values (by default)..."""
+MIN_SEGMENT_BYTES = 112
+"""A file is cut into segments of at most about this many values each (one block of the
+shipped ``english-bytes``, 16 bytes of context in its 128-byte window)..."""
 MAX_SEGMENTS = 16
 """... and into at most this many: a 20 KB file decodes as 16 chains of 1.25 KB in lockstep,
-a 4 KB file as 15 of 267 bytes, a 1 KB file as 3. Each segment's first block is coded without
-the text before it (``benchmarks/results/text_files.md`` measures the cost; on 1 KB files
-with the first ``english-bytes``: one chain 3.068 bits per byte and 294 B/s decoding,
-segments of 256 bytes 3.076 and 569 B/s)."""
+a 4 KB file as 16 of 250 bytes, a 1 KB file as 9 of one block each. Each segment's first block
+is coded without the text before it (``benchmarks/results/text_files.md`` measures the cost:
+on 1 KB files with ``english-bytes``, 3 segments of 334 bytes gave 2.971 bits per byte and
+869 B/s decoding; one block per segment costs nothing there and decodes faster, tiles
+without any context giving 2.957)."""
 
 
 def default_segment_bytes(n: int) -> int:
     """The segment length the coder picks for ``n`` values (stored in the file)."""
-    segments = max(1, min(MAX_SEGMENTS, n // MIN_SEGMENT_BYTES))
+    segments = max(1, min(MAX_SEGMENTS, -(-n // MIN_SEGMENT_BYTES)))
     return -(-n // segments)
 
 
