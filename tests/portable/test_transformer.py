@@ -173,3 +173,20 @@ def test_integer_transformer_same_bits_under_every_cpu_capability(
 ) -> None:
     x, known, t = inputs(8, seed=2)
     assert_same_bits_in_other_processes(shipped[1], PMF, x, known, t, tmp_path, size=4)
+
+
+def test_fused_fc_and_gelu_give_the_layers_integers(
+    shipped: tuple[Transformer, IntegerTransformer],
+) -> None:
+    """The MLP's first layer and the GELU table in one pass (``IntBlock._fc_gelu``) equal the
+    layer, its clamp and the table's lookup, also at inputs that drive it past the table."""
+    from ardm.portable.transformer import linear
+
+    _, inet = shipped
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(-127, 128, (300, inet.blocks[0].fc.conv.weight.shape[1]), generator=g)
+    a = a.float()
+    a[:20] = 127.0 * torch.sign(a[:20])  # extreme rows: GELU's saturated ends
+    for block in inet.blocks:
+        assert block._fc_gelu is not None  # the fused pass is taken
+        assert torch.equal(block.fc_gelu(a), block.gelu(linear(block.fc, a)))

@@ -21,6 +21,7 @@ float32 (below ``2^24``; accumulators and rescales run exactly in float64 or int
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -201,8 +202,41 @@ class IntBlock:
     ) -> torch.Tensor:
         y = self.attn(self.ln_1(h), B, cos, sin)  # (N, C) 8-bit
         h = linear(self.proj, y, self.res_1(h).float())  # (N, C) wide
-        u = self.gelu(linear(self.fc, self.ln_2(h)))  # (N, 4C) 8-bit
+        u = self.fc_gelu(self.ln_2(h))  # (N, 4C) 8-bit
         return linear(self.mlp_proj, u, self.res_2(h).float())  # (N, C) wide
+
+    def fc_gelu(self, a: torch.Tensor) -> torch.Tensor:
+        """``gelu(linear(fc, a))`` for 8-bit rows ``a (N, C)``: ``(N, 4C)`` 8-bit, in one pass
+        where :attr:`_fc_gelu` allows (the same integers)."""
+        fused = self._fc_gelu
+        if fused is None or a.dtype != torch.float32:
+            return self.gelu(linear(self.fc, a))
+        scaled_offset, power, top = fused
+        w = torch.matmul(a, self.fc.conv.weight[:, :, 0, 0].t())  # (N, 4C) exact
+        i = torch.addcmul(scaled_offset, w, power, out=w).clamp_(0, top).to(torch.int32)
+        return self.gelu.table.index_select(0, i.view(-1)).view(i.shape)
+
+    @functools.cached_property
+    def _fc_gelu(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """``fc`` and the GELU table in one pass, where it is exact: ``(offset', 2^-k, top)``.
+
+        The layer gives ``y = clamp(floor(v), -b, b)`` with ``v = (acc + offset) 2^-k``, and
+        the table reads ``clamp(y, -half, half - 1) + half``. With ``b >= half`` that index is
+        ``clamp(floor(v + half), 0, 2 half - 1)``, i.e. the truncation of ``clamp(v + half, 0,
+        top)`` (non-negative), and ``v + half = (acc + offset + half 2^k) 2^-k`` is one exact
+        float32 multiply-add while ``|acc| + |offset + half 2^k| < 2^24``; else None."""
+        fast, fc, half = self.fc._float32_epilogue, self.fc, self.gelu.half
+        w = fc.conv.weight
+        one_call = w.shape[1] * fc.conv.a_bound * fc.conv.w_bound < EXACT_LIMIT
+        if fast is None or not one_call or w.shape[2:] != (1, 1) or fc.out_bound < half:
+            return None
+        scaled_offset, power = fast  # (1, O, 1, 1) float32 each: offset 2^-k, 2^-k
+        k = -torch.log2(power.double()).round()  # (1, O, 1, 1)
+        offset = (scaled_offset.double() * 2.0**k + half * 2.0**k).reshape(-1)  # integers
+        if fc.conv.acc_bound + float(offset.abs().max()) >= EXACT_LIMIT:
+            return None
+        shifted = (offset * power.double().reshape(-1)).float()  # (O,) exact
+        return shifted, power.reshape(-1), 2 * half - 1
 
     @classmethod
     def freeze(cls, block: Block, name: str, s_h: float, ranges: Ranges) -> tuple[IntBlock, float]:
