@@ -19,6 +19,7 @@ SHIPPED = (
     "english-bytes-2",
     "cifar10-subset",
     "kodak-photo",
+    "kodak-photo-1",
     "fsdd",
     "fsdd-mixture",
 )
