@@ -53,18 +53,21 @@ class IntLayer:
             y = torch.addcmul(scaled_offset, y, power, out=y).floor_()
             y = y if add is None else y.add_(add)
             return y.clamp_(-self.out_bound, self.out_bound)
-        offset, scale = self._epilogue
-        y = offset if add is None else offset + add.to(torch.float64)
-        for term, shift in terms:
-            y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
+        y = self._sum_terms(terms, add)  # (B, O, H', W') float64
         return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
 
     def unrounded(self, a: torch.Tensor) -> torch.Tensor:
         """``(conv(a) + bias) M 2^-s + 1/2`` float64 (exact): the output before its floor and
         clamp, for a caller that fuses them with what follows."""
+        return self._sum_terms(self.conv.terms(a), None)
+
+    def _sum_terms(
+        self, terms: list[tuple[torch.Tensor, int]], add: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``offset (+ add) + sum_j y_j scale 2^shift_j`` in float64, exact (:attr:`_epilogue`)."""
         offset, scale = self._epilogue
-        y = offset
-        for term, shift in self.conv.terms(a):
+        y = offset if add is None else offset + add.to(torch.float64)
+        for term, shift in terms:
             y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
         return y
 

@@ -35,7 +35,7 @@ from torch import nn
 from ardm.coding.stages import Stage
 from ardm.core.seeded_order import seeded_order
 from ardm.portable.allocator import keep_freed_memory
-from ardm.portable.pmf import categorical_pmf, digit_pmf
+from ardm.portable.pmf import call_stage, categorical_pmf, digit_pmf
 from ardm.portable.state import dump_state, load_state, state_sha256
 from ardm.portable.transformer import IntegerTransformer
 from ardm.portable.unet import IntegerUNet
@@ -118,11 +118,9 @@ def _digits(
 ) -> torch.Tensor:
     """Stage ``t // D``'s digit pmf (direct parametrisation; one stage per call)."""
     net: Any = model.net
-    stages = torch.unique(torch.div(t, net.D, rounding_mode="floor")).tolist()
-    if len(stages) != 1:
-        raise ValueError(f"one stage per call, got stages {stages}")
+    stage = call_stage(t, net.D)
     b = net.out_classes // net.stages
-    return digit_pmf(out, x, int(stages[0]), b=b, S=net.stages, K=model.K)
+    return digit_pmf(out, x, stage, b=b, S=net.stages, K=model.K)
 
 
 HEAD_PMFS: dict[str, HeadPmf] = {

@@ -539,12 +539,8 @@ class ExactDilatedConv(ExactConv):
         c_out, _, _, k = w.shape
         pad, d = self.padding, self.dilation
         out = L + 2 * pad - d * (k - 1)
-        cols = x.new_empty(N, k, i, H, out)  # tap-major: tap j reads x at l + j d - pad
-        for j in range(k):
-            lo, hi = max(0, pad - j * d), min(out, L + pad - j * d)  # outputs inside x
-            cols[:, j, ..., :lo] = 0  # the zero padding
-            cols[:, j, ..., hi:] = 0
-            cols[:, j, ..., lo:hi] = x[..., lo + j * d - pad : hi + j * d - pad]
+        xp = F.pad(x, (pad, pad)) if pad else x  # (N, i, 1, L + 2 pad)
+        cols = torch.cat([xp[..., j * d : j * d + out] for j in range(k)], dim=1)  # (N, k i, 1, L')
         wm = w[:, :, 0, :].permute(0, 2, 1).reshape(c_out, k * i)  # (O, k i), tap-major like cols
         y = torch.matmul(wm, cols.reshape(N, k * i, H * out))  # (N, O, L') exact
         return y.reshape(N, c_out, H, out)

@@ -70,6 +70,15 @@ def masked_categorical_pmf(
     return categorical_pmf(torch.where(valid, logits, floor), frac_bits=frac_bits)
 
 
+def call_stage(t: torch.Tensor, D: int) -> int:
+    """The one Upscale stage ``t // D`` of a call's global steps ``t (B,)``; a ``ValueError``
+    where the batch mixes stages (a digit pmf is one stage's)."""
+    stages = torch.unique(torch.div(t, D, rounding_mode="floor")).tolist()
+    if len(stages) != 1:
+        raise ValueError(f"one stage per call, got stages {stages}")
+    return int(stages[0])
+
+
 def digit_pmf(
     logits: torch.Tensor, x_cur: torch.Tensor, s: int, *, b: int, S: int, K: int
 ) -> torch.Tensor:

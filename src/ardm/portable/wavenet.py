@@ -37,7 +37,13 @@ from ardm.nets.embeddings import split_step
 from ardm.nets.wavenet import ResidualBlock, WaveNet
 from ardm.portable.layers import IntLayer, Ranges, _pow2_weights, wide_scale
 from ardm.portable.ops import ExactConv, ExactDilatedConv
-from ardm.portable.pmf import LOGIT_FRAC_BITS, MIX16_FRAC_BITS, digit_pmf, mixture_byte_pmf
+from ardm.portable.pmf import (
+    LOGIT_FRAC_BITS,
+    MIX16_FRAC_BITS,
+    call_stage,
+    digit_pmf,
+    mixture_byte_pmf,
+)
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
 from ardm.portable.tables import sigmoid_table, tanh_table
 from ardm.portable.unet import LOGIT_BOUND, MIX_OUT_W_BITS, IntTime, fold_head_bias
@@ -511,10 +517,7 @@ class IntegerWaveNet:
         at any batch size; a WaveNet's activations outgrow the caches in larger batches)."""
         head = self.head
         if stage_rows:
-            stages = torch.unique(torch.div(t, self.D, rounding_mode="floor")).tolist()
-            if len(stages) != 1:
-                raise ValueError(f"one stage per call, got stages {stages}")
-            head = self._stage_heads[int(stages[0])]
+            head = self._stage_heads[call_stage(t, self.D)]
         step = max(1, CHUNK_VALUES // max(1, x.shape[-1]))
         parts = [
             self._forward(x[i : i + step], known[i : i + step], t[i : i + step], head)
@@ -557,12 +560,10 @@ class IntegerWaveNet:
     def digit_pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Stage ``s = t // D``'s integer digit pmf ``(B, L, b)`` (one stage for the batch),
         for an Upscale ARDM with the direct parametrisation (``b = out_classes / stages``)."""
-        stages = torch.unique(torch.div(t, self.D, rounding_mode="floor")).tolist()
-        if len(stages) != 1:
-            raise ValueError(f"one stage per call, got stages {stages}")
+        stage = call_stage(t, self.D)
         b = self.out_classes // self.stages
         out = self.logits(x, known, t)
-        return digit_pmf(out, x, int(stages[0]), b=b, S=self.stages, K=self.K)
+        return digit_pmf(out, x, stage, b=b, S=self.stages, K=self.K)
 
     def byte_pmf(self, out: torch.Tensor, hi: torch.Tensor | None) -> torch.Tensor:
         """A mixture net's integer pmf ``(..., 256)`` of the high byte (``hi=None``) or of the
