@@ -24,12 +24,11 @@ from ardm.nets.transformer import Transformer
 from ardm.portable.layers import IntLayer
 from ardm.portable.ops import GELUTable, IntGELU, IntNorm
 from ardm.portable.quant import NARROW, WIDE, Rescale
-from ardm.portable.tables import exp_table, normal_cdf_table, rotary_table
+from ardm.portable.tables import normal_cdf_table, rotary_table
 from ardm.portable.transformer import (
     IntegerTransformer,
     linear,
     rotate_rescaled,
-    score_exp_table,
 )
 from tests.portable.determinism import (
     assert_same_bits_for_batch_and_threads,
@@ -86,18 +85,6 @@ def test_rotation_and_its_rescale_are_exact() -> None:
             fused = rotate_rescaled(x.float(), cos.double(), sin.double(), r, bound)
             ref = ((want * m + (1 << (s - 1))) >> s).clamp(-bound, bound)
             assert fused.dtype == torch.float32 and torch.equal(fused.long(), ref)
-
-
-def test_score_gap_table_is_the_rescale_then_the_exp_table() -> None:
-    bound = 2 * 32 * NARROW * NARROW
-    score = Rescale.from_ratio(0.0021 * 64, in_bound=bound)
-    limbs = score_exp_table(score, bound)  # (2, n) float32
-    table = exp_table(frac_bits=6, span=16, out_bits=14)
-    gaps = torch.cat([torch.arange(3000), ints((3000,), bound, seed=26).abs()])
-    want = table[score(gaps).clamp(max=table.numel() - 1)]  # the two-step path
-    i = gaps.clamp(max=limbs.shape[1] - 1)
-    got = limbs[1, i].long() * 128 + limbs[0, i].long()
-    assert torch.equal(got, want) and limbs.max() <= 128
 
 
 @pytest.mark.parametrize("pow2", [True, False])

@@ -26,7 +26,6 @@ from ardm.portable.ops import (
     IntSiLU,
     NormSiLU,
     SiLUTable,
-    exact_matmul,
     limbs,
 )
 from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
@@ -118,12 +117,6 @@ def test_limbs_recompose_every_value() -> None:
     assert all(int(p.abs().max()) <= b for p, b, _ in parts)
     floats = limbs(a.float(), WIDE)
     assert all(torch.equal(p.long(), q) for (p, _, _), (q, _, _) in zip(floats, parts, strict=True))
-
-
-def test_exact_matmul_equals_int64_reference() -> None:
-    a = ints((2, 50, 300), 1 << 14, seed=3).abs()  # 15-bit weights, as in attention
-    b = ints((2, 300, 20), 127, seed=4)
-    assert torch.equal(exact_matmul(a, b, a_bound=1 << 14, b_bound=127).long(), a @ b)
 
 
 def test_rescale_div_round_isqrt_are_exact() -> None:

@@ -9,8 +9,10 @@ table derails an ANS decoder. The integer form of a network computes only with i
   the integer rescale (multiply and shift in int64) that ends every layer;
 * :mod:`ardm.portable.tables` -- exp, sigmoid and sinusoid tables computed with Python's
   ``decimal`` (correctly rounded, the same on every machine), never with libm;
-* :mod:`ardm.portable.ops` -- exact conv/linear/matmul (float32 calls on integer operands
+* :mod:`ardm.portable.ops` -- exact conv/linear (float32 calls on integer operands
   whose every partial sum stays below ``2^24``), integer GroupNorm/LayerNorm, SiLU by table;
+* :mod:`ardm.portable.attention` -- exact softmax attention (an exp table over score gaps,
+  the weighted average of 8-bit values), shared by the U-Net's and the transformer's;
 * :mod:`ardm.portable.pmf` -- integer logits -> an integer pmf summing to ``2^24 - K``,
   which ``constriction``'s ``Categorical(perfect=False)`` turns into exactly ``w + 1``;
   :func:`mixture_pmf` the same for a discretised logistic mixture (``cifar10-subset``) and

@@ -199,23 +199,6 @@ class ExactConv:
         return c_in * kh * kw * self.a_bound * self.w_bound
 
 
-def exact_matmul(a: torch.Tensor, b: torch.Tensor, *, a_bound: int, b_bound: int) -> torch.Tensor:
-    """``a @ b`` for integers ``a (..., n, k)``, ``b (..., k, m)`` (``|b| <= b_bound <= 256``),
-    exactly, as float64 integers; ``a`` is split into limbs and ``k`` into chunks as needed."""
-    k = a.shape[-1]
-    bf = b.to(torch.float32)
-    acc: torch.Tensor | None = None
-    for limb, bound, shift in limbs(a, a_bound):
-        step = chunk_size(1, bound, b_bound, k)
-        x = limb.to(torch.float32)
-        for c0 in range(0, k, step):
-            part = torch.matmul(x[..., c0 : c0 + step], bf[..., c0 : c0 + step, :])  # exact
-            term = part.to(torch.float64) * float(1 << shift)
-            acc = term if acc is None else acc + term
-    assert acc is not None
-    return acc
-
-
 MEAN_FRAC_BITS = 3
 """The group mean is rounded to ``2^-3`` of an input unit."""
 

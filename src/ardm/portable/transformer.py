@@ -11,9 +11,9 @@ float32 (below ``2^24``; accumulators and rescales run exactly in float64 or int
   (fan-in <= 1040) and whose epilogue adds the rescaled residual;
 * queries and keys leave ``qkv`` wide, are rotated by the exact rotary table
   (:func:`ardm.portable.tables.rotary_table`, ``Q_14``) in float64 and rescaled to
-  ``ATTN_QK_BOUND``; values are 8-bit; attention is integer ``q.k`` scores, an exact ``exp``
-  table after subtracting the row maximum, and the weighted value sum divided by the table
-  sum in int64;
+  ``ATTN_QK_BOUND``; values are 8-bit; attention is :func:`ardm.portable.attention.attend`
+  (integer ``q.k`` scores, an exact ``exp`` table after subtracting the row maximum, and the
+  weighted value sum divided by the table sum, exactly);
 * GELU (``F.gelu``, the erf form) is a per-layer lookup table (:class:`GELUTable`) on ``Q_8``
   inputs built from the exact normal-CDF table;
 * the head gives ``Q_6`` logits for :func:`ardm.portable.pmf.categorical_pmf`.
@@ -33,24 +33,25 @@ from torch import nn
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.embeddings import apply_rotary
 from ardm.nets.transformer import Block, SelfAttention, Transformer
+from ardm.portable.attention import (
+    ATTN_EXP_FRAC_BITS,
+    VALUE_SHIFT,
+    attend,
+    packed_limbs,
+    score_exp_table,
+)
 from ardm.portable.layers import IntLayer, Ranges, narrow_scale, wide_scale
 from ardm.portable.ops import EXACT_LIMIT, GELU_IN_FRAC_BITS, SILU_IN_BOUND, GELUTable, IntNorm
 from ardm.portable.pmf import LOGIT_FRAC_BITS, categorical_pmf
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values
-from ardm.portable.tables import exp_table, rotary_table
-from ardm.portable.unet import ATTN_EXP_BITS, ATTN_EXP_FRAC_BITS, ATTN_EXP_SPAN, LOGIT_BOUND, POW2
+from ardm.portable.tables import rotary_table
+from ardm.portable.unet import LOGIT_BOUND, POW2
 
 ROTARY_BITS = 14
 """Rotary cosines and sines are ``Q_14``."""
 
 ATTN_QK_BOUND = NARROW
 """Rotated queries and keys are integers ``|q| <= ATTN_QK_BOUND`` (8-bit: one matmul call)."""
-
-EXP_LIMB_BITS = 7
-"""Attention weights (``<= 2^14``) are split into two 7-bit limbs for ``e @ v``."""
-
-VALUE_SHIFT = 24
-"""Fractional bits of the multiplier that moves the value average to the output scale."""
 
 
 def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,22 +97,6 @@ def rotate_rescaled(
     return out.add_(0.5).floor_().clamp_(-bound, bound).to(torch.float32)
 
 
-def score_exp_table(score: Rescale, bound: int) -> torch.Tensor:
-    """``exp_table[min(score(j), n - 1)]`` for every score gap ``j = max - q.k`` in ``[0,
-    bound]``, cut after the first ``j`` that reaches the table's last entry (every larger gap
-    gets that entry too): the rescale and the exp lookup as one lookup, the same integers.
-    Returned as its two 7-bit limbs ``e mod 2^7`` and ``e >> 7`` (at most ``2^7``), so that
-    ``e @ v`` over ``L <= 1040`` keys is two exact float32 products. Float32 ``(2, cut + 1)``."""
-    table = exp_table(frac_bits=ATTN_EXP_FRAC_BITS, span=ATTN_EXP_SPAN, out_bits=ATTN_EXP_BITS)
-    last = table.numel() - 1
-    idx = score(torch.arange(bound + 1)).clamp(max=last)  # (bound + 1,) non-decreasing
-    reached = torch.nonzero(idx == last)
-    cut = int(reached[0]) if reached.numel() else bound
-    e = table[idx[: cut + 1]]  # (cut + 1,) in [0, 2^14]
-    low = e & ((1 << EXP_LIMB_BITS) - 1)
-    return torch.stack([low, e >> EXP_LIMB_BITS]).to(torch.float32)  # (2, cut + 1)
-
-
 @dataclass(frozen=True)
 class IntSelfAttention:
     """Integer :class:`ardm.nets.transformer.SelfAttention` (without its output projection)."""
@@ -134,20 +119,15 @@ class IntSelfAttention:
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
         q = rotate_rescaled(q, cos, sin, self.rot_q, ATTN_QK_BOUND)  # (B, nh, L, hd)
         k = rotate_rescaled(k, cos, sin, self.rot_k, ATTN_QK_BOUND)
-        v = v.clamp(-NARROW, NARROW)  # (B, nh, L, hd)
-        s = torch.matmul(q, k.transpose(-1, -2))  # (B, nh, L, L) exact: hd 127^2 < 2^24
-        d = (s.amax(dim=-1, keepdim=True) - s).clamp_(max=self.exp.shape[1] - 1).int()
-        idx = d.view(-1)
-        low, high = (t.index_select(0, idx).view(d.shape) for t in self.exp)  # limbs of e
-        # (B, nh, L, hd) each, exact: L 2^7 127 < 2^24
-        y_low, y_high = torch.matmul(low, v), torch.matmul(high, v)
-        num = y_high.double().mul_(1 << EXP_LIMB_BITS).add_(y_low).long()  # (B, nh, L, hd)
-        s_low, s_high = low.sum(dim=-1, keepdim=True), high.sum(dim=-1, keepdim=True)  # < 2^21
-        den = ((s_high.long() << EXP_LIMB_BITS) + s_low.long()) << VALUE_SHIFT  # (B, nh, L, 1)
-        # div_round(num value, den) = floor((2 num value + den) / (2 den)), in place
-        y = num.mul_(2 * self.value).add_(den)  # (B, nh, L, hd)
-        y = torch.div(y, 2 * den, rounding_mode="floor").clamp_(-NARROW, NARROW)
-        return y.transpose(1, 2).reshape(N, C).float()  # (N, C)
+        v = v.contiguous().clamp_(-NARROW, NARROW)  # (B, nh, L, hd)
+        qt, kt, vt = (x.transpose(-1, -2) for x in (q, k, v))  # views (B, nh, hd, L)
+        y = attend(qt, kt, vt, self._packed, self.value)  # (B, nh, hd, L) 8-bit
+        return y.permute(0, 3, 1, 2).reshape(N, C)  # (N, C)
+
+    @functools.cached_property
+    def _packed(self) -> torch.Tensor:
+        """:attr:`exp` as the packed words that :func:`attend` gathers."""
+        return packed_limbs(self.exp)
 
     @classmethod
     def freeze(

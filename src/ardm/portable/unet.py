@@ -21,6 +21,7 @@ float32 (all of them stay below ``2^24``; accumulators and rescales run in float
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,6 +31,7 @@ from torch import nn
 
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.unet import AttnBlock, Downsample, ResBlock, UNet, Upsample
+from ardm.portable.attention import ATTN_EXP_FRAC_BITS, attend, packed_limbs, score_exp_table
 from ardm.portable.layers import IntLayer, Ranges, narrow_scale, wide_scale
 from ardm.portable.ops import (
     SILU_IN_BOUND,
@@ -38,11 +40,10 @@ from ardm.portable.ops import (
     IntSiLU,
     NormSiLU,
     SiLUTable,
-    exact_matmul,
 )
 from ardm.portable.pmf import LOGIT_FRAC_BITS, MIX_FRAC_BITS, categorical_pmf, mixture_pmf
-from ardm.portable.quant import NARROW, WIDE, Rescale, div_round, quantize_values
-from ardm.portable.tables import exp_table, sinusoid_table
+from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values
+from ardm.portable.tables import sinusoid_table
 
 QS = 2.0**-SILU_IN_FRAC_BITS
 """The unit of a GroupNorm or linear output that feeds a SiLU."""
@@ -59,10 +60,6 @@ TIME_W_BITS = 12
 MIX_OUT_W_BITS = 10
 """A mixture net's last conv has 10-bit weights (on a wide input: its means need a fraction
 of a bin; measured on ``cifar10-subset``, 0.66 % -> 0.50 % rate cost)."""
-
-ATTN_EXP_FRAC_BITS = 6
-ATTN_EXP_BITS = 14
-ATTN_EXP_SPAN = 16
 
 
 def _norm_silu(
@@ -169,16 +166,14 @@ class IntAttn:
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         B, C, H, W = h.shape
         qkv = self.qkv(self.norm(h)).reshape(B, 3, C, H * W)  # (B, 3, C, HW) 8-bit
-        q, k, v = qkv.transpose(2, 3).unbind(dim=1)  # (B, HW, C) each
-        s = exact_matmul(q, k.transpose(1, 2), a_bound=NARROW, b_bound=NARROW).long()
-        d = self.score(s.amax(dim=-1, keepdim=True) - s)  # (B, HW, HW) >= 0, Q_6
-        table = exp_table(frac_bits=ATTN_EXP_FRAC_BITS, span=ATTN_EXP_SPAN, out_bits=ATTN_EXP_BITS)
-        e = table[d.clamp(max=table.numel() - 1)]  # (B, HW, HW) in [0, 2^14]
-        num = exact_matmul(e, v, a_bound=1 << ATTN_EXP_BITS, b_bound=NARROW).long()
-        den = e.sum(dim=-1, keepdim=True) << self.value_shift  # (B, HW, 1)
-        y = div_round(num * self.value, den).clamp(-NARROW, NARROW)  # (B, HW, C) 8-bit
-        y = y.transpose(1, 2).reshape(B, C, H, W).float()  # (B, C, H, W)
+        q, k, v = qkv.unbind(dim=1)  # (B, C, HW) each: channel-major
+        y = attend(q, k, v, self._packed, self.value, self.value_shift).view(B, C, H, W)
         return (self.residual(h).float() + self.proj(y)).clamp_(-WIDE, WIDE)  # (B, C, H, W)
+
+    @functools.cached_property
+    def _packed(self) -> torch.Tensor:
+        """``score`` and the exp table as one table over score gaps, packed for :func:`attend`."""
+        return packed_limbs(score_exp_table(self.score, self.score.in_bound))
 
     @classmethod
     def freeze(
