@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ardm.portable import attention
+from ardm.portable import attention, quant
 from ardm.portable.attention import attend, packed_limbs, score_exp_table
 from ardm.portable.quant import NARROW, Rescale, div_round
 from ardm.portable.tables import exp_table
@@ -80,3 +80,15 @@ def test_the_float64_division_and_the_int64_one_agree(monkeypatch: pytest.Monkey
         slow = attention._weighted_average(num.clone(), S, torch.tensor(value), 24)
         monkeypatch.undo()
         assert slow.dtype == torch.int64 and torch.equal(fast.long(), slow)
+
+
+def test_div_round_float64_is_div_round_up_to_its_bound() -> None:
+    g = torch.Generator().manual_seed(11)
+    den = torch.randint(1, 1 << 50, (4000,), generator=g)
+    den[:1000] = torch.randint(1, 1000, (1000,), generator=g)  # small denominators
+    q = torch.randint(-(1 << 40), 1 << 40, (4000,), generator=g)
+    num = (q * den).clamp(-(1 << 51), 1 << 51)  # exact multiples, then one off either way
+    for n in (num, num - 1, num + 1, (2 * num - den) // 2, (2 * num + den) // 2):
+        n = n.clamp(-((1 << 53) - 3 * den) // 2, ((1 << 53) - 3 * den) // 2)  # the bound
+        got = quant.div_round_float64(n.double(), den.double())
+        assert torch.equal(got.long(), div_round(n, den))

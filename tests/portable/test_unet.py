@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import ardm
 from ardm.core.orders import known_mask, random_orders
 from ardm.nets.unet import UNet
-from ardm.portable import IntegerUNet, categorical_pmf
+from ardm.portable import IntegerUNet, categorical_pmf, ops
 from ardm.portable.layers import IntLayer
 from ardm.portable.ops import (
     ExactConv,
@@ -160,7 +160,12 @@ def norm_reference(norm: IntNorm, x: torch.Tensor) -> list[int]:
     return out
 
 
-def test_group_norm_equals_python_reference_and_float() -> None:
+@pytest.mark.parametrize("float64_division", [True, False])
+def test_group_norm_equals_python_reference_and_float(
+    float64_division: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not float64_division:  # every per-channel factor by int64 division instead
+        monkeypatch.setattr(ops, "FLOAT64_EXACT", 0)
     torch.manual_seed(0)
     gn = torch.nn.GroupNorm(4, 8)
     with torch.no_grad():

@@ -19,15 +19,15 @@ exact, so the same integers on every machine):
   gathered ``(Lk, Lq, 2)`` block is already the right operand of ``v^T e`` ``(hd, 2 Lq)``: one
   GEMM for both limbs and every query (sums of at most ``Lk 2^7 127 < 2^24``, split over keys
   beyond :data:`KEY_CHUNK`);
-* the division runs in float64 where ``|N| + D <= 2^53`` for ``N / D`` (then
-  ``floor(fl(N / D)) = floor(N / D)``: see :func:`_floor_div_exact`), else in int64.
+* the rounded division runs in float64 where that is exact
+  (:func:`ardm.portable.quant.div_round_float64`), else in int64.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ardm.portable.quant import NARROW, Rescale, div_round
+from ardm.portable.quant import FLOAT64_EXACT, NARROW, Rescale, div_round, div_round_float64
 from ardm.portable.tables import exp_table
 
 ATTN_EXP_FRAC_BITS = 6
@@ -45,8 +45,6 @@ VALUE_SHIFT = 24
 
 KEY_CHUNK = (1 << 24) // ((1 << EXP_LIMB_BITS) * NARROW + 1)
 """Keys per exact float32 GEMM of limbs and values (``KEY_CHUNK 2^7 127 < 2^24``): 1031."""
-
-FLOAT64_EXACT = 1 << 53
 
 
 def score_exp_table(score: Rescale, bound: int) -> torch.Tensor:
@@ -112,24 +110,11 @@ def attend(
 def _weighted_average(
     num: torch.Tensor, S: torch.Tensor, value: torch.Tensor, shift: int
 ) -> torch.Tensor:
-    """``floor((2 num value + den) / (2 den))`` with ``den = S 2^shift`` (round half up of
-    ``num value / den``) for float64 integers ``num`` and ``S > 0``; float64 or int64 integers.
-
-    With ``|num| <= 127 S``: ``|N| + D <= S (254 |value| + 3 2^shift)``; where that stays
-    within ``2^53`` every step is exact in float64 (:func:`_floor_div_exact`)."""
+    """``div_round(num value, S 2^shift)`` for float64 integers ``num`` and ``S > 0``: float64
+    integers where :func:`div_round_float64` is exact (with ``|num| <= 127 S``, ``2 |num value|
+    + 3 S 2^shift <= S (254 |value| + 3 2^shift)``), else int64."""
     v = int(value)
     top = float(S.max()) * (2 * NARROW * abs(v) + 3 * (1 << shift))
     if top <= FLOAT64_EXACT:
-        den = S * float(1 << shift)  # exact: a power of two
-        N = num.mul_(2.0 * v).add_(den)  # every product and sum an integer below 2^53
-        return _floor_div_exact(N, den.mul_(2.0))
-    den_i = S.to(torch.int64) << shift
-    return div_round(num.to(torch.int64) * v, den_i)
-
-
-def _floor_div_exact(N: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """``floor(N / D)`` for float64 integers with ``D > 0`` and ``|N| + D <= 2^53``, in place of
-    ``N``. IEEE division is correctly rounded, and it cannot round a non-integer quotient
-    ``k + r / D`` (``0 < r < D``) up to ``k + 1``: the gap ``(D - r) / D >= 1 / D`` exceeds half
-    an ulp of ``k + 1``, as ``|k + 1| D <= |N| + D <= 2^53``; an integer quotient is exact."""
-    return N.div_(D).floor_()
+        return div_round_float64(num.mul_(v), S * float(1 << shift))  # products exact
+    return div_round(num.to(torch.int64) * v, S.to(torch.int64) << shift)

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ardm.portable.quant import Rescale, bit_length, div_round, isqrt
+from ardm.portable.quant import (
+    FLOAT64_EXACT,
+    Rescale,
+    bit_length,
+    div_round,
+    div_round_float64,
+    isqrt,
+)
 from ardm.portable.tables import normal_cdf_table, sigmoid_table
 
 EXACT_LIMIT = 1 << 24
@@ -29,9 +36,6 @@ EXACT_LIMIT = 1 << 24
 
 LIMB_BITS = 7
 """Lower limbs hold ``[0, 2^7)``; the top limb is signed."""
-
-FLOAT64_EXACT = 1 << 53
-"""A float64 product or sum of integers is exact below this."""
 
 
 def limbs(a: torch.Tensor, bound: int) -> list[tuple[torch.Tensor, int, int]]:
@@ -255,16 +259,28 @@ class IntNorm:
         A = ((V << 2 * STD_FRAC_BITS) // n) + self.eps_q  # (B, G, 1) variance in 2^-16
         den = isqrt(A) << self.gamma_bits  # (B, G, 1) std 2^-8, times 2^gamma_bits
         # gamma/(u sigma) in 2^-24: div_round(gamma_q, den) of each channel's group, broadcast
-        # over the group's channels (no per-channel copy of den)
-        num = gamma_q.view(1, self.groups, C // self.groups)  # (1, G, C/G)
-        coef = div_round(num, den).view(B, C)  # (B, C)
+        # over the group's channels (no per-channel copy of den), in float64 where exact
+        view = (1, self.groups, C // self.groups)
+        if self._num_top + 3 * int(den.max()) <= FLOAT64_EXACT:
+            coef = div_round_float64(self._num_float64.view(view), den.to(torch.float64))
+        else:
+            coef = div_round(gamma_q.view(view), den).to(torch.float64)  # (B, G, C/G)
         shape = (B, C) + (1,) * (x.dim() - 2)
         # floor(d coef / 2^24 + 1/2) + beta = floor(d coef 2^-24 + (beta + 1/2)): exact (the
         # power of two scales the product of two integers, in either order)
         o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
-        return torch.addcmul(
-            o, d.view(x.shape), coef.to(torch.float64).view(shape), value=2.0**-COEF_BITS
-        )
+        return torch.addcmul(o, d.view(x.shape), coef.view(shape), value=2.0**-COEF_BITS)
+
+    @functools.cached_property
+    def _num_float64(self) -> torch.Tensor:
+        """The numerators ``gamma_q 2^29`` of :attr:`_constants` in float64 (exact)."""
+        return self._constants[0].to(torch.float64)
+
+    @functools.cached_property
+    def _num_top(self) -> int:
+        """``2 max |gamma_q 2^29|``: with ``3 max den`` at most ``2^53``, the float64 division
+        of :func:`div_round_float64` is exact."""
+        return 2 * int(self._constants[0].abs().max())
 
     @functools.cached_property
     def _constants(self) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -33,6 +33,9 @@ INT64_BITS = 62
 FLOAT64_BITS = 52
 """Products in a float64 rescale stay below ``2^52``: integers up to ``2^53`` are exact."""
 
+FLOAT64_EXACT = 1 << 53
+"""A float64 product or sum of integers is exact below this."""
+
 
 def bit_length(bound: int) -> int:
     """Bits needed for a magnitude ``bound >= 0``."""
@@ -129,6 +132,19 @@ class Rescale:
 def div_round(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``round(num / den)`` (half up) for int64 ``num`` and positive int64 ``den``."""
     return torch.div(2 * num + den, 2 * den, rounding_mode="floor")
+
+
+def div_round_float64(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """:func:`div_round` for float64 integers ``num``, ``den > 0`` (broadcasting) with
+    ``2 |num| + 3 den <= 2^53`` (the caller's bound): ``floor((2 num + den) / (2 den))``,
+    float64, the same integers.
+
+    ``N = 2 num + den`` and ``D = 2 den`` are exact, with ``|N| + D <= 2^53``. IEEE division is
+    correctly rounded, and it cannot round a non-integer quotient ``k + r / D`` (``0 < r <
+    D``) up to ``k + 1``: the gap ``(D - r) / D >= 1 / D`` exceeds half an ulp of ``k + 1``,
+    as ``|k + 1| D <= |N| + D <= 2^53``; nor below ``k``, which is exact; an integer quotient
+    is exact. So the floor of the float quotient is the floor of ``N / D``."""
+    return torch.add(den, num, alpha=2.0).div_(2.0 * den).floor_()
 
 
 def isqrt(a: torch.Tensor) -> torch.Tensor:
