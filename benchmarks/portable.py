@@ -24,6 +24,7 @@ Results: ``benchmarks/results/portable.json`` / ``.md``. Targets (issue 13): rat
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,7 +36,6 @@ from ardm.core.orders import order_from_seed
 from ardm.core.upscale import coarsen
 from ardm.data.items import model_items
 from ardm.models.upscale import UpscaleARDM
-from ardm.portable.pmf import categorical_pmf
 from benchmarks.machine import median_ms, timed, write_results
 
 MODELS = "mnist,cifar10-subset,english,fsdd,fsdd-mixture"
@@ -75,37 +75,43 @@ def _three(
     m: Any, inputs: tuple[torch.Tensor, ...], repeats: int, budget: int
 ) -> tuple[float, float, float]:
     """ms of one call of the float32 net, of the integer net as the coder calls it, and of
-    that call with the pmf at one step's variables (``D / budget`` of them)."""
+    that call with the integer tables at one step's variables (``D / budget`` of them)."""
+    call, step = coder_step(m, inputs, budget)
     return (
         median_ms(lambda: m.net(*inputs), repeats),
-        median_ms(lambda: coder_call(m, inputs), repeats),
-        median_ms(lambda: _pmf(m, inputs, budget), repeats),
+        median_ms(call, repeats),
+        median_ms(step, repeats),
     )
 
 
-def coder_call(m: Any, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The integer network's call in the coder (``PortableModel.coding_stages``): an Upscale
-    net's one stage of logits (the float32 net computes every stage's), else all outputs, as
-    float32 integers (the coder takes only a step's rows to int64)."""
-    net = m.portable.net
-    if m.portable.head == "digits" and hasattr(net, "outputs"):
-        return net.outputs(*inputs, stage_rows=True)
-    return net.outputs(*inputs) if hasattr(net, "outputs") else net.logits(*inputs)
+def coder_step(
+    m: Any, inputs: tuple[torch.Tensor, ...], budget: int
+) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
+    """The integer coder's network call on ``inputs`` and that call with its tables at one
+    step's variables (the first ``D / budget``; a 16-bit mixture's high byte, whose low byte
+    costs about the same again), exactly as the coder makes them: from the last stage of
+    ``PortableModel.coding_stages`` (an Upscale net: that stage's logits only; a net that
+    takes the step's positions: their rows only; the float32 call computes everything)."""
+    stages = m.portable.coding_stages(m, budget, 0)
+    stage = stages[-1]
+    x, known, t = inputs
+    t = t - (len(stages) - 1) * m.D  # the stage's own count of known variables
+    positions = torch.arange(max(1, m.D // budget))
 
+    def call() -> torch.Tensor:
+        if stage.at:
+            return stage.log_prob_fn(x, known, t, positions)  # (B, m, O)
+        return stage.log_prob_fn(x, known, t)  # (B, *shape, O)
 
-def _pmf(m: Any, inputs: tuple[torch.Tensor, ...], budget: int) -> torch.Tensor:
-    """The coder's call and its integer tables at one step's variables: the first
-    ``D / budget`` (rows of the output; a 16-bit mixture's high byte, whose low byte costs
-    about the same again)."""
-    out = coder_call(m, inputs)
-    B = out.shape[0]
-    rows = out.reshape(B, -1, out.shape[-1])[:, : max(1, m.D // budget)]  # (B, m, O)
-    head = m.portable.head
-    if head == "mixture" and m.K > 256:
-        return m.portable.net.byte_pmf(rows.long(), None)
-    if head == "mixture":
-        return m.portable.net.params_pmf(rows.long())
-    return categorical_pmf(rows.long())
+    def step() -> torch.Tensor:
+        out = call()
+        if not stage.at:
+            out = out.reshape(out.shape[0], -1, out.shape[-1])[:, positions]  # (B, m, O)
+        if stage.byte_pair is not None:
+            return stage.byte_pair(out, None)
+        return out if stage.head is None else stage.head(out)
+
+    return call, step
 
 
 def calls(m: Any, x: torch.Tensor, repeats: int, budget: int) -> dict[str, float]:
@@ -161,8 +167,9 @@ def markdown(results: list[dict[str, Any]], budget: int) -> str:
     lines += [
         "",
         "One network call, ms per item, 1 thread (half the variables known); the integer call "
-        "as the coder makes it (`fsdd`: the stage's 256 logits of 512; the float32 call "
-        "computes all), and with its pmf at one step's variables (D / budget):",
+        "as the coder makes it (`fsdd`: the stage's 256 logits of 512; U-Nets: the last conv "
+        "at the step's D / budget variables only; the float32 call computes all), and with "
+        "its pmf at one step's variables:",
         "",
         "| model | float32, 1 item | integer, 1 item | ratio | float32, per item at 16 | "
         "integer, per item at 16 | ratio | integer + pmf of a step, per item at 16 |",

@@ -72,6 +72,25 @@ def test_exact_conv_equals_int64_reference(c_in: int, a_bound: int, k: int, stri
 
 
 @pytest.mark.parametrize(
+    ("c_in", "a_bound", "w_bound", "k"),
+    [(32, WIDE, 511, 3), (130, 127, 127, 3), (16, WIDE, 127, 1)],
+)
+def test_conv_at_some_pixels_is_the_conv_there(
+    c_in: int, a_bound: int, w_bound: int, k: int
+) -> None:
+    """:meth:`ExactConv.terms_at` (the receptive fields of a few pixels, limbs and chunks as
+    the conv splits them) gives the conv's integers at those pixels, the borders included."""
+    a = ints((3, c_in, 6, 9), a_bound, seed=c_in)
+    a[0] = a_bound
+    w = ints((10, c_in, k, k), w_bound, seed=c_in + 2)
+    conv = ExactConv(w.float(), w_bound, a_bound, stride=1, padding=k // 2)
+    pixels = torch.tensor([0, 8, 9, 53, 20, 20, 45])  # corners, an edge, a repeat
+    got = sum(y.double() * float(1 << s) for y, s in conv.terms_at(a.float(), pixels))
+    want = conv_reference(a, w, stride=1, padding=k // 2).flatten(2)[:, :, pixels]  # (3, 10, 7)
+    assert torch.equal(got.long(), want)
+
+
+@pytest.mark.parametrize(
     ("c_in", "a_bound", "w_bound"), [(64, WIDE, 127), (130, WIDE, 127), (5, 200, 511)]
 )
 def test_up2_conv_equals_the_conv_of_the_upsampled_input(
@@ -262,6 +281,18 @@ def test_integer_unet_pmf_is_a_coder_table(shipped: tuple[UNet, IntegerUNet]) ->
         lp = torch.log_softmax(net(x, known, t).double(), -1)
     agree = (w.argmax(-1) == lp.argmax(-1)).double().mean()
     assert agree > 0.95
+
+
+def test_integer_unet_rows_at_positions_are_its_outputs_there(
+    shipped: tuple[UNet, IntegerUNet],
+) -> None:
+    """The coder's call (``positions``: the last conv at those variables only) gives the
+    same integers as the whole output there."""
+    _, inet = shipped
+    x, known, t = inputs(3, seed=4)
+    full = inet.outputs(x, known, t).reshape(3, 784, -1)  # (3, D, O)
+    positions = torch.tensor([0, 27, 28, 400, 783, 5])
+    assert torch.equal(inet.outputs(x, known, t, positions), full[:, positions])
 
 
 def test_integer_unet_same_bits_for_batch_and_threads(shipped: tuple[UNet, IntegerUNet]) -> None:

@@ -54,6 +54,8 @@ def _step_out(
     """One network call for ``n`` items: its output ``(n, m, O)`` at the variables ``positions``."""
     n = x_cur.shape[0]
     t = known.sum(dim=1)  # (n,) number of known variables
+    if stage.at:  # the network gives the rows at the positions itself
+        return stage.log_prob_fn(x_cur.view(n, *shape), known.view(n, *shape), t, positions)
     out = stage.log_prob_fn(x_cur.view(n, *shape), known.view(n, *shape), t)  # (n, *shape, O)
     out = out.reshape(n, -1, out.shape[-1])  # (n, D, O)
     return out[:, positions.to(out.device)]  # (n, m, O)

@@ -100,13 +100,18 @@ class Stage:
     variables into their log-probabilities ``(n, m, b)``, so the table is computed only where
     it is used (a full ``(N, D, K)`` mixture table costs far more than the network).
 
+    ``at`` (set with ``head`` or ``byte_pair``): ``log_prob_fn(x_cur, known, t, positions)``
+    takes the step's variables ``positions (m,)`` (flat indices, the same for every item) and
+    gives the output rows ``(N, m, O)`` there only (a network whose last layer is per
+    variable computes it only where it is used).
+
     ``byte_pair`` (a 16-bit OA-ARDM without a 65536-way table, e.g. a discretised logistic
     mixture): ``log_prob_fn`` gives the network's output ``(N, *shape, O)`` instead, and every
     value ``v = 256 hi + lo`` is coded as two 256-way symbols from that one output, the high
     byte ``byte_pair(out, None)`` and then the low byte ``byte_pair(out, hi)`` given it.
     """
 
-    log_prob_fn: LogProbFn
+    log_prob_fn: LogProbFn | Callable[..., torch.Tensor]
     sigma: torch.Tensor
     policy: np.ndarray
     unit: int = 1
@@ -114,6 +119,7 @@ class Stage:
     byte_pair: ByteFn | None = None  # set: each value is coded as a high and a low byte
     head: HeadFn | None = None  # set: log_prob_fn gives raw outputs, head the step's table
     exact: bool = False  # set: the table is int64 weights summing to 2^24 - b, not log-probs
+    at: bool = False  # set: log_prob_fn also takes the step's positions, gives their rows only
 
 
 ByteFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]

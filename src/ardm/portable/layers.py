@@ -26,6 +26,12 @@ def wide_scale(amax: float) -> float:
     return amax / WIDE if amax > 0 else 1.0
 
 
+def _per_channel(c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A per-output-channel constant ``(1, O, 1, 1)`` viewed to broadcast against ``y (B, O,
+    ...)``."""
+    return c if c.dim() == y.dim() else c.view((1, -1) + (1,) * (y.dim() - 2))
+
+
 @dataclass(frozen=True)
 class IntLayer:
     """``clamp(rescale(conv(a) + bias), out_bound)``: an integer conv2d, or a linear layer on
@@ -44,16 +50,27 @@ class IntLayer:
         before the clamp (``floor(v) + add = floor(v + add)`` for integers). ``up2``: on ``a``
         upsampled x2 by nearest neighbour (:meth:`ExactConv.up2_terms`, the same integers)."""
         terms = self.conv.up2_terms(a) if up2 else self.conv.terms(a)
+        return self._finish(terms, add)
+
+    def at(self, a: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """The layer's output ``(B, O, m)`` at the output pixels ``pixels`` ``(m,)`` (flat ``y W'
+        + x``) only (:meth:`ExactConv.terms_at`): the same integers as the whole output there."""
+        return self._finish(self.conv.terms_at(a, pixels), None)
+
+    def _finish(
+        self, terms: list[tuple[torch.Tensor, int]], add: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The rescale, ``add`` and clamp of the accumulator's ``terms`` ``(B, O, ...)``."""
         fast = self._float32_epilogue
         if fast is not None and len(terms) == 1 and terms[0][0].dtype == torch.float32:
             # (acc + bias + 2^(k-1)) 2^-k = acc 2^-k + (bias + 2^(k-1)) 2^-k: each term and
             # the sum exact (below 2^24 before the power of two), in place on the fresh product
-            scaled_offset, power = fast
-            y = terms[0][0]  # (B, O, H', W') float32
+            y = terms[0][0]  # (B, O, ...) float32
+            scaled_offset, power = (_per_channel(c, y) for c in fast)
             y = torch.addcmul(scaled_offset, y, power, out=y).floor_()
             y = y if add is None else y.add_(add)
             return y.clamp_(-self.out_bound, self.out_bound)
-        y = self._sum_terms(terms, add)  # (B, O, H', W') float64
+        y = self._sum_terms(terms, add)  # (B, O, ...) float64
         return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
 
     def unrounded(self, a: torch.Tensor) -> torch.Tensor:
@@ -65,10 +82,10 @@ class IntLayer:
         self, terms: list[tuple[torch.Tensor, int]], add: torch.Tensor | None
     ) -> torch.Tensor:
         """``offset (+ add) + sum_j y_j scale 2^shift_j`` in float64, exact (:attr:`_epilogue`)."""
-        offset, scale = self._epilogue
+        offset, scale = (_per_channel(c, terms[0][0]) for c in self._epilogue)
         y = offset if add is None else offset + add.to(torch.float64)
         for term, shift in terms:
-            y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, H', W') float64, exact
+            y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, ...) float64, exact
         return y
 
     def unrounded_acc(self, acc: torch.Tensor) -> torch.Tensor:

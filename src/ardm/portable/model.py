@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -236,11 +237,14 @@ class PortableModel:
             kind = head_pmf(self.head)
             # float32 integer outputs where the net has them: only the step's rows become int64
             outputs = getattr(self.net, "outputs", self.net.logits)
+            # a net whose outputs take the step's positions computes only their rows
+            at = "positions" in inspect.signature(outputs).parameters
 
             def rows(out: torch.Tensor) -> torch.Tensor:  # (n, m, O) -> (n, m, K)
                 return kind(self, out.to(torch.int64), None, None)
 
-            return [Stage(outputs, seeded_order(D, seed), policy, head=rows, exact=True)]
+            order = seeded_order(D, seed)
+            return [Stage(outputs, order, policy, head=rows, exact=True, at=at)]
         return [Stage(self.pmf, seeded_order(D, seed), policy, exact=True)]
 
     def to_bytes(self) -> bytes:

@@ -126,6 +126,34 @@ class ExactConv:
             return None
         return self.weight.to(torch.float64)
 
+    def terms_at(self, a: torch.Tensor, pixels: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """:meth:`terms` at the output pixels ``pixels`` ``(m,)`` (flat ``y W' + x``) only:
+        ``[(y (B, O, m), shift)]``, the same integers there (each output is the same exact sum
+        of the same integer products, in float32 calls bounded as :meth:`terms` bounds them).
+        The receptive fields of the pixels are gathered from the zero-padded input (before any
+        split into limbs) and multiplied by the flattened kernel: for a few pixels, a small
+        fraction of the conv."""
+        if self.stride != 1:
+            raise ValueError("terms_at needs a conv with stride 1")
+        _, _, kh, kw = self.weight.shape
+        W, p = a.shape[3], self.padding
+        Wp = W + 2 * p
+        out_w = Wp - kw + 1
+        pixels = pixels.to(torch.int64)
+        oy, ox = pixels // out_w, pixels % out_w  # (m,) each
+        dy, dx = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
+        taps = (dy.reshape(-1, 1) + oy) * Wp + dx.reshape(-1, 1) + ox  # (kh kw, m) padded flat
+        m = pixels.numel()
+        B, c_in = a.shape[:2]
+        xp = F.pad(a, (p, p, p, p)).flatten(2)  # (B, I, Hp Wp)
+        fields = xp.index_select(2, taps.view(-1)).view(B, c_in, kh * kw, m)  # receptive fields
+
+        def at(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            """One exact call: fields ``(N, i, kh kw, m)`` -> ``(N, O, m)``."""
+            return torch.matmul(w.reshape(w.shape[0], -1), x.reshape(x.shape[0], -1, m))
+
+        return self._limb_terms(fields, self.weight, kh * kw, self.w_bound, at)
+
     def up2_terms(self, a: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """:meth:`terms` of this conv (3x3, stride 1, padding 1) on ``a`` ``(B, I, H, W)``
         upsampled x2 by nearest neighbour, computed at ``a``'s resolution.

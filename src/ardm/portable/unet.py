@@ -416,9 +416,20 @@ class IntegerUNet:
         return self.outputs(x, known, t).to(torch.int64)
 
     @torch.inference_mode()
-    def outputs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def outputs(
+        self,
+        x: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """:meth:`logits` as float32 integers (exact: ``|q| < 2^24``), for a coder that takes
-        only a step's rows to int64 (float32 to int64 is a slow conversion on AVX2)."""
+        only a step's rows to int64 (float32 to int64 is a slow conversion on AVX2).
+
+        ``positions`` ``(m,)`` (flat indices of variables in ``(C, H, W)``): only their rows
+        ``(B, m, O)``, the same integers, with the last conv computed at their pixels alone (on
+        a large image it costs as much as several layers, and a coding step needs ``D /
+        budget`` of its outputs)."""
         B, C, H, W = x.shape
         h = self.input(x.long(), known)  # (B, ch, H, W) wide
         times = iter(self.time_terms(t))  # one per ResBlock, in order
@@ -432,8 +443,13 @@ class IntegerUNet:
         h = self.mid_2([h], next(times))
         for layer in self.up:
             h = layer([h, hs.pop()], next(times)) if isinstance(layer, IntResBlock) else layer(h)
-        out = self.conv_out(self.norm_out(h))  # (B, C*O, H, W)
-        out = out.reshape(B, C, self.out_classes, H, W)  # (B, C, O, H, W)
+        a = self.norm_out(h)  # (B, ch, H, W)
+        if positions is not None:  # the rows of the variables at positions only
+            pixels, channel = positions % (H * W), positions // (H * W)  # (m,) each
+            rows = self.conv_out.at(a, pixels).view(B, C, self.out_classes, -1)  # (B, C, O, m)
+            m = torch.arange(pixels.numel())
+            return rows[:, channel, :, m].transpose(0, 1)  # (B, m, O)
+        out = self.conv_out(a).reshape(B, C, self.out_classes, H, W)  # (B, C, O, H, W)
         return out.permute(0, 1, 3, 4, 2)  # (B, C, H, W, O)
 
     def blocks(self) -> list[IntResBlock]:
