@@ -149,6 +149,19 @@ def test_integer_transformer_pmf_is_a_coder_table(
     assert (torch.log_softmax(logits, -1) - lp).abs().mean() < 0.05
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_integer_transformer_rows_at_positions_are_its_outputs_there(
+    shipped: tuple[Transformer, IntegerTransformer], n: int
+) -> None:
+    """The coder's call (``positions``: the last block's queries, norm and head at those rows
+    only) gives the same integers as the whole output there."""
+    _, inet = shipped
+    x, known, t = inputs(n, seed=5)
+    full = inet.outputs(x, known, t)  # (n, 128, 27)
+    positions = torch.tensor([0, 127, 64, 3, 3])
+    assert torch.equal(inet.outputs(x, known, t, positions), full[:, positions])
+
+
 def test_integer_transformer_same_bits_for_batch_and_threads(
     shipped: tuple[Transformer, IntegerTransformer],
 ) -> None:

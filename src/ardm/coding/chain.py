@@ -27,6 +27,7 @@ machine): a chain file decodes anywhere, with any batch and any thread count.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -85,8 +86,9 @@ def default_segment_bytes(n: int) -> int:
     return -(-n // segments)
 
 
-Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``(x (G, D), known (G, D)) -> (G, D, O)``: the integer network's outputs."""
+Logits = Callable[..., torch.Tensor]
+"""``(x (G, D), known (G, D)) -> (G, D, O)``: the integer network's outputs; with a third
+argument ``positions (m,)`` (where the network takes it) only their rows ``(G, m, O)``."""
 Rows = Callable[[torch.Tensor], np.ndarray]
 """``(outputs (m, O)) -> (m, K)`` float64 rows for ``constriction`` (exact weights)."""
 
@@ -242,19 +244,36 @@ def _rows_of(
     jobs: list[_Job], logits: Logits, rows: Rows, batch: int, pool: ThreadPoolExecutor | None
 ) -> list[tuple[_Job, np.ndarray]]:
     """Each job with its rows ``(m, K)``: the windows go to the network in chunks of at most
-    ``batch``, spread over the ``pool``'s workers."""
+    ``batch``, spread over the ``pool``'s workers. Where the network takes positions
+    (``at_positions``), jobs that code the same window positions share chunks, and the network
+    computes their rows only."""
+    at = at_positions(logits)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, job in enumerate(jobs):  # one group, or one per set of coded positions
+        groups.setdefault(tuple(job.coded.tolist()) if at else (), []).append(i)
     workers = 1 if pool is None else pool._max_workers
     size = max(1, min(batch, -(-len(jobs) // workers)))
-    chunks = [jobs[lo : lo + size] for lo in range(0, len(jobs), size)]
+    chunks = [ids[lo : lo + size] for ids in groups.values() for lo in range(0, len(ids), size)]
 
-    def run(chunk: list[_Job]) -> list[tuple[_Job, np.ndarray]]:
-        x = torch.stack([j.window for j in chunk])  # (G, D)
-        known = torch.stack([j.known for j in chunk])  # (G, D)
+    def run(chunk: list[int]) -> list[np.ndarray]:
+        x = torch.stack([jobs[i].window for i in chunk])  # (G, D)
+        known = torch.stack([jobs[i].known for i in chunk])  # (G, D)
+        if at:
+            out = logits(x, known, jobs[chunk[0]].coded)  # (G, m, O)
+            return [rows(out[g]) for g in range(len(chunk))]
         out = logits(x, known)  # (G, D, O)
-        return [(job, rows(out[g, job.coded])) for g, job in enumerate(chunk)]
+        return [rows(out[g, jobs[i].coded]) for g, i in enumerate(chunk)]
 
     done = map(run, chunks) if pool is None or len(chunks) == 1 else pool.map(run, chunks)
-    return [pair for part in done for pair in part]
+    found: dict[int, np.ndarray] = {}
+    for chunk, part in zip(chunks, done, strict=True):
+        found.update(zip(chunk, part, strict=True))
+    return [(job, found[i]) for i, job in enumerate(jobs)]
+
+
+def at_positions(fn: Callable[..., torch.Tensor]) -> bool:
+    """Whether ``fn`` takes a ``positions`` argument (and then gives only their rows)."""
+    return "positions" in inspect.signature(fn).parameters
 
 
 def encode_chain(
@@ -358,7 +377,13 @@ def portable_rows(portable: object) -> tuple[Logits, Rows]:
             out = call(x.view(G, *shape), known.view(G, *shape), t)  # (G, *shape, O)
         return out.reshape(G, D, -1)  # type: ignore[no-any-return]
 
+    def logits_at(x: torch.Tensor, known: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        G = x.shape[0]
+        t = known.sum(dim=1)  # (G,)
+        with torch.no_grad():
+            return call(x.view(G, *shape), known.view(G, *shape), t, positions)  # type: ignore[no-any-return]
+
     def rows(out: torch.Tensor) -> np.ndarray:  # (m, O) -> (m, K), only these rows to int64
         return exact_rows(pmf(portable, out[None].to(torch.int64), None, None)[0])  # type: ignore[arg-type]
 
-    return logits, rows
+    return (logits_at if at_positions(call) else logits), rows

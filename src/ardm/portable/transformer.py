@@ -110,19 +110,41 @@ class IntSelfAttention:
     value: torch.Tensor  # () int64: multiplier of (sum e v) / (sum e) into y's 8-bit scale
 
     def __call__(
-        self, a: torch.Tensor, B: int, cos: torch.Tensor, sin: torch.Tensor
+        self,
+        a: torch.Tensor,
+        B: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The attention output ``(N, C)`` 8-bit for the normalised rows ``a (N, C)``."""
+        """The attention output ``(N, C)`` 8-bit for the normalised rows ``a (N, C)``;
+        ``positions`` ``(m,)``: only the queries at those positions of each item, ``(B m, C)``
+        (each query's output depends on its own row and every key: the same integers)."""
         N, C = a.shape
         L, hd = N // B, C // self.heads
-        qkv = linear(self.qkv, a).reshape(B, L, 3, self.heads, hd)  # (B, L, 3, nh, hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
-        q = rotate_rescaled(q, cos, sin, self.rot_q, ATTN_QK_BOUND)  # (B, nh, L, hd)
+        if positions is None:
+            qkv = linear(self.qkv, a).reshape(B, L, 3, self.heads, hd)  # (B, L, 3, nh, hd)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
+        else:  # the queries' rows of the layer at the positions only
+            q_layer, kv_layer = self._split_qkv
+            a_q = a.view(B, L, C)[:, positions].reshape(-1, C)  # (B m, C)
+            q = linear(q_layer, a_q).reshape(B, -1, 1, self.heads, hd)  # (B, m, 1, nh, hd)
+            kv = linear(kv_layer, a).reshape(B, L, 2, self.heads, hd)  # (B, L, 2, nh, hd)
+            q = q.permute(2, 0, 3, 1, 4)[0]  # (B, nh, m, hd)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd) each
+        q_cos, q_sin = (cos, sin) if positions is None else (cos[positions], sin[positions])
+        q = rotate_rescaled(q, q_cos, q_sin, self.rot_q, ATTN_QK_BOUND)  # (B, nh, Lq, hd)
         k = rotate_rescaled(k, cos, sin, self.rot_k, ATTN_QK_BOUND)
         v = v.contiguous().clamp_(-NARROW, NARROW)  # (B, nh, L, hd)
         qt, kt, vt = (x.transpose(-1, -2) for x in (q, k, v))  # views (B, nh, hd, L)
-        y = attend(qt, kt, vt, self._packed, self.value)  # (B, nh, hd, L) 8-bit
-        return y.permute(0, 3, 1, 2).reshape(N, C)  # (N, C)
+        y = attend(qt, kt, vt, self._packed, self.value)  # (B, nh, hd, Lq) 8-bit
+        return y.permute(0, 3, 1, 2).reshape(-1, C)  # (B Lq, C)
+
+    @functools.cached_property
+    def _split_qkv(self) -> tuple[IntLayer, IntLayer]:
+        """The ``qkv`` layer's query rows and its key and value rows (the same integers)."""
+        C = self.qkv.conv.weight.shape[1]
+        return self.qkv.rows(0, C), self.qkv.rows(C, 3 * C)
 
     @functools.cached_property
     def _packed(self) -> torch.Tensor:
@@ -178,10 +200,19 @@ class IntBlock:
     res_2: Rescale
 
     def __call__(
-        self, h: torch.Tensor, B: int, cos: torch.Tensor, sin: torch.Tensor
+        self,
+        h: torch.Tensor,
+        B: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        y = self.attn(self.ln_1(h), B, cos, sin)  # (N, C) 8-bit
-        h = linear(self.proj, y, self.res_1(h).float())  # (N, C) wide
+        """The block on wide rows ``h (N, C)``; ``positions`` ``(m,)``: its output rows at those
+        positions of each item only, ``(B m, C)`` (after the attention every step is per row)."""
+        y = self.attn(self.ln_1(h), B, cos, sin, positions)  # (N', C) 8-bit
+        if positions is not None:
+            h = h.view(B, -1, h.shape[-1])[:, positions].reshape(-1, h.shape[-1])  # (B m, C)
+        h = linear(self.proj, y, self.res_1(h).float())  # (N', C) wide
         u = self.fc_gelu(self.ln_2(h))  # (N, 4C) 8-bit
         return linear(self.mlp_proj, u, self.res_2(h).float())  # (N, C) wide
 
@@ -362,17 +393,26 @@ class IntegerTransformer:
         return self.outputs(x, known, t).to(torch.int64)
 
     @torch.inference_mode()
-    def outputs(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def outputs(
+        self,
+        x: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """:meth:`logits` as float32 integers (exact: ``|q| < 2^24``), for a coder that takes
-        only a step's rows to int64."""
+        only a step's rows to int64. ``positions`` ``(m,)``: only the rows ``(B, m, O)`` of
+        those positions, the same integers, with the last block after its keys and values, the
+        last norm and the head computed there alone."""
         B, L = x.shape
         tokens = torch.where(known, x.long(), self.K)  # (B, L) unknown -> absorbing token
         h = self.embedding.index_select(0, tokens.reshape(-1))  # (B*L, C) wide
         cos, sin = self.cos[:L], self.sin[:L]  # (L, hd/2)
-        for block in self.blocks:
-            h = block(h, B, cos, sin)  # (B*L, C) wide
-        out = linear(self.head, self.ln_f(h))  # (B*L, O)
-        return out.reshape(B, L, self.out_classes)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h = block(h, B, cos, sin, positions if i == last else None)  # (B*L or B*m, C)
+        out = linear(self.head, self.ln_f(h))  # (B*L or B*m, O)
+        return out.reshape(B, -1, self.out_classes)
 
     def pmf(self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Integer weights ``(B, L, O)``, each >= 0, summing to ``2^24 - O`` per position."""
