@@ -201,6 +201,18 @@ def test_group_norm_equals_python_reference_and_float(
     assert torch.equal(NormSiLU(norm, lut)(x.float()), lut(y))  # fused: the same integers
 
 
+@pytest.mark.parametrize("top", [1 << 40, 1 << 51])  # float64 statistics, and int64 ones
+def test_norm_sigma_equals_its_int64_definition(top: int) -> None:
+    gn = torch.nn.GroupNorm(2, 8)
+    norm = IntNorm.freeze(gn, in_scale=1e-3, in_bound=WIDE, out_unit=2.0**-8, out_bound=127)
+    n = 300
+    V = torch.cat([torch.tensor([0, 1, top]), ints((200,), top, seed=13).abs()]).view(-1, 1, 1)
+    den, bound = norm._scaled_sigma(V.double(), n)
+    want = isqrt(((V << 10) // n) + norm.eps_q) << norm.gamma_bits
+    assert den.dtype == torch.float64 and torch.equal(den.long(), want)
+    assert int(want.max()) <= bound
+
+
 def test_silu_equals_python_reference_float_and_its_table() -> None:
     z = ints((4000,), 40 << 8, seed=9)
     silu = IntSiLU.freeze(out_scale=0.05, out_bound=127)

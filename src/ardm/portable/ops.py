@@ -28,6 +28,7 @@ from ardm.portable.quant import (
     div_round,
     div_round_float64,
     isqrt,
+    isqrt_float64,
 )
 from ardm.portable.tables import normal_cdf_table, sigmoid_table
 
@@ -272,7 +273,7 @@ class IntNorm:
         """``d coef / 2^24 + beta_q + shift`` (float64, exact); the output is its floor when
         ``shift = 1/2``."""
         B, C = x.shape[:2]
-        g = x.reshape(B, self.groups, -1).to(torch.float64)  # (B, G, n) integers < 2^16
+        g = x.reshape(B, self.groups, -1)  # (B, G, n) integers < 2^16
         n = g.shape[-1]
         if 2 * (self.in_bound.bit_length() + MEAN_FRAC_BITS + 1) + n.bit_length() > 52:
             raise ValueError(f"an integer norm of {n} values below {self.in_bound} overflows")
@@ -280,24 +281,37 @@ class IntNorm:
         # |d| <= sqrt(V) <= sqrt(n) (sigma + 1) 2^-5, so |d coef| <= 2 sqrt(n) max|gamma/u| 2^24
         if 2 * (math.isqrt(n) + 1) * gamma_top >= 1 << (52 - COEF_BITS):
             raise ValueError("an integer norm's gamma is too large for exact float64 products")
-        S = g.sum(dim=-1, keepdim=True).to(torch.int64)  # (B, G, 1) exact
-        m = torch.div((S << (MEAN_FRAC_BITS + 1)) + n, 2 * n, rounding_mode="floor")  # 2^-3
-        d = torch.add(-m.to(torch.float64), g, alpha=1 << MEAN_FRAC_BITS)  # (B, G, n) < 2^19
-        V = torch.linalg.vecdot(d, d).to(torch.int64)[..., None]  # (B, G, 1) exact: < 2^52
-        A = ((V << 2 * STD_FRAC_BITS) // n) + self.eps_q  # (B, G, 1) variance in 2^-16
-        den = isqrt(A) << self.gamma_bits  # (B, G, 1) std 2^-8, times 2^gamma_bits
+        # the statistics in float64 integers (every value below 2^53: exact), no int64 copies
+        S = g.sum(dim=-1, keepdim=True, dtype=torch.float64)  # (B, G, 1) exact
+        m = div_round_float64(S * float(1 << MEAN_FRAC_BITS), torch.tensor(float(n)))  # 2^-3
+        # d = 8 g - m, exact (< 2^20); the float32 input is promoted on the fly
+        d = torch.sub(g, m, alpha=2.0**-MEAN_FRAC_BITS).mul_(1 << MEAN_FRAC_BITS)  # (B, G, n)
+        V = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact: < 2^52
+        den, den_top = self._scaled_sigma(V, n)  # (B, G, 1) float64 integers
         # gamma/(u sigma) in 2^-24: div_round(gamma_q, den) of each channel's group, broadcast
         # over the group's channels (no per-channel copy of den), in float64 where exact
         view = (1, self.groups, C // self.groups)
-        if self._num_top + 3 * int(den.max()) <= FLOAT64_EXACT:
-            coef = div_round_float64(self._num_float64.view(view), den.to(torch.float64))
+        if self._num_top + 3 * den_top <= FLOAT64_EXACT:
+            coef = div_round_float64(self._num_float64.view(view), den)  # (B, G, C/G)
         else:
-            coef = div_round(gamma_q.view(view), den).to(torch.float64)  # (B, G, C/G)
+            coef = div_round(gamma_q.view(view), den.to(torch.int64)).to(torch.float64)
         shape = (B, C) + (1,) * (x.dim() - 2)
         # floor(d coef / 2^24 + 1/2) + beta = floor(d coef 2^-24 + (beta + 1/2)): exact (the
         # power of two scales the product of two integers, in either order)
         o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
         return torch.addcmul(o, d.view(x.shape), coef.view(shape), value=2.0**-COEF_BITS)
+
+    def _scaled_sigma(self, V: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+        """``isqrt(floor(V 2^10 / n) + eps_q) 2^gamma_bits`` (float64 integers) for the sums of
+        squares ``V`` (float64 integers) of ``n`` centred values, and a bound on it."""
+        top = int(V.max())
+        scale = 1 << 2 * STD_FRAC_BITS
+        bound = (math.isqrt(top * scale // n + self.eps_q) + 1) << self.gamma_bits
+        if top * scale + n <= 1 << 52 and self.eps_q < 1 << 50:  # all below 2^52: exact
+            A = (V * float(scale)).div_(n).floor_().add_(self.eps_q)  # floor(N / D), N + D <= 2^52
+            return isqrt_float64(A).mul_(2.0**self.gamma_bits), bound
+        A = ((V.to(torch.int64) << 2 * STD_FRAC_BITS) // n) + self.eps_q  # variance in 2^-16
+        return (isqrt(A) << self.gamma_bits).to(torch.float64), bound
 
     @functools.cached_property
     def _num_float64(self) -> torch.Tensor:

@@ -156,3 +156,11 @@ def isqrt(a: torch.Tensor) -> torch.Tensor:
     s = torch.sqrt(a.to(torch.float64)).floor().to(torch.int64)
     s = s - (s * s > a).to(torch.int64)
     return s + ((s + 1) * (s + 1) <= a).to(torch.int64)
+
+
+def isqrt_float64(a: torch.Tensor) -> torch.Tensor:
+    """:func:`isqrt` of float64 integers ``0 <= a < 2^52``, as float64 integers: the same
+    integers, with the same two corrections (every square is below ``2^53``: exact)."""
+    s = torch.sqrt(a).floor_()
+    s = s - (s * s > a).to(torch.float64)
+    return s + ((s + 1) * (s + 1) <= a).to(torch.float64)
