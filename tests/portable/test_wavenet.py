@@ -222,8 +222,9 @@ def test_fsdd_same_bits_under_every_cpu_capability(
 def test_fsdd_stage_rows_and_chunks_are_the_same_integers(
     fsdd: tuple[WaveNet, IntegerWaveNet, UpscaleARDM], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The coder's call (one stage's logits, items run in chunks) equals the full net's
-    logits at that stage's rows, whatever the chunk size; its row pmf is the digit pmf."""
+    """The coder's call (one stage's logits, items run in chunks, a step's positions only)
+    equals the full net's logits at that stage's rows, whatever the chunk size; its row pmf is
+    the digit pmf."""
     from ardm.portable import wavenet
     from ardm.portable.model import _row_pmf
 
@@ -239,5 +240,9 @@ def test_fsdd_stage_rows_and_chunks_are_the_same_integers(
             monkeypatch.setattr(wavenet, "CHUNK_VALUES", chunk)
             assert torch.equal(inet.outputs(x, known, t, stage_rows=True), rows)
         monkeypatch.undo()
+        positions = torch.tensor([0, m.D - 1, 17, 17, 900])  # the rows of a step only
+        at = inet.outputs(x, known, t, positions, stage_rows=True)  # (4, 5, b)
+        assert torch.equal(at, rows[:, positions])
+        assert torch.equal(inet.outputs(x, known, t, positions), full[:, positions].float())
     with pytest.raises(ValueError, match="one stage per call"):
         inet.outputs(x, known, torch.tensor([0, m.D, 0, m.D]), stage_rows=True)

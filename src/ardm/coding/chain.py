@@ -27,7 +27,6 @@ machine): a chain file decodes anywhere, with any batch and any thread count.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from ardm.coding.ans import Decoder, Encoder
-from ardm.coding.stages import exact_rows
+from ardm.coding.stages import exact_rows, takes_positions
 from ardm.core.context import PAD
 from ardm.core.policy import optimal_policy, step_bounds
 from ardm.core.seeded_order import seeded_order
@@ -245,9 +244,9 @@ def _rows_of(
 ) -> list[tuple[_Job, np.ndarray]]:
     """Each job with its rows ``(m, K)``: the windows go to the network in chunks of at most
     ``batch``, spread over the ``pool``'s workers. Where the network takes positions
-    (``at_positions``), jobs that code the same window positions share chunks, and the network
-    computes their rows only."""
-    at = at_positions(logits)
+    (:func:`ardm.coding.stages.takes_positions`), jobs that code the same window positions
+    share chunks, and the network computes their rows only."""
+    at = takes_positions(logits)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, job in enumerate(jobs):  # one group, or one per set of coded positions
         groups.setdefault(tuple(job.coded.tolist()) if at else (), []).append(i)
@@ -269,11 +268,6 @@ def _rows_of(
     for chunk, part in zip(chunks, done, strict=True):
         found.update(zip(chunk, part, strict=True))
     return [(job, found[i]) for i, job in enumerate(jobs)]
-
-
-def at_positions(fn: Callable[..., torch.Tensor]) -> bool:
-    """Whether ``fn`` takes a ``positions`` argument (and then gives only their rows)."""
-    return "positions" in inspect.signature(fn).parameters
 
 
 def encode_chain(
@@ -386,4 +380,4 @@ def portable_rows(portable: object) -> tuple[Logits, Rows]:
     def rows(out: torch.Tensor) -> np.ndarray:  # (m, O) -> (m, K), only these rows to int64
         return exact_rows(pmf(portable, out[None].to(torch.int64), None, None)[0])  # type: ignore[arg-type]
 
-    return (logits_at if at_positions(call) else logits), rows
+    return (logits_at if takes_positions(call) else logits), rows

@@ -5,6 +5,7 @@ log-probabilities to coder rows."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +121,12 @@ class Stage:
     head: HeadFn | None = None  # set: log_prob_fn gives raw outputs, head the step's table
     exact: bool = False  # set: the table is int64 weights summing to 2^24 - b, not log-probs
     at: bool = False  # set: log_prob_fn also takes the step's positions, gives their rows only
+
+
+def takes_positions(fn: Callable[..., torch.Tensor]) -> bool:
+    """Whether the network function ``fn`` takes a ``positions`` argument (and then gives the
+    output rows of those variables only: :attr:`Stage.at`)."""
+    return "positions" in inspect.signature(fn).parameters
 
 
 ByteFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]

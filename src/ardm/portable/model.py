@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from ardm.coding.stages import Stage
+from ardm.coding.stages import Stage, takes_positions
 from ardm.core.seeded_order import seeded_order
 from ardm.portable.allocator import keep_freed_memory
 from ardm.portable.pmf import call_stage, categorical_pmf, digit_pmf
@@ -200,16 +199,25 @@ class PortableModel:
             policies = model.stage_policies(budget, mode="joint")
 
             stage_outputs: Any = getattr(self.net, "outputs", None)
+            at = stage_outputs is not None and takes_positions(stage_outputs)
             if stage_outputs is not None and b**S == self.K:  # every digit valid: rows suffice
                 # the stage's logits only, and the pmf only at each step's variables
                 # (masked_categorical_pmf is categorical_pmf where every digit is valid)
                 def stage_fn(s: int) -> Callable[..., torch.Tensor]:
-                    return lambda x, known, t_in: stage_outputs(
-                        x, known, s * D + t_in, stage_rows=True
-                    )
+                    def rows(
+                        x: torch.Tensor,
+                        known: torch.Tensor,
+                        t_in: torch.Tensor,
+                        positions: torch.Tensor | None = None,
+                    ) -> torch.Tensor:
+                        t = s * D + t_in
+                        return stage_outputs(x, known, t, positions, stage_rows=True)
+
+                    return rows
 
                 head: Callable[[torch.Tensor], torch.Tensor] | None = _row_pmf
             else:
+                at = False
 
                 def stage_fn(s: int) -> Callable[..., torch.Tensor]:
                     return lambda x, known, t_in: self.pmf(x, known, s * D + t_in)
@@ -224,6 +232,7 @@ class PortableModel:
                     b,
                     head=head,
                     exact=True,
+                    at=at,
                 )
                 for s in range(S)
             ]
@@ -232,13 +241,14 @@ class PortableModel:
             byte_pmf = self.net.byte_pmf  # type: ignore[attr-defined]
             order = seeded_order(D, seed)
             outputs: Any = getattr(self.net, "outputs", self.net.logits)  # float32 integers
-            return [Stage(outputs, order, policy, byte_pair=byte_pmf, exact=True)]
+            at = takes_positions(outputs)
+            return [Stage(outputs, order, policy, byte_pair=byte_pmf, exact=True, at=at)]
         if self.head in ROW_HEADS:
             kind = head_pmf(self.head)
             # float32 integer outputs where the net has them: only the step's rows become int64
             outputs = getattr(self.net, "outputs", self.net.logits)
             # a net whose outputs take the step's positions computes only their rows
-            at = "positions" in inspect.signature(outputs).parameters
+            at = takes_positions(outputs)
 
             def rows(out: torch.Tensor) -> torch.Tensor:  # (n, m, O) -> (n, m, K)
                 return kind(self, out.to(torch.int64), None, None)

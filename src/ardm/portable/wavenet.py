@@ -168,10 +168,12 @@ class IntWaveBlock:
         h: torch.Tensor,
         time: torch.Tensor | None,
         lookup: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h_next, skip)`` for the wide input ``h`` ``(B, C, 1, L)`` (float integers), the
         block's time term ``time`` ``(B, C, 1, 1)`` (or None) and its :meth:`gate_lookup`;
-        ``h_next`` is float64, ``skip`` float32.
+        ``h_next`` is float64, ``skip`` float32; ``positions`` ``(m,)``: ``skip`` only there,
+        ``(B, C, 1, m)`` (the 1x1 conv is per position: the same integers).
 
         The steps of the module docstring, fused where the integers allow: the dilated conv's
         rescaled, clamped pre-activations go straight to indices of one table holding both
@@ -203,12 +205,24 @@ class IntWaveBlock:
         i = v.to(torch.int32)  # (a vectorised conversion, unlike int64's on AVX2)
         f = table.index_select(0, i.view(-1)).view(i.shape)  # (B, 2C, 1, L) float64
         g = torch.addcmul(self._half, f[:, :C], f[:, C:]).floor_()  # gate_out(tanh * sigmoid)
-        o = self.out(g.clamp_(-g_bound, g_bound).to(torch.float32))  # (B, 2C, 1, L)
-        skip = o[:, C:]
-        if self.last:
-            return h, skip
-        h_next = self.to_next(h).add_(o[:, :C]).clamp_(-WIDE, WIDE)  # (B, C, 1, L) float64
+        g = g.clamp_(-g_bound, g_bound).to(torch.float32)  # (B, C, 1, L)
+        if positions is None and not self.last:
+            o = self.out(g)  # (B, 2C, 1, L): residual and skip in one product
+            residual, skip = o[:, :C], o[:, C:]
+        else:  # the skip rows where they are read; the residual rows unless last
+            residual_rows, skip_rows = self._out_rows
+            skip = skip_rows(g if positions is None else g[..., positions])  # (B, C, 1, m)
+            if self.last:
+                return h, skip
+            residual = residual_rows(g)  # (B, C, 1, L)
+        h_next = self.to_next(h).add_(residual).clamp_(-WIDE, WIDE)  # (B, C, 1, L) float64
         return h_next, skip
+
+    @functools.cached_property
+    def _out_rows(self) -> tuple[IntLayer, IntLayer]:
+        """The 1x1 conv's residual rows and its skip rows (the same integers)."""
+        C = self.out.conv.weight.shape[0] // 2
+        return self.out.rows(0, C), self.out.rows(C, 2 * C)
 
     @functools.cached_property
     def _time_in_offset(self) -> bool:
@@ -508,34 +522,48 @@ class IntegerWaveNet:
 
     @torch.inference_mode()
     def outputs(
-        self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, *, stage_rows: bool = False
+        self,
+        x: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        *,
+        stage_rows: bool = False,
     ) -> torch.Tensor:
         """:meth:`logits` as float32 integers ``(B, L, O)`` (exact: ``|q| < 2^24``); with
         ``stage_rows`` (an Upscale net, one stage per call) only stage ``t // D``'s ``b``
         logits ``(B, L, b)``, the only ones its digit pmf reads (the head's other rows are
-        not computed). Items are run :data:`CHUNK_VALUES` values at a time (the same integers
-        at any batch size; a WaveNet's activations outgrow the caches in larger batches)."""
+        not computed); ``positions`` ``(m,)``: only their rows ``(B, m, O)``, the same integers
+        (the skips and the head are per position). Items are run :data:`CHUNK_VALUES` values
+        at a time (the same integers at any batch size; a WaveNet's activations outgrow the
+        caches in larger batches)."""
         head = self.head
         if stage_rows:
             head = self._stage_heads[call_stage(t, self.D)]
         step = max(1, CHUNK_VALUES // max(1, x.shape[-1]))
         parts = [
-            self._forward(x[i : i + step], known[i : i + step], t[i : i + step], head)
+            self._forward(x[i : i + step], known[i : i + step], t[i : i + step], head, positions)
             for i in range(0, x.shape[0], step)
         ]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, O, 1, L)
-        return out[:, :, 0].transpose(1, 2)  # (B, L, O)
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, O, 1, L or m)
+        return out[:, :, 0].transpose(1, 2)  # (B, L or m, O)
 
     def _forward(
-        self, x: torch.Tensor, known: torch.Tensor, t: torch.Tensor, head: IntWaveHead
+        self,
+        x: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        head: IntWaveHead,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The network on one chunk of items: ``(B, O, 1, L)`` float32 integers."""
+        """The network on one chunk of items: ``(B, O, 1, L)`` float32 integers (``(B, O, 1,
+        m)`` at ``positions``)."""
         stage, t_in = split_step(t, self.D) if self.stages > 1 else (torch.zeros_like(t), t)
         h = self.input(x.long(), known, stage)  # (B, C, 1, L) wide
         skips: torch.Tensor | None = None
         blocks = zip(self.blocks, self.time_terms(t_in), self._gate_lookups, strict=True)
         for block, time, lookup in blocks:
-            h, skip = block(h, time, lookup)
+            h, skip = block(h, time, lookup, positions)
             # exact in float32: |skips| < blocks * 2^14
             skips = skip.clone() if skips is None else skips.add_(skip)
         assert skips is not None
