@@ -266,8 +266,10 @@ class IntNorm:
     out_bound: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.unrounded(x, shift=0.5)  # (B, C, ...) float64
-        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+        y = self.unrounded(x, shift=0.5).floor_()  # (B, C, ...) float64 integers
+        # to float32 before the clamp: |y| < 2^31, and a value beyond 2^24 that rounds stays
+        # beyond the bound (rounding is monotonic), so the clamp gives the same integers
+        return y.to(torch.float32).clamp_(-self.out_bound, self.out_bound)
 
     def unrounded(self, x: torch.Tensor, *, shift: float) -> torch.Tensor:
         """``d coef / 2^24 + beta_q + shift`` (float64, exact); the output is its floor when
@@ -284,8 +286,8 @@ class IntNorm:
         # the statistics in float64 integers (every value below 2^53: exact), no int64 copies
         S = g.sum(dim=-1, keepdim=True, dtype=torch.float64)  # (B, G, 1) exact
         m = div_round_float64(S * float(1 << MEAN_FRAC_BITS), torch.tensor(float(n)))  # 2^-3
-        # d = 8 g - m, exact (< 2^20); the float32 input is promoted on the fly
-        d = torch.sub(g, m, alpha=2.0**-MEAN_FRAC_BITS).mul_(1 << MEAN_FRAC_BITS)  # (B, G, n)
+        # d = 8 g - m in one pass, exact (< 2^20); the float32 input is promoted on the fly
+        d = torch.addcmul(m.neg_(), g, self._mean_unit)  # (B, G, n) float64
         V = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact: < 2^52
         den, den_top = self._scaled_sigma(V, n)  # (B, G, 1) float64 integers
         # gamma/(u sigma) in 2^-24: div_round(gamma_q, den) of each channel's group, broadcast
@@ -312,6 +314,11 @@ class IntNorm:
             return isqrt_float64(A).mul_(2.0**self.gamma_bits), bound
         A = ((V.to(torch.int64) << 2 * STD_FRAC_BITS) // n) + self.eps_q  # variance in 2^-16
         return (isqrt(A) << self.gamma_bits).to(torch.float64), bound
+
+    @functools.cached_property
+    def _mean_unit(self) -> torch.Tensor:
+        """``2^MEAN_FRAC_BITS``: the centred values' unit per input unit (float64)."""
+        return torch.tensor(float(1 << MEAN_FRAC_BITS), dtype=torch.float64)
 
     @functools.cached_property
     def _num_float64(self) -> torch.Tensor:
@@ -435,9 +442,22 @@ class NormSiLU:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm.unrounded(x, shift=0.5 + self.silu.half)  # (B, C, ...) index + fraction
-        # clamped to [0, 2 half - 1] first, truncation is the floor (and floor commutes with it)
-        i = y.clamp_(0, 2 * self.silu.half - 1).to(torch.int32)  # fast conversion
+        # the index is clamp(floor(y), 0, 2 half - 1): truncation to int32 (|y| < 2^31) differs
+        # from the floor only below 0, where the clamp gives 0 either way (a fast conversion,
+        # then the clamp on 4-byte integers)
+        top = 2 * self.silu.half - 1
+        if self._int32_index:
+            i = y.to(torch.int32).clamp_(0, top)
+        else:  # clamped to [0, top] first, truncation is the floor
+            i = y.clamp_(0, top).to(torch.int32)
         return self.silu.table.index_select(0, i.view(-1)).view(i.shape)  # float32 integers
+
+    @functools.cached_property
+    def _int32_index(self) -> bool:
+        """Whether every unrounded index is below ``2^31`` in magnitude: ``|d coef| 2^-24 <
+        2^28`` (:class:`IntNorm`'s own check) plus ``|beta_q| + half + 1``."""
+        top = (1 << 28) + int(self.norm.beta_q.abs().max()) + self.silu.half + 1
+        return top < 1 << 31
 
 
 def ensure_bits(bound: int, bits: int, what: str) -> None:
