@@ -55,12 +55,23 @@ def score_exp_table(score: Rescale, bound: int) -> torch.Tensor:
     ``e @ v`` over ``L <= 1031`` keys is exact in float32. Float32 ``(2, cut + 1)``."""
     table = exp_table(frac_bits=ATTN_EXP_FRAC_BITS, span=ATTN_EXP_SPAN, out_bits=ATTN_EXP_BITS)
     last = table.numel() - 1
-    idx = score(torch.arange(bound + 1)).clamp(max=last)  # (bound + 1,) non-decreasing
-    reached = torch.nonzero(idx == last)
-    cut = int(reached[0]) if reached.numel() else bound
-    e = table[idx[: cut + 1]]  # (cut + 1,) in [0, 2^14]
+    cut = min(bound, _first_gap_at(score, last))
+    idx = score(torch.arange(cut + 1)).clamp(max=last)  # (cut + 1,) non-decreasing
+    if cut < bound and (int(idx[-1]) != last or (cut > 0 and int(idx[-2]) == last)):
+        raise AssertionError("the score rescale reaches the table's end elsewhere")
+    e = table[idx]  # (cut + 1,) in [0, 2^14]
     low = e & ((1 << EXP_LIMB_BITS) - 1)
     return torch.stack([low, e >> EXP_LIMB_BITS]).to(torch.float32)  # (2, cut + 1)
+
+
+def _first_gap_at(score: Rescale, index: int) -> int:
+    """The smallest gap ``j >= 0`` with ``score(j) >= index`` (a single multiplier ``M > 0``:
+    ``floor((j M + 2^(s-1)) / 2^s) >= index`` iff ``j M >= index 2^s - 2^(s-1)``)."""
+    M, s = int(score.multiplier.reshape(-1)[0]), score.shift
+    if score.multiplier.numel() != 1 or M <= 0:
+        return score.in_bound  # the whole range
+    need = (index << s) - (1 << (s - 1))
+    return max(0, -(-need // M))
 
 
 def packed_limbs(limbs: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,17 @@
 
 libm's ``exp``, ``sin``, ``tanh`` and ``erf`` are not correctly rounded, so they may differ
 in the last bit between platforms (and between torch's SIMD kernels). These tables are
-computed with Python's :mod:`decimal` instead: its ``exp`` and ``ln`` are correctly
-rounded at any precision, and sine/cosine below are plain Taylor sums in ``Decimal``; the
-results are rounded (half to even) to integers, so every machine builds the same table.
+computed with Python's :mod:`decimal` instead (software arithmetic: the same digits on every
+machine): its ``exp`` and ``ln`` are correctly rounded at any precision, and sine/cosine below
+are plain Taylor sums in ``Decimal``; the results are rounded (half to even) to integers.
+
+The exp and sigmoid tables run along ``exp(-i / 2^f)`` for consecutive ``i``: one ``exp`` and
+then a product per entry (:func:`_exp_steps`, at :data:`_STEP_PREC` digits, so that tens of
+thousands of products stay far more accurate than the 40-digit ``exp`` of one entry), and the
+sigmoid's negative half mirrors its positive half (``sigmoid(-z) = 1 - sigmoid(z)``, never
+a tie for ``z != 0``). An entry could differ from its correctly rounded value only where the
+exact value lies within ``10^-30`` of a half-integer; ``tests/portable/test_tables.py``
+checks every table the networks use against the entry-by-entry ``exp``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from decimal import Context, Decimal, localcontext
 import torch
 
 _PREC = 40
+_STEP_PREC = 70
 _PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
 
 
@@ -27,14 +36,24 @@ def _round(value: Decimal) -> int:
     return int(value.to_integral_value(context=Context(prec=_PREC, rounding="ROUND_HALF_EVEN")))
 
 
+def _exp_steps(*, frac_bits: int, start: int, count: int) -> list[Decimal]:
+    """``exp(-(start + i) / 2^frac_bits)`` for ``i`` in ``[0, count)``: one ``exp`` and then one
+    product per entry, at :data:`_STEP_PREC` digits (relative error below ``count 10^-69``)."""
+    with localcontext(Context(prec=_STEP_PREC)):
+        step = Decimal(1) / (Decimal(2) ** frac_bits)
+        ratio = (-step).exp()
+        value = (-(start * step)).exp()
+        values = []
+        for _ in range(count):
+            values.append(value)
+            value = value * ratio
+    return values
+
+
 @functools.lru_cache(maxsize=8)
 def exp_table(*, frac_bits: int, span: int, out_bits: int) -> torch.Tensor:
     """``round(2^out_bits * exp(-i / 2^frac_bits))`` for ``i`` in ``[0, span * 2^frac_bits)``, int64."""
-    with localcontext(_context()):
-        one = Decimal(2) ** out_bits
-        step = Decimal(1) / (Decimal(2) ** frac_bits)
-        values = [_round(one * (-(i * step)).exp()) for i in range(span << frac_bits)]
-    return torch.tensor(values, dtype=torch.int64)  # (span * 2^f,)
+    return exp_range_table(frac_bits=frac_bits, start=0, count=span << frac_bits, out_bits=out_bits)
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,11 +62,14 @@ def sigmoid_table(*, frac_bits: int, span: int, out_bits: int) -> torch.Tensor:
 
     Entry ``j`` holds ``z = (j - span * 2^frac_bits) / 2^frac_bits``.
     """
-    with localcontext(_context()):
-        one = Decimal(2) ** out_bits
-        step = Decimal(1) / (Decimal(2) ** frac_bits)
-        n = span << frac_bits
-        values = [_round(one / (1 + (-(i * step)).exp())) for i in range(-n, n)]
+    n = span << frac_bits
+    one_int = 1 << out_bits
+    with localcontext(Context(prec=_STEP_PREC)):
+        one = Decimal(one_int)
+        # z = i 2^-f >= 0: sigmoid(z) = 1 / (1 + exp(-z)); round(one - v) = one - round(v)
+        # (v is never a half-integer: sigmoid(z) is irrational for rational z != 0)
+        pos = [_round(one / (1 + e)) for e in _exp_steps(frac_bits=frac_bits, start=0, count=n + 1)]
+    values = [one_int - pos[-i] for i in range(-n, 0)] + pos[:n]
     return torch.tensor(values, dtype=torch.int64)  # (2 * span * 2^f,)
 
 
@@ -176,8 +198,9 @@ def tanh_table(*, frac_bits: int, span: int, out_bits: int) -> torch.Tensor:
 def exp_range_table(*, frac_bits: int, start: int, count: int, out_bits: int) -> torch.Tensor:
     """``round(2^out_bits * exp(-(start + i) / 2^frac_bits))`` for ``i`` in ``[0, count)``,
     int64; ``start`` may be negative (values above ``2^out_bits``)."""
-    with localcontext(_context()):
+    with localcontext(Context(prec=_STEP_PREC)):
         one = Decimal(2) ** out_bits
-        step = Decimal(1) / (Decimal(2) ** frac_bits)
-        values = [_round(one * (-((start + i) * step)).exp()) for i in range(count)]
+        values = [
+            _round(one * e) for e in _exp_steps(frac_bits=frac_bits, start=start, count=count)
+        ]
     return torch.tensor(values, dtype=torch.int64)  # (count,)
