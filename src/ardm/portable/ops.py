@@ -284,10 +284,10 @@ class IntNorm:
         if 2 * (math.isqrt(n) + 1) * gamma_top >= 1 << (52 - COEF_BITS):
             raise ValueError("an integer norm's gamma is too large for exact float64 products")
         # the statistics in float64 integers (every value below 2^53: exact), no int64 copies
-        S = g.sum(dim=-1, keepdim=True, dtype=torch.float64)  # (B, G, 1) exact
+        d = g.to(torch.float64, copy=True)  # (B, G, n): one conversion, then in place
+        S = d.sum(dim=-1, keepdim=True)  # (B, G, 1) exact
         m = div_round_float64(S * float(1 << MEAN_FRAC_BITS), torch.tensor(float(n)))  # 2^-3
-        # d = 8 g - m in one pass, exact (< 2^20); the float32 input is promoted on the fly
-        d = torch.addcmul(m.neg_(), g, self._mean_unit)  # (B, G, n) float64
+        d = torch.addcmul(m.neg_(), d, self._mean_unit, out=d)  # 8 g - m, exact (< 2^20)
         V = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact: < 2^52
         den, den_top = self._scaled_sigma(V, n)  # (B, G, 1) float64 integers
         # gamma/(u sigma) in 2^-24: div_round(gamma_q, den) of each channel's group, broadcast
@@ -298,10 +298,11 @@ class IntNorm:
         else:
             coef = div_round(gamma_q.view(view), den.to(torch.int64)).to(torch.float64)
         shape = (B, C) + (1,) * (x.dim() - 2)
-        # floor(d coef / 2^24 + 1/2) + beta = floor(d coef 2^-24 + (beta + 1/2)): exact (the
-        # power of two scales the product of two integers, in either order)
+        # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact (the
+        # power of two scales the product of two integers, in either order); in place on d
         o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
-        return torch.addcmul(o, d.view(x.shape), coef.view(shape), value=2.0**-COEF_BITS)
+        d = d.view(x.shape)
+        return torch.addcmul(o, d, coef.mul_(2.0**-COEF_BITS).view(shape), out=d)
 
     def _scaled_sigma(self, V: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
         """``isqrt(floor(V 2^10 / n) + eps_q) 2^gamma_bits`` (float64 integers) for the sums of
