@@ -50,17 +50,19 @@ class IntLayer:
         before the clamp (``floor(v) + add = floor(v + add)`` for integers). ``up2``: on ``a``
         upsampled x2 by nearest neighbour (:meth:`ExactConv.up2_terms`, the same integers)."""
         terms = self.conv.up2_terms(a) if up2 else self.conv.terms(a)
-        return self._finish(terms, add)
+        return self.finish(terms, add)
 
     def at(self, a: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """The layer's output ``(B, O, m)`` at the output pixels ``pixels`` ``(m,)`` (flat ``y W'
         + x``) only (:meth:`ExactConv.terms_at`): the same integers as the whole output there."""
-        return self._finish(self.conv.terms_at(a, pixels), None)
+        return self.finish(self.conv.terms_at(a, pixels), None)
 
-    def _finish(
+    def finish(
         self, terms: list[tuple[torch.Tensor, int]], add: torch.Tensor | None
     ) -> torch.Tensor:
-        """The rescale, ``add`` and clamp of the accumulator's ``terms`` ``(B, O, ...)``."""
+        """The layer's epilogue on its accumulator ``sum_j y_j 2^shift_j`` given as ``terms``
+        ``[(y_j (B, O, ...), shift_j)]`` (exact float32 or float64 integers): the rescale, the
+        bias, ``add`` and the clamp, as float32 integers."""
         fast = self._float32_epilogue
         if fast is not None and len(terms) == 1 and terms[0][0].dtype == torch.float32:
             # (acc + bias + 2^(k-1)) 2^-k = acc 2^-k + (bias + 2^(k-1)) 2^-k: each term and

@@ -58,23 +58,18 @@ def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) ->
     """An :class:`IntLayer` on rows ``a (N, I)`` -> ``(N, O)``; ``add`` ``(N, O)`` (output
     units) is added before the clamp.
 
-    Where the layer has its exact float32 epilogue and one float32 call covers the whole
-    reduction (``I * a_bound * w_bound < 2^24``), this is ``a @ w^T`` on the rows, the add,
-    multiply-add and floor of that epilogue (the same integers as the layer, without transposing
-    the activations); otherwise the layer itself on ``(1, I, N, 1)``.
+    Where one float32 call covers the whole reduction (``I * a_bound * w_bound < 2^24``), this
+    is ``a @ w^T`` on the rows and the layer's epilogue (:meth:`IntLayer.finish`: the same
+    integers as the layer, without transposing the activations); otherwise the layer itself on
+    ``(1, I, N, 1)``.
     """
-    fast = layer._float32_epilogue
     w = layer.conv.weight[:, :, 0, 0]  # (O, I) float32 integers
     one_call = w.shape[1] * layer.conv.a_bound * layer.conv.w_bound < EXACT_LIMIT
-    if fast is None or not one_call or a.dtype != torch.float32:
+    if not one_call or a.dtype != torch.float32:
         x = a.t()[None, :, :, None]  # (1, I, N, 1)
         extra = None if add is None else add.t()[None, :, :, None]  # (1, O, N, 1)
         return layer(x, extra)[0, :, :, 0].t()  # (N, O)
-    scaled_offset, power = fast  # (1, O, 1, 1) each
-    y = torch.matmul(a, w.t())  # (N, O)
-    y = torch.addcmul(scaled_offset.view(-1), y, power.view(-1), out=y).floor_()
-    y = y if add is None else y.add_(add)
-    return y.clamp_(-layer.out_bound, layer.out_bound)
+    return layer.finish([(torch.matmul(a, w.t()), 0)], add)  # (N, O)
 
 
 def rotate_rescaled(
