@@ -12,7 +12,9 @@ The whole object is saved and loaded by :mod:`ardm.portable.state` (no pickle):
 
 Extension points (one entry each; every integer network follows the contract of
 :class:`ardm.portable.unet.IntegerUNet`: ``from_float(net, items, *, passes, seed)`` and
-``logits(x, known, t) -> int64 (B, *shape, O)``):
+``logits(x, known, t) -> int64 (B, *shape, O)``; a network may also give ``outputs(x, known,
+t, positions=None)``, the same as float32 integers, and with ``positions (m,)`` only those
+variables' rows ``(B, m, O)``, which the coder then asks for at each step: ``Stage.at``):
 
 * :data:`FREEZERS` -- the float network's class name -> its freezer (``"UNet"``,
   ``"Transformer"``, ``"WaveNet"``);
