@@ -201,8 +201,9 @@ class PortableModel:
             policies = model.stage_policies(budget, mode="joint")
 
             stage_outputs: Any = getattr(self.net, "outputs", None)
-            at = stage_outputs is not None and takes_positions(stage_outputs)
             if stage_outputs is not None and b**S == self.K:  # every digit valid: rows suffice
+                at = takes_positions(stage_outputs)  # then only the step's rows are computed
+
                 # the stage's logits only, and the pmf only at each step's variables
                 # (masked_categorical_pmf is categorical_pmf where every digit is valid)
                 def stage_fn(s: int) -> Callable[..., torch.Tensor]:

@@ -208,8 +208,8 @@ class IntBlock:
         if positions is not None:
             h = h.view(B, -1, h.shape[-1])[:, positions].reshape(-1, h.shape[-1])  # (B m, C)
         h = linear(self.proj, y, self.res_1(h).float())  # (N', C) wide
-        u = self.fc_gelu(self.ln_2(h))  # (N, 4C) 8-bit
-        return linear(self.mlp_proj, u, self.res_2(h).float())  # (N, C) wide
+        u = self.fc_gelu(self.ln_2(h))  # (N', 4C) 8-bit
+        return linear(self.mlp_proj, u, self.res_2(h).float())  # (N', C) wide
 
     def fc_gelu(self, a: torch.Tensor) -> torch.Tensor:
         """``gelu(linear(fc, a))`` for 8-bit rows ``a (N, C)``: ``(N, 4C)`` 8-bit, in one pass
