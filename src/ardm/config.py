@@ -114,12 +114,15 @@ class TrainConfig:
     eval_items: int = 256  # test items for the periodic bound
     ckpt_every: int = 200
     calibrate_passes: int = 2  # at the end: fresh L_t for every t from the EMA model (0: off)
+    policy_budget: int = 0  # coding examples at the coder's steps for this many calls (0: off)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the network (CUDA only)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cooldown <= 1.0:
             raise ValueError(f"train.cooldown must lie in [0, 1], got {self.cooldown}")
+        if self.policy_budget < 0:
+            raise ValueError(f"train.policy_budget must be >= 0, got {self.policy_budget}")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from ardm.core.context import PAD, context_examples, prefix_orders
+from ardm.core.context import PAD, context_examples, policy_starts, prefix_orders
+from ardm.core.policy import optimal_policy, step_bounds
 
 
 def test_the_mixture_puts_a_known_prefix_first_and_pads_only_the_context() -> None:
@@ -61,3 +64,29 @@ def test_an_image_block_is_the_bottom_right_given_the_rows_above_and_columns_lef
     some = inside_block.any(dim=(1, 2, 3))
     assert (rows_out[some].any(dim=1) | cols_out[some].any(dim=1)).all()
     assert (t >= 0).all() and (t < 3 * 64).all()
+
+
+def test_training_for_a_budget_draws_the_coders_step_starts_by_their_length() -> None:
+    D, c, budget = 32, 8, 4
+    L = np.linspace(3.0, 1.0, D)  # falling losses: the DP gives uneven steps
+    starts = policy_starts(L, D, c, budget)
+    assert starts[:c].tolist() == list(range(c))  # below the context: unchanged
+    policy, _ = optimal_policy(L[c:], budget)
+    steps = step_bounds(policy, D - c)
+    assert sorted(set(starts[c:].tolist())) == [c + left for left, _ in steps]
+    for left, right in steps:
+        assert (starts[c + left : c + right] == c + left).all()
+    x = torch.randint(0, 256, (20000, D))
+    _, t_u, sigma_u = context_examples(x, c, generator=torch.Generator().manual_seed(3))
+    _, t, sigma = context_examples(
+        x, c, generator=torch.Generator().manual_seed(3), coding_starts=starts
+    )
+    assert torch.equal(sigma, sigma_u)  # the same draws, only the coding case's t moved
+    assert ((t == t_u) | (t == starts[t_u])).all()
+    moved = (t != t_u).float().mean().item()  # the coding case (70 %) where t is no start
+    assert abs(moved - 0.70 * (1 - len(steps) / (D - c))) < 0.02
+
+
+def test_a_budget_outside_the_block_is_refused() -> None:
+    with pytest.raises(ValueError, match="policy_budget"):
+        policy_starts(np.ones(16), 16, 4, 0)

@@ -11,6 +11,13 @@ a model with ``model.context = c > 0`` draws each training example from a mixtur
   then ``t ~ U{c..D-1}``: the block of ``D - c`` variables, ``t - c`` of them known;
 - the rest: a known prefix of ``c' ~ U{c..D-1}`` variables (a file's last, shorter block).
 
+Trained for a budget (``train.policy_budget``, :func:`policy_starts`), the coding case's ``t``
+is the start of the coder's step that holds the uniform draw: the DP policy's step ``[l, r)``
+is drawn with probability ``(r - l) / (D - c)``, what the coder pays for it, as the calls the
+coder makes (each step codes its ``r - l`` variables as independent given ``l`` known ones).
+The same weight ``(D - c) / (D - l)`` then makes the example an unbiased estimate of the
+policy's cost of the block instead of the one-step bound.
+
 A prefix-known example's context is, with probability ``PAD_SHARE``, replaced by the byte
 ``PAD`` (a newline) throughout: what stands before a file's first byte when it is coded.
 
@@ -30,9 +37,11 @@ bits per variable, the same unit as the OA bound's bits per dimension.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ardm.core.orders import orders_given_first
+from ardm.core.policy import optimal_policy, step_bounds
 
 OA_SHARE = 0.15
 CODING_SHARE = 0.70
@@ -102,16 +111,36 @@ def _padded(
     return (rows | cols)[:, None].expand(n, C, H, W).reshape(n, -1) & given  # (n, D)
 
 
+def policy_starts(L: np.ndarray, D: int, context: int, budget: int) -> torch.Tensor:
+    """The slot ``(D,)`` that each slot ``t`` of a coding example is drawn as when training for
+    ``budget`` calls per block: ``t`` below the context's size is itself; from it on, the
+    start of the DP policy's step that holds ``t``, the policy the coder plans on the block
+    losses ``L[context:]`` (``L (D,)`` the tracker's, as :class:`ardm.coding.chain.ChainPlan`
+    takes them)."""
+    if not 0 < context < D:
+        raise ValueError(f"context must lie in (0, {D}), got {context}")
+    b = D - context
+    if not budget >= 1:
+        raise ValueError(f"policy_budget must be at least 1, got {budget}")
+    starts = torch.arange(D)
+    policy, _ = optimal_policy(np.asarray(L, dtype=np.float64)[context:], min(budget, b))
+    for left, right in step_bounds(policy, b):
+        starts[context + left : context + right] = context + left
+    return starts
+
+
 def context_examples(
     x: torch.Tensor,
     context: int,
     *,
     shape: tuple[int, ...] | None = None,
     generator: torch.Generator | None = None,
+    coding_starts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the mixture for a batch ``x (B, D)`` of items of ``shape`` (default ``(D,)``):
     returns ``(x, t, sigma)``, ``x`` with padding where drawn (a copy), ``t (B,)`` known
-    variables and ``sigma (B, D)`` orders (the known ones first)."""
+    variables and ``sigma (B, D)`` orders (the known ones first). ``coding_starts (D,)``
+    (:func:`policy_starts`) maps the coding case's uniform ``t`` to its coder step's start."""
     B, D = x.shape
     shape = (D,) if shape is None else tuple(shape)
     region = context_region(shape, context)  # (D,)
@@ -125,6 +154,8 @@ def context_examples(
     pad = pad | (extra_pad & ~coding[:, None] & given)  # (B, D) and outside it on the right
     g = given.sum(dim=1)  # (B,)
     t = g + torch.floor(torch.rand(B, generator=generator) * (D - g)).long()  # (B,)
+    if coding_starts is not None:
+        t = torch.where(coding & ~oa, coding_starts[t], t)  # (B,) the step's start
     sigma = orders_given_first(given, generator=generator)  # (B, D)
     x = torch.where(pad.to(x.device), torch.full_like(x, pad_value(shape)), x)  # (B, D)
     return x, t.to(x.device), sigma.to(x.device)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ardm.coding.stages import Stage
 from ardm.config import Config, ModelConfig
-from ardm.core.context import context_examples, context_region, prefix_orders
+from ardm.core.context import context_examples, context_region, policy_starts, prefix_orders
 from ardm.core.objective import LN2, BoundTerms, ardm_bound
 from ardm.core.orders import (
     known_mask,
@@ -197,14 +197,26 @@ class ARDM(Process):
         return self.bound_terms(x, t, sigma)
 
     def loss(
-        self, x: torch.Tensor, *, antithetic: bool = False, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        antithetic: bool = False,
+        generator: torch.Generator | None = None,
+        policy_budget: int = 0,
     ) -> LossOutput:
         """The OA loss, or with ``context`` the prefix-known mixture of
-        :func:`ardm.core.context.context_examples` (``antithetic`` does not apply to it)."""
+        :func:`ardm.core.context.context_examples` (``antithetic`` does not apply to it), its
+        coding case drawn at the coder's steps for ``policy_budget`` calls per block if
+        nonzero (:func:`ardm.core.context.policy_starts`, planned on the tracked ``L``)."""
         if not self.context:
-            return super().loss(x, antithetic=antithetic, generator=generator)
+            return super().loss(
+                x, antithetic=antithetic, generator=generator, policy_budget=policy_budget
+            )
+        starts = None
+        if policy_budget:
+            starts = policy_starts(self.tracker.L(), self.D, self.context, policy_budget)
         x, t, sigma = context_examples(
-            x.flatten(1), self.context, shape=self.shape, generator=generator
+            x.flatten(1), self.context, shape=self.shape, generator=generator, coding_starts=starts
         )
         return self.loss_output(self.bound_terms(x.view(-1, *self.shape), t, sigma), t)
 

@@ -220,9 +220,20 @@ class Process(nn.Module):
         raise NotImplementedError
 
     def loss(
-        self, x: torch.Tensor, *, antithetic: bool = False, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        antithetic: bool = False,
+        generator: torch.Generator | None = None,
+        policy_budget: int = 0,
     ) -> LossOutput:
-        """The training loss for a batch ``x`` ``(B, *shape)``: one uniform slot per example."""
+        """The training loss for a batch ``x`` ``(B, *shape)``: one uniform slot per example.
+        ``policy_budget`` (training for the coder's calls) needs an OA-ARDM with a context."""
+        if policy_budget:
+            raise ValueError(
+                "train.policy_budget needs an OA-ARDM with model.context > 0 (the coder's "
+                "blocks given their prefix)"
+            )
         B = x.shape[0]
         slots = self.tracker.D
         t = sample_t(B, slots, antithetic=antithetic, generator=generator).to(x.device)  # (B,)

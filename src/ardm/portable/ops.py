@@ -241,6 +241,10 @@ STD_FRAC_BITS = 5
 COEF_BITS = 24
 """Fractional bits of the per-(item, channel) factor ``gamma / sigma``."""
 
+FEW_GROUPS = 32
+"""At most this many (item, group) pairs: :class:`IntNorm` computes the statistics in Python
+integers, where a few dozen tensor ops on tiny tensors would cost more (batch 1)."""
+
 
 @dataclass(frozen=True)
 class IntNorm:
@@ -285,10 +289,22 @@ class IntNorm:
             raise ValueError("an integer norm's gamma is too large for exact float64 products")
         # the statistics in float64 integers (every value below 2^53: exact), no int64 copies
         d = g.to(torch.float64, copy=True)  # (B, G, n): one conversion, then in place
+        shape = (B, C) + (1,) * (x.dim() - 2)
+        if B * self.groups <= FEW_GROUPS:
+            affine = self._few_groups_affine(d, shift)
+            if affine is not None:  # the same integers from a few Python integers
+                factor, bias = affine  # (B, C) each
+                d = d.view(x.shape)
+                return torch.addcmul(bias.view(shape), d, factor.view(shape), out=d)
         S = d.sum(dim=-1, keepdim=True)  # (B, G, 1) exact
         m = div_round_float64(S * float(1 << MEAN_FRAC_BITS), torch.tensor(float(n)))  # 2^-3
-        d = torch.addcmul(m.neg_(), d, self._mean_unit, out=d)  # 8 g - m, exact (< 2^20)
-        V = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact: < 2^52
+        uncentred = self._moments_exact(n)
+        if uncentred:  # sum (8 g - m)^2 = 64 Q - 16 m S + n m^2 from Q = sum g^2: no centring
+            Q = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact
+            V = torch.addcmul(Q.mul_(64.0), m, S, value=-16.0).addcmul_(m, m, value=float(n))
+        else:
+            d = torch.addcmul(-m, d, self._mean_unit, out=d)  # 8 g - m, exact (< 2^20)
+            V = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact: < 2^52
         den, den_top = self._scaled_sigma(V, n)  # (B, G, 1) float64 integers
         # gamma/(u sigma) in 2^-24: div_round(gamma_q, den) of each channel's group, broadcast
         # over the group's channels (no per-channel copy of den), in float64 where exact
@@ -297,12 +313,79 @@ class IntNorm:
             coef = div_round_float64(self._num_float64.view(view), den)  # (B, G, C/G)
         else:
             coef = div_round(gamma_q.view(view), den.to(torch.int64)).to(torch.float64)
-        shape = (B, C) + (1,) * (x.dim() - 2)
         # floor(d coef / 2^24 + 1/2) + beta = floor(d (coef 2^-24) + (beta + 1/2)): exact (the
         # power of two scales the product of two integers, in either order); in place on d
         o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
+        a = coef.mul_(2.0**-COEF_BITS)  # (B, G, C/G) coef 2^-24
+        if uncentred and self._affine_exact(a, shift):
+            # (8 g - m) a + o = g (8 a) + (o - m a): every product an integer times 2^-24
+            # below 2^53 of that unit, and so every sum (checked), exact
+            bias = o - (m * a).view(shape)  # (B, C, ...)
+            d = d.view(x.shape)
+            return torch.addcmul(bias, d, a.mul_(self._mean_unit).view(shape), out=d)
+        if uncentred:
+            d = torch.addcmul(-m, d, self._mean_unit, out=d)  # 8 g - m, exact (< 2^20)
         d = d.view(x.shape)
-        return torch.addcmul(o, d, coef.mul_(2.0**-COEF_BITS).view(shape), out=d)
+        return torch.addcmul(o, d, a.view(shape), out=d)
+
+    def _few_groups_affine(
+        self, d: torch.Tensor, shift: float
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a few groups ``d (B, G, n)`` (float64 integers): the factor ``8 coef 2^-24`` and
+        bias ``beta_q + shift - m coef 2^-24`` ``(B, C)`` of the uncentred form, the statistics
+        in Python integers (exact, and cheaper than a few dozen tiny tensor ops). The same
+        integers as the tensor path: the same mean, variance, square root and divisions, each
+        rounded as there. None where the affine form would not be exact (see
+        :meth:`_affine_exact`): the caller takes the tensor path."""
+        B, G, n = d.shape
+        sums = d.sum(dim=-1).tolist()  # (B, G) exact integers
+        squares = torch.linalg.vecdot(d, d).tolist()  # (B, G)
+        per_group = self.gamma_q.numel() // G
+        nums = [int(v) << (STD_FRAC_BITS + COEF_BITS) for v in self.gamma_q.tolist()]
+        betas = self.beta_q.tolist()
+        one = 1 << COEF_BITS
+        fixed = (self._beta_top + abs(shift) + 1) * one
+        factors: list[float] = []
+        biases: list[float] = []
+        for b in range(B):
+            for j in range(G):
+                S, Q = int(sums[b][j]), int(squares[b][j])
+                m = (2 * (S << MEAN_FRAC_BITS) + n) // (2 * n)  # div_round(8 S, n)
+                V = 64 * Q - 16 * m * S + n * m * m  # sum (8 g - m)^2
+                sigma = math.isqrt((V << 2 * STD_FRAC_BITS) // n + self.eps_q)
+                den = sigma << self.gamma_bits
+                for c in range(j * per_group, (j + 1) * per_group):
+                    coef = (2 * nums[c] + den) // (2 * den)  # div_round(gamma_q 2^29, den)
+                    if (16 * self.in_bound + 1) * abs(coef) + fixed >= 1 << 52:
+                        return None
+                    factors.append(float(coef << MEAN_FRAC_BITS) / one)  # exact: < 2^53
+                    biases.append(float(betas[c] * one - m * coef) / one + shift)  # exact
+        dev = d.device
+        return (
+            torch.tensor(factors, dtype=torch.float64, device=dev).view(B, -1),
+            torch.tensor(biases, dtype=torch.float64, device=dev).view(B, -1),
+        )
+
+    def _moments_exact(self, n: int) -> bool:
+        """Whether ``64 Q - 16 m S + n m^2`` (``Q = sum g^2``, ``S = sum g``, ``m`` the mean in
+        ``2^-3``) is exact in float64 for ``n`` values below ``in_bound``: every term and
+        partial sum below ``2^53`` (``|m| <= 8 in_bound + 1``)."""
+        b = self.in_bound
+        return 64 * n * b * b + 16 * (8 * b + 1) * n * b + n * (8 * b + 1) ** 2 < FLOAT64_EXACT
+
+    def _affine_exact(self, a: torch.Tensor, shift: float) -> bool:
+        """Whether ``g (8 a) + (o + shift - m a)`` is exact for the factors ``a = coef 2^-24``:
+        with ``c = max |coef|``, ``(16 in_bound + 1) c + (max |beta_q| + |shift| + 1) 2^24``
+        below ``2^53`` bounds every product and sum in units of ``2^-24`` (checked against
+        ``2^52``: the check itself is in rounded float arithmetic)."""
+        c = float(a.abs().max()) * 2.0**COEF_BITS
+        top = (16 * self.in_bound + 1) * c + (self._beta_top + abs(shift) + 1) * 2.0**COEF_BITS
+        return top < 2.0**52
+
+    @functools.cached_property
+    def _beta_top(self) -> int:
+        """``max |beta_q|``."""
+        return int(self.beta_q.abs().max()) if self.beta_q.numel() else 0
 
     def _scaled_sigma(self, V: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
         """``isqrt(floor(V 2^10 / n) + eps_q) 2^gamma_bits`` (float64 integers) for the sums of

@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = {
     "eval_items",
     "ckpt_every",
     "calibrate_passes",
+    "policy_budget",
 }
 
 
@@ -273,7 +274,9 @@ def _train_step(run: _Run, x: torch.Tensor, elapsed_s: float = 0.0) -> _StepStat
     for group in run.opt.param_groups:
         group["lr"] = tc.lr * lr_factor(tc, run.step, elapsed_s)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
-        out = run.model.loss(x, antithetic=tc.antithetic, generator=run.gen)
+        out = run.model.loss(
+            x, antithetic=tc.antithetic, generator=run.gen, policy_budget=tc.policy_budget
+        )
     run.opt.zero_grad(set_to_none=True)
     out.loss.backward()
     grad_norm = float(nn.utils.clip_grad_norm_(run.core_net.parameters(), tc.grad_clip))
