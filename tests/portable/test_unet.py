@@ -179,10 +179,23 @@ def norm_reference(norm: IntNorm, x: torch.Tensor) -> list[int]:
     return out
 
 
+NORM_PATHS = ["few channels", "centred", "uncentred"]
+
+
+def _norm_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make :class:`IntNorm` take ``path``: its statistics in Python integers (a few
+    channels), or in tensors with the centring pass or without it (the uncentred form)."""
+    if path != "few channels":
+        monkeypatch.setattr(ops, "FEW_CHANNELS", 0)
+    monkeypatch.setattr(ops, "UNCENTRED_MIN", 0 if path == "uncentred" else 1 << 30)
+
+
+@pytest.mark.parametrize("path", NORM_PATHS)
 @pytest.mark.parametrize("float64_division", [True, False])
 def test_group_norm_equals_python_reference_and_float(
-    float64_division: bool, monkeypatch: pytest.MonkeyPatch
+    float64_division: bool, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _norm_path(path, monkeypatch)
     if not float64_division:  # every per-channel factor by int64 division instead
         monkeypatch.setattr(ops, "FLOAT64_EXACT", 0)
     torch.manual_seed(0)
@@ -199,6 +212,25 @@ def test_group_norm_equals_python_reference_and_float(
     assert (y.double() - want).abs().max() <= 1  # one unit of 2^-8
     lut = SiLUTable.freeze(out_scale=0.03, out_bound=127)
     assert torch.equal(NormSiLU(norm, lut)(x.float()), lut(y))  # fused: the same integers
+
+
+@pytest.mark.parametrize("path", NORM_PATHS)
+def test_norm_of_flat_groups_falls_back_to_the_centred_form(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Constant groups (variance 0, the factor ``gamma / sigma`` as large as it gets) and wide
+    values: the uncentred form would not be exact, and every path gives the reference."""
+    _norm_path(path, monkeypatch)
+    gn = torch.nn.GroupNorm(2, 8, eps=1e-9)
+    with torch.no_grad():
+        gn.weight.uniform_(40.0, 60.0)
+    norm = IntNorm.freeze(gn, in_scale=1.0, in_bound=WIDE, out_unit=2.0**-8, out_bound=1 << 20)
+    x = torch.full((2, 8, 4, 4), float(WIDE - 3))
+    x[1, 4:] = -float(WIDE)  # item 1's second group: constant too
+    x[1, :4] = ints((4, 4, 4), WIDE, seed=21).float()  # item 1's first group: spread out
+    affine = norm._few_channels_affine(x.double().reshape(2, 2, -1), 0.5)
+    assert affine is None  # too large for the uncentred form
+    assert norm(x).long().flatten().tolist() == norm_reference(norm, x.long())
 
 
 @pytest.mark.parametrize("top", [1 << 40, 1 << 51])  # float64 statistics, and int64 ones

@@ -241,9 +241,14 @@ STD_FRAC_BITS = 5
 COEF_BITS = 24
 """Fractional bits of the per-(item, channel) factor ``gamma / sigma``."""
 
-FEW_GROUPS = 32
-"""At most this many (item, group) pairs: :class:`IntNorm` computes the statistics in Python
-integers, where a few dozen tensor ops on tiny tensors would cost more (batch 1)."""
+FEW_CHANNELS = 256
+"""At most this many (item, channel) pairs: :class:`IntNorm` computes its statistics and
+factors in Python integers, where a few dozen tensor ops on tiny tensors would cost more (a
+U-Net's norms at batch 1)."""
+
+UNCENTRED_MIN = 1024
+"""Groups of at least this many values skip the centring pass (:meth:`IntNorm.unrounded`);
+for smaller ones the pass costs less than the few tiny ops of the uncentred form."""
 
 
 @dataclass(frozen=True)
@@ -290,15 +295,15 @@ class IntNorm:
         # the statistics in float64 integers (every value below 2^53: exact), no int64 copies
         d = g.to(torch.float64, copy=True)  # (B, G, n): one conversion, then in place
         shape = (B, C) + (1,) * (x.dim() - 2)
-        if B * self.groups <= FEW_GROUPS:
-            affine = self._few_groups_affine(d, shift)
+        if B * C <= FEW_CHANNELS:
+            affine = self._few_channels_affine(d, shift)
             if affine is not None:  # the same integers from a few Python integers
                 factor, bias = affine  # (B, C) each
                 d = d.view(x.shape)
                 return torch.addcmul(bias.view(shape), d, factor.view(shape), out=d)
         S = d.sum(dim=-1, keepdim=True)  # (B, G, 1) exact
         m = div_round_float64(S * float(1 << MEAN_FRAC_BITS), torch.tensor(float(n)))  # 2^-3
-        uncentred = self._moments_exact(n)
+        uncentred = n >= UNCENTRED_MIN and self._moments_exact(n)
         if uncentred:  # sum (8 g - m)^2 = 64 Q - 16 m S + n m^2 from Q = sum g^2: no centring
             Q = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact
             V = torch.addcmul(Q.mul_(64.0), m, S, value=-16.0).addcmul_(m, m, value=float(n))
@@ -328,10 +333,10 @@ class IntNorm:
         d = d.view(x.shape)
         return torch.addcmul(o, d, a.view(shape), out=d)
 
-    def _few_groups_affine(
+    def _few_channels_affine(
         self, d: torch.Tensor, shift: float
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """For a few groups ``d (B, G, n)`` (float64 integers): the factor ``8 coef 2^-24`` and
+        """For a few channels, in groups ``d (B, G, n)`` (float64 integers): the factor ``8 coef 2^-24`` and
         bias ``beta_q + shift - m coef 2^-24`` ``(B, C)`` of the uncentred form, the statistics
         in Python integers (exact, and cheaper than a few dozen tiny tensor ops). The same
         integers as the tensor path: the same mean, variance, square root and divisions, each
