@@ -188,3 +188,9 @@ def test_a_context_model_reports_the_plain_oa_bound_and_trains_on_the_mixture() 
     assert torch.isfinite(out.loss) and out.t.shape == (6,)
     with pytest.raises(ValueError, match="context"):
         ARDM(net, kind="text", context=12)
+    # trained for the coder's budget: the coding case at the DP policy's step starts
+    with_context.tracker.set_all(np.linspace(3.0, 1.0, 12))
+    out = with_context.loss(x, generator=torch.Generator().manual_seed(1), policy_budget=2)
+    assert torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="policy_budget needs"):
+        plain.loss(x, policy_budget=2)
