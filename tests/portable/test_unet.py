@@ -28,7 +28,7 @@ from ardm.portable.ops import (
     SiLUTable,
     limbs,
 )
-from ardm.portable.quant import WIDE, Rescale, div_round, isqrt
+from ardm.portable.quant import WIDE, Rescale, div_round, isqrt, isqrt_float64
 from ardm.portable.tables import exp_table, sigmoid_table, sinusoid_table
 from tests.portable.determinism import (
     assert_same_bits_for_batch_and_threads,
@@ -152,6 +152,32 @@ def test_rescale_div_round_isqrt_are_exact() -> None:
     assert div_round(x, den).tolist() == want
     a = torch.cat([torch.arange(0, 5000), ints((1000,), 1 << 51, seed=7).abs()])
     assert isqrt(a).tolist() == [math.isqrt(v) for v in a.tolist()]
+
+
+@pytest.mark.parametrize("error", [0.0, 1.0, -1.0])  # a square root one ulp off either way
+def test_float64_isqrt_is_exact_even_on_an_inexact_square_root(
+    error: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel whose square root is faithful but not correctly rounded (one ulp off)."""
+    squares = torch.randint(1, 1 << 26, (5000,), generator=torch.Generator().manual_seed(5)) ** 2
+    a = torch.cat(
+        [
+            torch.arange(0, 3000),
+            squares - 1,
+            squares,
+            ints((5000,), 1 << 52, seed=14).abs(),
+            torch.tensor([(1 << 52) - 1]),
+        ]
+    ).clamp(0, (1 << 52) - 1)
+    sqrt = torch.sqrt
+
+    def off(v: torch.Tensor) -> torch.Tensor:
+        if not error:
+            return sqrt(v)
+        return torch.nextafter(sqrt(v), torch.full_like(v, error * math.inf)).clamp_(min=0.0)
+
+    monkeypatch.setattr(torch, "sqrt", off)
+    assert isqrt_float64(a.double()).long().tolist() == [math.isqrt(v) for v in a.tolist()]
 
 
 def norm_reference(norm: IntNorm, x: torch.Tensor) -> list[int]:

@@ -302,7 +302,9 @@ class IntNorm:
                 d = d.view(x.shape)
                 return torch.addcmul(bias.view(shape), d, factor.view(shape), out=d)
         S = d.sum(dim=-1, keepdim=True)  # (B, G, 1) exact
-        m = div_round_float64(S * float(1 << MEAN_FRAC_BITS), torch.tensor(float(n)))  # 2^-3
+        # the mean in 2^-3: div_round(8 S, n) = floor((16 S + n) / (2 n)), in float64 as
+        # div_round_float64 (|16 S| + 3 n <= 2^53, the overflow check above): exact
+        m = S.mul(2.0 * (1 << MEAN_FRAC_BITS)).add_(n).div_(2.0 * n).floor_()  # (B, G, 1)
         uncentred = n >= UNCENTRED_MIN and self._moments_exact(n)
         if uncentred:  # sum (8 g - m)^2 = 64 Q - 16 m S + n m^2 from Q = sum g^2: no centring
             Q = torch.linalg.vecdot(d, d)[..., None]  # (B, G, 1) exact
@@ -394,9 +396,16 @@ class IntNorm:
 
     def _scaled_sigma(self, V: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
         """``isqrt(floor(V 2^10 / n) + eps_q) 2^gamma_bits`` (float64 integers) for the sums of
-        squares ``V`` (float64 integers) of ``n`` centred values, and a bound on it."""
-        top = int(V.max())
+        squares ``V`` (float64 integers) of ``n`` centred values, and a bound on it.
+
+        The bound comes from the inputs' bound where that already shows the float64 path
+        exact (no pass over ``V``): ``V = sum (x - m)^2 = sum (x - mu)^2 + n (mu - m)^2 <=
+        sum x^2 + n / 4`` for ``x = 8 g`` and ``m`` the rounded mean ``mu``, so ``V <= 64 n
+        in_bound^2 + n``; else from the batch's largest ``V``."""
         scale = 1 << 2 * STD_FRAC_BITS
+        top = 64 * n * self.in_bound**2 + n
+        if top * scale + n > 1 << 52:
+            top = int(V.max())
         bound = (math.isqrt(top * scale // n + self.eps_q) + 1) << self.gamma_bits
         if top * scale + n <= 1 << 52 and self.eps_q < 1 << 50:  # all below 2^52: exact
             A = (V * float(scale)).div_(n).floor_().add_(self.eps_q)  # floor(N / D), N + D <= 2^52

@@ -160,7 +160,11 @@ def isqrt(a: torch.Tensor) -> torch.Tensor:
 
 def isqrt_float64(a: torch.Tensor) -> torch.Tensor:
     """:func:`isqrt` of float64 integers ``0 <= a < 2^52``, as float64 integers: the same
-    integers, with the same two corrections (every square is below ``2^53``: exact)."""
+    integers, with the same two corrections read off one remainder ``r = a - s^2`` (exact:
+    every square is below ``2^53``): ``s`` is one too large where ``r < 0`` and one too small
+    where ``r >= 2 s + 1``, i.e. ``r > 2 s``."""
     s = torch.sqrt(a).floor_()
-    s = s - (s * s > a).to(torch.float64)
-    return s + ((s + 1) * (s + 1) <= a).to(torch.float64)
+    r = torch.addcmul(a, s, s, value=-1.0)  # a - s^2, exact
+    over = r < 0
+    under = r.sub_(s, alpha=2.0) > 0  # r - 2 s > 0 (before s changes)
+    return s.add_(under).add_(over, alpha=-1.0)

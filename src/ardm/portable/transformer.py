@@ -53,6 +53,9 @@ ROTARY_BITS = 14
 ATTN_QK_BOUND = NARROW
 """Rotated queries and keys are integers ``|q| <= ATTN_QK_BOUND`` (8-bit: one matmul call)."""
 
+_HALF = torch.tensor(0.5, dtype=torch.float64)
+"""The rescale's rounding term of :func:`rotate_rescaled` (a 0-dim tensor: any device)."""
+
 
 def linear(layer: IntLayer, a: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
     """An :class:`IntLayer` on rows ``a (N, I)`` -> ``(N, O)``; ``add`` ``(N, O)`` (output
@@ -84,12 +87,17 @@ def rotate_rescaled(
     scale = rescale._float64[0]  # (1,) M 2^-s
     a, b = cos * scale, sin * scale  # (L, h) each, exact
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half].double(), x[..., half:].double()  # (..., L, h) each
+    xd = x.double()  # (..., L, 2h)
+    x1, x2 = xd[..., :half], xd[..., half:]  # (..., L, h) each
     out = torch.empty(x.shape, dtype=torch.float64)  # (..., L, 2h)
     first, second = out[..., :half], out[..., half:]
-    torch.mul(x1, a, out=first).addcmul_(x2, b, value=-1.0)  # x1 c - x2 s, rescaled
-    torch.mul(x1, b, out=second).addcmul_(x2, a)  # x1 s + x2 c, rescaled
-    return out.add_(0.5).floor_().clamp_(-bound, bound).to(torch.float32)
+    # + 1/2 (the rescale's rounding) first: every term a multiple of 2^-s, every partial sum
+    # below 2^53 of that unit, so the same exact sums in this order
+    torch.addcmul(_HALF, x1, a, out=first).addcmul_(x2, b, value=-1.0)  # x1 c - x2 s
+    torch.addcmul(_HALF, x1, b, out=second).addcmul_(x2, a)  # x1 s + x2 c
+    # floor, then float32 (|.| < 2^31; rounding beyond 2^24 is monotonic, so the clamp to a
+    # bound below 2^24 gives the same integers)
+    return out.floor_().to(torch.float32).clamp_(-bound, bound)
 
 
 @dataclass(frozen=True)
