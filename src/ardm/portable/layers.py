@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ardm.portable.ops import ExactConv
+from ardm.portable.ops import EXACT_LIMIT, ExactConv
 from ardm.portable.quant import NARROW, WIDE, Rescale, quantize_values, quantize_weight
 
 
@@ -72,8 +72,12 @@ class IntLayer:
             y = torch.addcmul(scaled_offset, y, power, out=y).floor_()
             y = y if add is None else y.add_(add)
             return y.clamp_(-self.out_bound, self.out_bound)
-        y = self._sum_terms(terms, add)  # (B, O, ...) float64
-        return y.floor_().clamp_(-self.out_bound, self.out_bound).to(torch.float32)
+        y = self._sum_terms(terms, add).floor_()  # (B, O, ...) float64 integers
+        if self.out_bound < EXACT_LIMIT:
+            # to float32 before the clamp: a value beyond 2^24 that rounds stays beyond the
+            # bound (rounding is monotonic), so the clamp gives the same integers
+            return y.to(torch.float32).clamp_(-self.out_bound, self.out_bound)
+        return y.clamp_(-self.out_bound, self.out_bound).to(torch.float32)
 
     def unrounded(self, a: torch.Tensor) -> torch.Tensor:
         """``(conv(a) + bias) M 2^-s + 1/2`` float64 (exact): the output before its floor and
@@ -85,9 +89,15 @@ class IntLayer:
     ) -> torch.Tensor:
         """``offset (+ add) + sum_j y_j scale 2^shift_j`` in float64, exact (:attr:`_epilogue`)."""
         offset, scale = (_per_channel(c, terms[0][0]) for c in self._epilogue)
-        y = offset if add is None else offset + add.to(torch.float64)
-        for term, shift in terms:
-            y = torch.addcmul(y, term, scale * 2.0**shift)  # (B, O, ...) float64, exact
+        start = offset if add is None else offset + add.to(torch.float64)
+        y: torch.Tensor | None = None
+        for term, shift in terms:  # one fresh float64 tensor, the later terms added in place
+            factor = scale if shift == 0 else scale * 2.0**shift
+            if y is None or y.shape != torch.broadcast_shapes(y.shape, term.shape):
+                y = torch.addcmul(start if y is None else y, term, factor)  # exact
+            else:
+                y.addcmul_(term, factor)  # (B, O, ...) float64, exact
+        assert y is not None
         return y
 
     def unrounded_acc(self, acc: torch.Tensor) -> torch.Tensor:

@@ -200,12 +200,25 @@ class ExactConv:
             x = a  # (B, I, H, W) float32 integers already
         else:
             x = torch.cat([p for p, _, _ in parts]).to(torch.float32)  # (L*B, I, H, W) exact
+        y = call(x, weight) if step >= c_in else self._chunked(x, weight, step, call)
+        if len(parts) == 1:
+            return [(y, parts[0][2])]
+        return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
+
+    @staticmethod
+    def _chunked(
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        step: int,
+        call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """``call`` on chunks of ``step`` input channels, their outputs added in float64."""
         y: torch.Tensor | None = None
-        for c0 in range(0, c_in, step):
+        for c0 in range(0, weight.shape[1], step):
             part = call(x[:, c0 : c0 + step], weight[:, c0 : c0 + step])  # exact
             y = part if y is None else y.to(torch.float64) + part  # chunks add in float64
         assert y is not None
-        return [(y[j * B : (j + 1) * B], shift) for j, (_, _, shift) in enumerate(parts)]
+        return y
 
     @functools.cached_property
     def _phases(self) -> torch.Tensor:
@@ -348,8 +361,7 @@ class IntNorm:
         sums = d.sum(dim=-1).tolist()  # (B, G) exact integers
         squares = torch.linalg.vecdot(d, d).tolist()  # (B, G)
         per_group = self.gamma_q.numel() // G
-        nums = [int(v) << (STD_FRAC_BITS + COEF_BITS) for v in self.gamma_q.tolist()]
-        betas = self.beta_q.tolist()
+        nums, betas = self._python_constants
         one = 1 << COEF_BITS
         fixed = (self._beta_top + abs(shift) + 1) * one
         factors: list[float] = []
@@ -372,6 +384,12 @@ class IntNorm:
             torch.tensor(factors, dtype=torch.float64, device=dev).view(B, -1),
             torch.tensor(biases, dtype=torch.float64, device=dev).view(B, -1),
         )
+
+    @functools.cached_property
+    def _python_constants(self) -> tuple[list[int], list[int]]:
+        """The numerators ``gamma_q 2^29`` and ``beta_q`` as Python integers, per channel."""
+        shift = STD_FRAC_BITS + COEF_BITS
+        return [int(v) << shift for v in self.gamma_q.tolist()], self.beta_q.tolist()
 
     def _moments_exact(self, n: int) -> bool:
         """Whether ``64 Q - 16 m S + n m^2`` (``Q = sum g^2``, ``S = sum g``, ``m`` the mean in

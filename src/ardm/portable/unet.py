@@ -88,11 +88,17 @@ class IntResBlock:
     def __call__(self, parts: list[torch.Tensor], time: torch.Tensor | None) -> torch.Tensor:
         """The block on its input ``parts`` (concatenated) with its time term ``time``
         ``(B, out, 1, 1)`` (see :meth:`time_term`) or None."""
-        if self.join is not None:
-            parts = [
-                r(p).clamp_(-WIDE, WIDE).float() for r, p in zip(self.join, parts, strict=True)
-            ]
-        h = torch.cat(parts, dim=1)  # (B, in, H, W) wide
+        if self.join is None:
+            h = torch.cat(parts, dim=1)  # (B, in, H, W) wide
+        else:  # each part rescaled straight into its channels (float32: rounding beyond 2^24
+            # is monotonic, so the clamp to WIDE after it gives the same integers)
+            B, _, H, W = parts[0].shape
+            h = parts[0].new_empty(B, sum(p.shape[1] for p in parts), H, W)  # (B, in, H, W)
+            c0 = 0
+            for rescale, p in zip(self.join, parts, strict=True):
+                h[:, c0 : c0 + p.shape[1]].copy_(rescale(p))
+                c0 += p.shape[1]
+            h.clamp_(-WIDE, WIDE)
         r = self.conv_1(self.norm_1(h), time)  # (B, out, H, W) wide
         r = self.conv_2(self.norm_2(r))  # (B, out, H, W) wide
         return (self.skip(h).float() + r).clamp_(-WIDE, WIDE)  # (B, out, H, W)
