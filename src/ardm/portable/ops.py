@@ -351,12 +351,12 @@ class IntNorm:
     def _few_channels_affine(
         self, d: torch.Tensor, shift: float
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """For a few channels, in groups ``d (B, G, n)`` (float64 integers): the factor ``8 coef 2^-24`` and
-        bias ``beta_q + shift - m coef 2^-24`` ``(B, C)`` of the uncentred form, the statistics
-        in Python integers (exact, and cheaper than a few dozen tiny tensor ops). The same
-        integers as the tensor path: the same mean, variance, square root and divisions, each
-        rounded as there. None where the affine form would not be exact (see
-        :meth:`_affine_exact`): the caller takes the tensor path."""
+        """For a few channels, in groups ``d (B, G, n)`` (float64 integers): the factor ``8
+        coef 2^-24`` and bias ``beta_q + shift - m coef 2^-24`` ``(B, C)`` of the uncentred
+        form, the statistics in Python integers (exact, and cheaper than a few dozen tiny
+        tensor ops). The same integers as the tensor path: the same mean, variance, square
+        root and divisions, each rounded as there. None where the affine form would not be
+        exact (see :meth:`_affine_exact`): the caller takes the tensor path."""
         B, G, n = d.shape
         sums = d.sum(dim=-1).tolist()  # (B, G) exact integers
         squares = torch.linalg.vecdot(d, d).tolist()  # (B, G)
