@@ -132,7 +132,7 @@ def main() -> None:
     p.add_argument("--model", default="english-bytes")
     p.add_argument("--files", default="8,4,2,1", help="files of 1, 4, 20, 100 KB")
     p.add_argument("--budget", type=int, default=None, help="calls per block (model default)")
-    p.add_argument("--budgets", default="4,7,14,28,56", help="the size-against-budget curve")
+    p.add_argument("--budgets", default="4,7,14,18,28,56", help="the size-against-budget curve")
     p.add_argument("--contexts", default="64,32,16,8", help="contexts at the same calls per byte")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--segment-files", type=int, default=2, help="20 KB files (0: skip)")
