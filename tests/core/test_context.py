@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from ardm.core.context import PAD, context_examples, policy_starts, prefix_orders
+from ardm.core.context import (
+    PAD,
+    context_examples,
+    context_region,
+    policy_starts,
+    prefix_orders,
+)
 from ardm.core.policy import optimal_policy, step_bounds
 
 
@@ -85,6 +91,23 @@ def test_training_for_a_budget_draws_the_coders_step_starts_by_their_length() ->
     assert ((t == t_u) | (t == starts[t_u])).all()
     moved = (t != t_u).float().mean().item()  # the coding case (70 %) where t is no start
     assert abs(moved - 0.70 * (1 - len(steps) / (D - c))) < 0.02
+
+
+def test_an_image_block_trained_for_a_budget_starts_after_its_known_region() -> None:
+    shape, c, budget = (3, 6, 6), 2, 4
+    D = 3 * 6 * 6
+    known = int(context_region(shape, c).sum())  # the rows above and columns left: 60
+    starts = policy_starts(np.linspace(3.0, 1.0, D), D, known, budget)
+    assert starts[:known].tolist() == list(range(known))
+    assert len(set(starts[known:].tolist())) == budget and int(starts[known]) == known
+    x = torch.randint(0, 256, (20000, D))
+    _, t_u, _ = context_examples(x, c, shape=shape, generator=torch.Generator().manual_seed(4))
+    _, t, _ = context_examples(
+        x, c, shape=shape, generator=torch.Generator().manual_seed(4), coding_starts=starts
+    )
+    assert ((t == t_u) | (t == starts[t_u])).all()
+    moved = (t != t_u).float().mean().item()
+    assert abs(moved - 0.70 * (1 - budget / (D - known))) < 0.02
 
 
 def test_a_budget_outside_the_block_is_refused() -> None:

@@ -111,21 +111,22 @@ def _padded(
     return (rows | cols)[:, None].expand(n, C, H, W).reshape(n, -1) & given  # (n, D)
 
 
-def policy_starts(L: np.ndarray, D: int, context: int, budget: int) -> torch.Tensor:
+def policy_starts(L: np.ndarray, D: int, known: int, budget: int) -> torch.Tensor:
     """The slot ``(D,)`` that each slot ``t`` of a coding example is drawn as when training for
-    ``budget`` calls per block: ``t`` below the context's size is itself; from it on, the
-    start of the DP policy's step that holds ``t``, the policy the coder plans on the block
-    losses ``L[context:]`` (``L (D,)`` the tracker's, as :class:`ardm.coding.chain.ChainPlan`
-    takes them)."""
-    if not 0 < context < D:
-        raise ValueError(f"context must lie in (0, {D}), got {context}")
-    b = D - context
+    ``budget`` calls per block: ``t`` below the ``known`` size of the coding case's known
+    region (:func:`context_region`: a sequence's context, an image block's rows above and
+    columns left) is itself; from it on, the start of the DP policy's step that holds ``t``,
+    the policy the coder plans on the block losses ``L[known:]`` (``L (D,)`` the tracker's, as
+    :class:`ardm.coding.chain.ChainPlan` takes them)."""
+    if not 0 < known < D:
+        raise ValueError(f"the known region must hold (0, {D}) values, got {known}")
+    b = D - known
     if not budget >= 1:
         raise ValueError(f"policy_budget must be at least 1, got {budget}")
     starts = torch.arange(D)
-    policy, _ = optimal_policy(np.asarray(L, dtype=np.float64)[context:], min(budget, b))
+    policy, _ = optimal_policy(np.asarray(L, dtype=np.float64)[known:], min(budget, b))
     for left, right in step_bounds(policy, b):
-        starts[context + left : context + right] = context + left
+        starts[known + left : known + right] = known + left
     return starts
 
 

@@ -214,7 +214,8 @@ class ARDM(Process):
             )
         starts = None
         if policy_budget:
-            starts = policy_starts(self.tracker.L(), self.D, self.context, policy_budget)
+            known = int(context_region(self.shape, self.context).sum())  # the coding case's
+            starts = policy_starts(self.tracker.L(), self.D, known, policy_budget)
         x, t, sigma = context_examples(
             x.flatten(1), self.context, shape=self.shape, generator=generator, coding_starts=starts
         )
