@@ -93,7 +93,7 @@ class IntLayer:
         y: torch.Tensor | None = None
         for term, shift in terms:  # one fresh float64 tensor, the later terms added in place
             factor = scale if shift == 0 else scale * 2.0**shift
-            if y is None or y.shape != torch.broadcast_shapes(y.shape, term.shape):
+            if y is None or y.shape != term.shape:
                 y = torch.addcmul(start if y is None else y, term, factor)  # exact
             else:
                 y.addcmul_(term, factor)  # (B, O, ...) float64, exact
