@@ -57,8 +57,9 @@ values coded in one step are neighbours, and a longer block spreads them further
 CHAIN_BYTES_PER_CALL = 6.25
 """Default budget of a block of text: one network call per 6.25 bytes of the block (18 calls
 for a block of 112: ``ardm compress`` without ``--budget``). Until session 12 it was one per
-8 (14 calls): about 1.5 % larger files, coded about 15 % faster (the budget curve of
-``benchmarks/results/text_files.md``); the integer coder's speed-ups paid for the change."""
+8 (14 calls): 1.5-2 % larger files, coded 1.2-1.3x as fast (1 KB files alone: 1,555 against
+1,333 B/s encoding; the budget curve of ``benchmarks/results/text_files.md``: 1,832 against
+1,423); the integer coder's speed-ups paid for the change."""
 
 
 def chain_budget(D: int, context: int) -> int:
