@@ -86,10 +86,10 @@ def model_for_inputs(raws: list[bytes], names: list[str]) -> str:
 
 
 def _file_fingerprint(model: Any, version: int) -> bytes:
-    from ardm.coding.container import FINGERPRINT_BYTES, PORTABLE_VERSION
+    from ardm.coding.container import FINGERPRINT_BYTES, SEEDED_PORTABLE_VERSION
 
     portable = getattr(model, "portable", None)
-    if version >= PORTABLE_VERSION:
+    if version >= SEEDED_PORTABLE_VERSION:  # the integer coder's versions (5 and up)
         return b"" if portable is None else bytes(portable.fingerprint())[:FINGERPRINT_BYTES]
     return bytes(model.fingerprint())[:FINGERPRINT_BYTES]
 

@@ -6,13 +6,13 @@ golden version-6 files are checked against what today's coder writes through thi
 
 from __future__ import annotations
 
-from ardm.coding.container import CHAIN_VERSION, read_varint, unpack
+from ardm.coding.container import SEEDED_CHAIN_VERSION, read_varint, unpack
 
 
 def as_v6(blob: bytes, context: int) -> bytes:
     """The version-6 file of a version-7 ``blob`` whose context is ``context``."""
     header, body = unpack(blob)
-    assert header.version == CHAIN_VERSION
+    assert header.version == SEEDED_CHAIN_VERSION
     _, pos = read_varint(body, 0, "segment length")
     stored, end = read_varint(body, pos, "context")
     assert stored == context, f"coded with context {stored}, not {context}"

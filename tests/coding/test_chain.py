@@ -136,14 +136,20 @@ def test_the_tiled_coder_still_codes_a_context_model(chain_model) -> None:  # ty
     assert torch.equal(decompress(chain_model, blob), x.long())
 
 
-def test_the_stream_costs_what_the_model_says_given_the_true_known_values(chain_model) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("version", [7, 9])
+def test_the_stream_costs_what_the_model_says_given_the_true_known_values(
+    chain_model,  # type: ignore[no-untyped-def]
+    version: int,
+) -> None:
     """Recompute, independently of the coder, the code length of a text: every block's every
     step, the window holding the true values before the block and the block's values coded at
     earlier steps. The stream must cost that, plus the checksum it starts from (32 bits) and
     under a byte of rounding: so no known value reaches the network wrong (a mistake made the
-    same way on both sides would still round-trip)."""
+    same way on both sides would still round-trip). Version 7 codes each block in the order
+    ``seeded_order(b, seed)``, version 9 in the spread order of its positions."""
     from ardm.core.context import PAD
     from ardm.core.seeded_order import seeded_order
+    from ardm.core.spread_order import spread_ranks
     from ardm.portable.pmf import categorical_pmf, pmf_nll_bits
 
     x = as_bytes(TEXT * 2).long()
@@ -155,7 +161,8 @@ def test_the_stream_costs_what_the_model_says_given_the_true_known_values(chain_
         b = e - s
         idx = torch.arange(e - D, e)
         window = torch.where(idx >= 0, x[idx.clamp(min=0)], PAD)  # the true values
-        rank = seeded_order(b, seed)
+        spread = spread_ranks(torch.arange(b)[:, None])
+        rank = seeded_order(b, seed) if version == 7 else spread
         for left, right in plan.block(b).steps:
             known = torch.ones(D, dtype=torch.bool)
             known[D - b :] = rank < left
@@ -165,7 +172,8 @@ def test_the_stream_costs_what_the_model_says_given_the_true_known_values(chain_
             coded = (D - b) + torch.nonzero((rank >= left) & (rank < right)).flatten()
             w = categorical_pmf(logits[coded])
             bits += float(pmf_nll_bits(w, window[coded]).sum())
-    blob = compress_chain(chain_model, x, budget=budget, segment_bytes=0)
+    blob = compress_chain(chain_model, x, budget=budget, segment_bytes=0, version=version)
+    assert blob[2] == version
     header_bytes = len(blob) - len(unpack(blob)[1]) + 2  # and the segment and context varints
     stream_bits = 8 * (len(blob) - header_bytes)
     assert bits + 32 - 8 <= stream_bits <= bits + 32 + 8
@@ -210,9 +218,11 @@ def test_version_6_files_are_read_with_the_models_context(chain_model) -> None: 
     from tests.coding.chain_versions import as_v6
 
     x = as_bytes(TEXT * 2)
-    v6 = as_v6(compress_chain(chain_model, x, budget=3, context=CONTEXT), CONTEXT)
+    v6 = as_v6(compress_chain(chain_model, x, budget=3, context=CONTEXT, version=7), CONTEXT)
     assert v6[2] == 6
     assert torch.equal(decompress(chain_model, v6), x.long())
-    other = as_v6(compress_chain(chain_model, x, budget=3, context=4), 4)  # never written so
+    other = as_v6(
+        compress_chain(chain_model, x, budget=3, context=4, version=7), 4
+    )  # never written so
     with pytest.raises(FormatError):
         decompress(chain_model, other)

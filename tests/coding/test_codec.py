@@ -159,7 +159,7 @@ def test_decompress_refuses_wrong_model_kind_and_junk() -> None:
     junk = {
         "empty": b"",
         "magic": b"\x89PNG" + blob[4:],
-        "version": blob[:2] + b"\x09" + blob[3:],
+        "version": blob[:2] + b"\x0a" + blob[3:],
         "header only": blob[:10],
         "trailing": blob + b"\x01",
         "trailing zero": blob + b"\x00",
@@ -168,7 +168,7 @@ def test_decompress_refuses_wrong_model_kind_and_junk() -> None:
         with pytest.raises(FormatError) as e:
             codec.decompress(m, bad)
         one_line(e)
-    with pytest.raises(FormatError, match="version 9"):
+    with pytest.raises(FormatError, match="version 10"):
         codec.decompress(m, junk["version"])
     for n in range(len(blob)):  # every truncation
         with pytest.raises(FormatError):

@@ -111,9 +111,9 @@ def test_header_refuses_malformed_files() -> None:
         with pytest.raises(FormatError) as e:
             container.unpack(blob)
         messages[name] = one_line(e)
-    assert container.VERSION == 4 and container.READ_VERSIONS == (2, 3, 4, 5, 6, 7)
-    assert "version 8 (this ardm reads versions 2, 3, 4, 5, 6, 7)" in messages["version"]
-    assert "version 1 (this ardm reads versions 2, 3, 4, 5, 6, 7)" in messages["version 1"]
+    assert container.VERSION == 4 and container.READ_VERSIONS == (2, 3, 4, 5, 6, 7, 8, 9)
+    assert "version 10 (this ardm reads versions 2, 3, 4, 5, 6, 7, 8, 9)" in messages["version"]
+    assert "version 1 (this ardm reads versions 2, 3, 4, 5, 6, 7, 8, 9)" in messages["version 1"]
     assert container.unpack(good[:2] + b"\x02" + good[3:] + bytes(4))[0].version == 2
     with pytest.raises(FormatError, match="ends inside the model fingerprint or checksum"):
         container.unpack(good[:2] + b"\x03" + good[3:])  # 1 byte for a 4-byte checksum

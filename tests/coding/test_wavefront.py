@@ -90,10 +90,14 @@ def test_wave_decoding_does_not_depend_on_the_batch(image_chain_model: ARDM) -> 
         assert torch.equal(y, x) and rest == 77
 
 
+@pytest.mark.parametrize("version", [7, 9])
 def test_the_stream_costs_what_the_model_says_given_the_true_pixels(
-    image_chain_model: ARDM,
+    image_chain_model: ARDM, version: int
 ) -> None:
+    """Version 7 codes a block in ``seeded_order(b, seed)``, version 9 in the spread order of
+    its values' places ``(c, y, x)`` in the window."""
     from ardm.core.seeded_order import seeded_order
+    from ardm.core.spread_order import spread_ranks
     from ardm.portable.pmf import categorical_pmf, pmf_nll_bits
 
     shape, budget = (2, 11, 9), 3
@@ -107,7 +111,12 @@ def test_the_stream_costs_what_the_model_says_given_the_true_pixels(
         for block in wave:
             window = torch.where(block.index >= 0, flat[block.index.clamp(min=0)], PAD_IMAGE)
             b = block.coded.numel()
-            rank = seeded_order(b, seed)
+            if version == 7:
+                rank = seeded_order(b, seed)
+            else:
+                C, Th, Tw = TILE
+                q = block.coded
+                rank = spread_ranks(torch.stack([q // (Th * Tw), q // Tw % Th, q % Tw], 1), C)
             for left, right in plan.block(b).steps:
                 known = torch.ones(D, dtype=torch.bool)
                 known[block.coded] = rank < left
@@ -117,7 +126,8 @@ def test_the_stream_costs_what_the_model_says_given_the_true_pixels(
                 ).reshape(D, K)
                 coded = block.coded[(rank >= left) & (rank < right)]
                 bits += float(pmf_nll_bits(categorical_pmf(out[coded]), window[coded]).sum())
-    blob = compress_chain(image_chain_model, x, budget=budget)
+    blob = compress_chain(image_chain_model, x, budget=budget, version=version)
+    assert blob[2] == version
     stream_bits = 8 * (len(unpack(blob)[1]) - 2)  # less the segment and context varints
     assert bits + 32 - 8 <= stream_bits <= bits + 32 + 8
 

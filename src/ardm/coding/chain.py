@@ -42,6 +42,7 @@ from ardm.coding.stages import exact_rows, takes_positions
 from ardm.core.context import PAD
 from ardm.core.policy import optimal_policy, step_bounds
 from ardm.core.seeded_order import seeded_order
+from ardm.core.spread_order import grid_coords, spread_ranks
 
 CHAIN_BATCH = 16
 """Windows per network call when the caller gives no ``batch`` (read at each call; exact
@@ -193,14 +194,42 @@ class _BlockPlan:
 
 class ChainPlan:
     """Block plans for one model's block losses ``L`` (the tracker's ``L`` over ``D``: a block
-    of ``b`` values uses ``L[D - b:]``), ``budget`` calls per block and order seed ``seed``."""
+    of ``b`` values uses ``L[D - b:]``), ``budget`` calls per block, and the order within a
+    block: ``seeded_order(b, seed)`` (format versions 6 and 7), or with ``spread`` the spread
+    order of the block's values by their place in the window of shape ``tile``
+    (:func:`ardm.core.spread_order.spread_ranks`, format version 9)."""
 
-    def __init__(self, L: np.ndarray, D: int, budget: int, seed: int) -> None:
+    def __init__(
+        self,
+        L: np.ndarray,
+        D: int,
+        budget: int,
+        seed: int,
+        *,
+        spread: bool = False,
+        tile: tuple[int, ...] | None = None,
+    ) -> None:
         self.L, self.D, self.budget, self.seed = np.asarray(L, dtype=np.float64), D, budget, seed
+        self.spread = spread
+        self.tile = (D,) if tile is None else tuple(tile)
+
+    def for_block(self, block: Block) -> _BlockPlan:
+        """The plan of ``block``: by its size, or with a spread order by its coded positions."""
+        if not self.spread:
+            return self.block(int(block.coded.numel()))
+        return self._spread_block(tuple(block.coded.tolist()))
 
     @functools.cache  # noqa: B019 - one plan per file, few block lengths
     def block(self, b: int) -> _BlockPlan:
-        rank = seeded_order(b, self.seed)  # (b,) rank of each block value
+        return self._plan(seeded_order(b, self.seed))  # (b,) rank of each block value
+
+    @functools.cache  # noqa: B019 - one plan per file, few block shapes
+    def _spread_block(self, coded: tuple[int, ...]) -> _BlockPlan:
+        coords, channels = grid_coords(self.tile, torch.tensor(coded, dtype=torch.int64))
+        return self._plan(spread_ranks(coords, channels))
+
+    def _plan(self, rank: torch.Tensor) -> _BlockPlan:
+        b = int(rank.numel())
         policy, _ = optimal_policy(self.L[self.D - b :], min(self.budget, b))
         steps = step_bounds(policy, b)
         by_rank = torch.argsort(rank)  # (b,) block values in rank order
@@ -306,7 +335,7 @@ def encode_chain(
             jobs: list[tuple[int, _Job]] = []
             for w in range(lo, hi):
                 for item, block in enumerate(waves[w]):
-                    bp = plan.block(int(block.coded.numel()))
+                    bp = plan.for_block(block)
                     jobs += [
                         (w, _job(x, layout.pad, block, bp, item, i)) for i in range(len(bp.steps))
                     ]
@@ -342,7 +371,7 @@ def decode_chain(
         dec = Decoder(payload)
         x = torch.zeros(layout.n, dtype=torch.long)
         for wave in layout.waves():
-            plans = [plan.block(int(block.coded.numel())) for block in wave]
+            plans = [plan.for_block(block) for block in wave]
             for i in range(max(len(bp.steps) for bp in plans)):
                 jobs = [
                     _job(x, layout.pad, block, bp, item, i)

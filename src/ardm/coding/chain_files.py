@@ -1,11 +1,11 @@
-"""Files of format version 7 (and 6, read): data coded as chains of blocks with context.
+"""Files of format version 9 (and 7, 6, read): data coded as chains of blocks with context.
 
 A sequence (text) is a :class:`ardm.coding.chain.ChainLayout` of segments, an image a
 :class:`ardm.coding.wavefront.WavefrontLayout` of waves; either way the blocks are coded by
 the model's portable form (:func:`ardm.coding.chain.portable_rows`), the stream starts from
 the data's CRC-32 and is padded to at least ``blocks - 1`` bytes. A text block sees
 :data:`ardm.coding.chain.CHAIN_CONTEXT` known bytes (:func:`coder_context`), an image block
-the model's trained context; version 7 stores it, version 6 files were coded with the model's
+the model's trained context; versions 7 and 9 store it, version 6 files were coded with the model's
 ``context``. The layout of the bytes is in ``docs/format.md``, "Version 7".
 """
 
@@ -46,12 +46,12 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
     portable = getattr(model, "portable", None)
     if not context:
         raise FormatError(
-            "this file is a chain of blocks with context (format v6/v7); this "
+            "this file is a chain of blocks with context (format v6, v7, v9); this "
             "model was not trained with a known prefix (model.context)"
         )
     if portable is None:
         raise FormatError(
-            "chain files (format v6/v7) are coded by the model's portable form, "
+            "chain files (format v6, v7, v9) are coded by the model's portable form, "
             "which this model lacks (`ardm export` freezes one)"
         )
     return portable, int(model.D), context  # type: ignore[attr-defined]
@@ -88,6 +88,21 @@ def file_layout(
     return wave, math.prod(wave.grid), block
 
 
+def chain_plan(model: object, budget: int, seed: int, version: int) -> ChainPlan:
+    """The block plans of a chain file of ``version``: each block in its spread order (version
+    9) or in ``seeded_order(b, seed)`` (versions 6 and 7)."""
+    from ardm.coding.container import SPREAD_VERSIONS
+
+    return ChainPlan(
+        model.tracker.L(),  # type: ignore[attr-defined]
+        int(model.D),  # type: ignore[attr-defined]
+        budget,
+        seed,
+        spread=version in SPREAD_VERSIONS,
+        tile=tuple(int(v) for v in model.shape),  # type: ignore[attr-defined]
+    )
+
+
 def _check_shape(model: object, shape: tuple[int, ...], exc: type[Exception]) -> None:
     """Data of ``shape`` fits a chain model: a sequence for a sequence model, an image with
     the model's channels for an image model."""
@@ -119,9 +134,10 @@ def compress_chain(
     segment_bytes: int | None = None,
     seed: int | None = None,
     context: int | None = None,
+    version: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> bytes:
-    """One file of format version 7: a sequence ``x (n,)`` as chains of blocks in segments of
+    """One file of format version 9 (``version=7``: each block in a seeded order): a sequence ``x (n,)`` as chains of blocks in segments of
     about ``segment_bytes`` values (0: one chain; ``None``: :func:`default_segment_bytes`),
     or an image ``x (C, H, W)`` in waves of
     blocks; ``budget`` calls per block (clamped to its size), order seed ``seed`` (default:
@@ -130,6 +146,7 @@ def compress_chain(
     from ardm.coding.container import (
         CHAIN_VERSION,
         FINGERPRINT_BYTES,
+        SEEDED_CHAIN_VERSION,
         Header,
         data_crc32,
         pack,
@@ -139,6 +156,9 @@ def compress_chain(
     from ardm.errors import DataError
 
     portable, D, _ = _chain_parts(model)
+    version = CHAIN_VERSION if version is None else int(version)
+    if version not in (CHAIN_VERSION, SEEDED_CHAIN_VERSION):
+        raise ValueError(f"chains are format versions {SEEDED_CHAIN_VERSION} and {CHAIN_VERSION}")
     K = int(model.K)  # type: ignore[attr-defined]
     shape = tuple(int(v) for v in x.shape)
     if x.numel() == 0:
@@ -156,7 +176,7 @@ def compress_chain(
     if segment >= blocks:
         layout, blocks, most = file_layout(model, shape, 0, context)
     budget = max(1, min(int(budget), most))
-    plan = ChainPlan(model.tracker.L(), D, budget, seed)  # type: ignore[attr-defined]
+    plan = chain_plan(model, budget, seed, version)
     logits, rows = portable_rows(portable)
     crc = data_crc32(values.numpy(), K)
     stream = encode_chain(values, layout, plan, logits, rows, initial=crc, progress=progress)
@@ -167,7 +187,7 @@ def compress_chain(
         fingerprint=bytes(portable.fingerprint())[:FINGERPRINT_BYTES],  # type: ignore[attr-defined]
         K=K,
         shape=shape,
-        version=CHAIN_VERSION,
+        version=version,
     )
     segment = layout.segment if isinstance(layout, ChainLayout) else 0
     # a payload has at least blocks - 1 bytes (pack_stream): a short file cannot declare a
@@ -179,10 +199,9 @@ def compress_chain(
 def decompress_chain(
     model: object, header: object, body: bytes, *, progress: Callable[[int], None] | None = None
 ) -> torch.Tensor:
-    """The data of a version-7 or -6 file (its parsed ``header`` and payload ``body``), checked
+    """The data of a version-9, -7 or -6 file (its parsed ``header`` and payload ``body``), checked
     against the checksum the stream carries; anything wrong is a one-line FormatError."""
     from ardm.coding.container import (
-        CHAIN_VERSION,
         FINGERPRINT_BYTES,
         data_crc32,
         read_varint,
@@ -190,7 +209,7 @@ def decompress_chain(
     )
     from ardm.errors import FormatError
 
-    portable, D, context = _chain_parts(model)
+    portable, _, context = _chain_parts(model)
     ours = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]  # type: ignore[attr-defined]
     if header.fingerprint != ours:  # type: ignore[attr-defined]
         raise FormatError(
@@ -203,7 +222,7 @@ def decompress_chain(
         raise FormatError(f"corrupt header: a chain file holds values of K={K} and its shape")
     _check_shape(model, tuple(shape), FormatError)
     segment, pos = read_varint(body, 0, "segment length")
-    if header.version == CHAIN_VERSION:  # type: ignore[attr-defined]
+    if header.version != 6:  # type: ignore[attr-defined]  # versions 7 and 9: the context
         context, pos = read_varint(body, pos, "context")
     try:
         layout, blocks, most = file_layout(model, tuple(shape), 0, context)
@@ -215,7 +234,7 @@ def decompress_chain(
         raise FormatError(f"corrupt payload: {e}") from None
     if not 1 <= header.budget <= most:  # type: ignore[attr-defined]
         raise FormatError(f"corrupt header: budget {header.budget} outside [1, {most}]")  # type: ignore[attr-defined]
-    plan = ChainPlan(model.tracker.L(), D, int(header.budget), int(header.seed))  # type: ignore[attr-defined]
+    plan = chain_plan(model, int(header.budget), int(header.seed), int(header.version))  # type: ignore[attr-defined]
     logits, rows = portable_rows(portable)
     stream = unpack_stream(body[pos:], blocks)  # before any network call
     x, rest = decode_chain(stream, layout, plan, logits, rows, progress=progress)

@@ -78,6 +78,9 @@ from ardm.coding.container import (
     FINGERPRINT_BYTES,
     MAX_D,
     PORTABLE_VERSION,
+    PORTABLE_VERSIONS,
+    SEEDED_CHAIN_VERSION,
+    SPREAD_VERSIONS,
     VERSION,
     WRITE_VERSIONS,
     Header,
@@ -134,16 +137,17 @@ def _coder(model: CodingModel, version: int | None = None) -> _Coder:
     portable = getattr(model, "portable", None)
     if version is None:
         version = PORTABLE_VERSION if portable is not None else VERSION
-    if version != PORTABLE_VERSION:
+    if version not in PORTABLE_VERSIONS:
         return _Coder(version, model.fingerprint()[:FINGERPRINT_BYTES], model.coding_stages)
     if portable is None:
         raise FormatError(
-            "this file was made by the integer coder (format v5), which needs the model's "
-            "portable form (shipped models have one; `ardm export` freezes one)"
+            f"this file was made by the integer coder (format v{version}), which needs the "
+            "model's portable form (shipped models have one; `ardm export` freezes one)"
         )
+    spread = version in SPREAD_VERSIONS
 
     def stages(budget: int, seed: int) -> list[Stage]:
-        return list(portable.coding_stages(model, budget, seed))
+        return list(portable.coding_stages(model, budget, seed, spread=spread))
 
     fingerprint = bytes(portable.fingerprint())[:FINGERPRINT_BYTES]
     return _Coder(version, fingerprint, stages, per_item=False, batch=PORTABLE_BATCH)
@@ -182,19 +186,20 @@ def compress(
     ``model.order_seed``. ``version``: ``None`` (default) writes format version 5 (the
     integer coder, decodable on every machine) when the model has a portable form
     (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
-    ``progress(values)``: called as a model with context (format version 7) codes values.
+    ``progress(values)``: called as a model with context (format version 9) codes values.
     """
     _check_eval(model)
-    if getattr(model, "context", 0) and version in (None, CHAIN_VERSION):
-        return _compress_chains(model, x, budget=budget, progress=progress)
+    if getattr(model, "context", 0) and version in (None, CHAIN_VERSION, SEEDED_CHAIN_VERSION):
+        chain = CHAIN_VERSION if version is None else version
+        return _compress_chains(model, x, budget=budget, version=chain, progress=progress)
     items, single = _items(model, x)
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
     if version is not None and version not in WRITE_VERSIONS:
         raise ValueError(f"version must be one of {WRITE_VERSIONS} or None, got {version}")
-    if version == CHAIN_VERSION:
+    if version in (CHAIN_VERSION, SEEDED_CHAIN_VERSION):
         raise ValueError(
-            f"version {CHAIN_VERSION} (chains with context) needs a model with model.context > 0"
+            f"version {version} (chains with context) needs a model with model.context > 0"
         )
     if not items:
         return []
@@ -260,9 +265,10 @@ def _compress_chains(
     x: torch.Tensor,
     *,
     budget: int,
+    version: int = CHAIN_VERSION,
     progress: Callable[[int], None] | None = None,
 ) -> bytes | list[bytes]:
-    """Format version 7 for a model with context: one item (a sequence ``(n,)`` of any length,
+    """Format version 9 (or 7) for a model with context: one item (a sequence ``(n,)`` of any length,
     an image ``(C, H, W)`` of any size) or a batch of them, one file each
     (:func:`ardm.coding.chain_files.compress_chain`)."""
     if budget < 1:
@@ -272,9 +278,12 @@ def _compress_chains(
         raise DataError(f"expected integer data, got {x.dtype}")
     ndim = len(model.shape)
     if x.dim() == ndim:
-        return compress_chain(model, x, budget=budget, progress=progress)
+        return compress_chain(model, x, budget=budget, version=version, progress=progress)
     if x.dim() == ndim + 1:
-        return [compress_chain(model, item, budget=budget, progress=progress) for item in x]
+        return [
+            compress_chain(model, item, budget=budget, version=version, progress=progress)
+            for item in x
+        ]
     raise DataError(
         f"expected one item with {ndim} axes or a batch of them, got shape {tuple(x.shape)}"
     )
@@ -386,13 +395,13 @@ def _checked(
     left (``rests``, one per stream), or :class:`FormatError` if they do not match its
     checksum (:func:`_expected_crc`)."""
     header = file.header
-    where = "" if header.version == PORTABLE_VERSION else float_coder_note(header.version)
+    where = "" if header.version in PORTABLE_VERSIONS else float_coder_note(header.version)
     expected = _expected_crc(header, rests, where)
     x = tiles[0] if header.shape is None else paste_tiles(tiles, header.shape)
     if data_crc32(x.numpy(), model.K) != expected:
         cause = (
             "the file is corrupt (the integer coder's tables are the same on every machine)"
-            if header.version == PORTABLE_VERSION
+            if header.version in PORTABLE_VERSIONS
             else f"the file is corrupt or was encoded on a configuration whose network outputs "
             f"differ{where}"
         )
@@ -485,7 +494,7 @@ def batchable(blob: bytes) -> bool:
         header, _ = unpack(blob)
     except FormatError:
         return False
-    return header.version == PORTABLE_VERSION
+    return header.version in PORTABLE_VERSIONS
 
 
 def _batches(members: list[int], sizes: list[int], most: int) -> list[list[int]]:
@@ -524,9 +533,9 @@ def decompress_many(model: CodingModel, blobs: list[bytes]) -> list[torch.Tensor
             parsed[i] = _parse(model, *unpack(blob))
         except FormatError as e:
             results[i] = e
-    same: dict[tuple[int, int], list[int]] = {}  # (budget, seed) -> its files, in order
+    same: dict[tuple[int, int, int], list[int]] = {}  # (version, budget, seed) -> files
     for i, f in parsed.items():
-        same.setdefault((f.header.budget, f.header.seed), []).append(i)
+        same.setdefault((f.header.version, f.header.budget, f.header.seed), []).append(i)
     sizes = [parsed[i].tiles if i in parsed else 0 for i in range(len(blobs))]
     for members in same.values():
         for run in _batches(members, sizes, BATCH_TILES):

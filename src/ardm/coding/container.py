@@ -3,29 +3,33 @@
 Layout (versions 4 and 5, every field documented byte by byte in ``docs/format.md``)::
 
     magic      2 bytes   0xAD 0x4D ("\\xadM")
-    version    1 byte    5 (integer coder) or 4 (float coder); 2 and 3 are still read
+    version    1 byte    8 (integer coder) or 4 (float coder); 2, 3 and 5 are still read
     flags      1 byte    bits 0-1 kind (0 image, 1 text, 2 audio), bit 2 SHAPE, bits 3-7 zero
     budget     varint    number of network calls per tile, 1..D
-    seed       varint    order seed: sigma = order_from_seed(D, seed)
+    seed       varint    order seed: sigma = order_from_seed(D, seed) (version 8: unused,
+                         the order is the spread order of the tile's shape)
     [SHAPE]    varint K, 1 byte ndim (1..4), ndim varints: the true data shape (tiled)
     model      4 bytes   first 4 bytes of the model fingerprint (hash of weights + config;
-                         version 5: of the model's portable form, its integer state)
+                         versions 5 and up: of the model's portable form, its integer state)
     payload    the rest  one ANS stream for the whole file (all its tiles, interleaved),
                          started from the data checksum (:func:`data_crc32`) as the coder's
                          initial state, which the decoder finds again after the last value;
                          a tiled file's payload has at least tiles - 1 bytes (a shorter
                          stream is padded with zero bytes, see :func:`pack_stream`)
 
-Version 7 (:data:`CHAIN_VERSION`) has version 5's header, always with the true shape; its
+Version 9 (:data:`CHAIN_VERSION`) has version 5's header, always with the true shape; its
 payload is a varint (blocks per segment, 0 for one chain), a varint (the context: how many
 known values precede a block in the model's window) and one ANS stream of the blocks, each
-coded given the values before it (:mod:`ardm.coding.chain`). Version 6 (read only) is the
-same without the context varint: the context is the model's ``context``.
+coded given the values before it (:mod:`ardm.coding.chain`), in the spread order of its
+values' places (:func:`ardm.core.spread_order.spread_ranks`). Version 7 is the same with each
+block in the order ``seeded_order(b, seed)``; version 6 (read only) is version 7 without the
+context varint: the context is the model's ``context``.
 
-Version 5 (:data:`PORTABLE_VERSION`) has version 4's layout; its payload is made by the
-integer coder (:mod:`ardm.portable`): integer probability tables, orders from
-:func:`ardm.core.seeded_order.seeded_order`, so it decodes on every machine. A model without
-a portable form writes version 4.
+Version 8 (:data:`PORTABLE_VERSION`) has version 4's layout; its payload is made by the
+integer coder (:mod:`ardm.portable`): integer probability tables and the spread order of the
+tile (:func:`ardm.core.spread_order.spread_order`), so it decodes on every machine. Version 5
+is the same with orders from :func:`ardm.core.seeded_order.seeded_order`. A model without a
+portable form writes version 4.
 
 Versions 2 and 3 (read only) have a field ``crc32`` (4 bytes, the same checksum,
 little-endian) after ``model``, and an ANS stream started from the empty state. Version 2
@@ -52,16 +56,32 @@ from ardm.errors import FormatError
 MAGIC = b"\xadM"
 VERSION = 4
 """The version the float coder writes (a model without a portable form)."""
-PORTABLE_VERSION = 5
-"""The version the integer coder writes (a model with a portable form)."""
-CHAIN_VERSION = 7
+PORTABLE_VERSION = 8
+"""The version the integer coder writes for tiles (a model with a portable form): version 5's
+layout, with spread orders (:mod:`ardm.core.spread_order`)."""
+SEEDED_PORTABLE_VERSION = 5
+"""The integer coder's tiles with orders from :func:`ardm.core.seeded_order.seeded_order`
+(written where asked for: ``version=5``)."""
+PORTABLE_VERSIONS = (SEEDED_PORTABLE_VERSION, PORTABLE_VERSION)
+"""The versions of the integer coder's tiles."""
+CHAIN_VERSION = 9
 """The version of a chain of blocks coded with context (:mod:`ardm.coding.chain`, the integer
 coder): version 5's header; the payload is a varint (blocks per segment), a varint (the known
-context of a block) and one ANS stream."""
-CHAIN_VERSIONS = (6, CHAIN_VERSION)
+context of a block) and one ANS stream; each block in its spread order."""
+SEEDED_CHAIN_VERSION = 7
+"""Version 9 with each block in the order ``seeded_order(b, seed)`` (written where asked for)."""
+CHAIN_VERSIONS = (6, SEEDED_CHAIN_VERSION, CHAIN_VERSION)
 """The chain versions read: version 6 has no context field (the model's ``context``)."""
-WRITE_VERSIONS = (VERSION, PORTABLE_VERSION, CHAIN_VERSION)
-READ_VERSIONS = (2, 3, 4, 5, 6, 7)
+SPREAD_VERSIONS = (PORTABLE_VERSION, CHAIN_VERSION)
+"""The versions whose orders are spread orders (:func:`ardm.core.spread_order.spread_order`)."""
+WRITE_VERSIONS = (
+    VERSION,
+    SEEDED_PORTABLE_VERSION,
+    SEEDED_CHAIN_VERSION,
+    PORTABLE_VERSION,
+    CHAIN_VERSION,
+)
+READ_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9)
 """The versions :func:`unpack` accepts (version 2: one ANS stream per tile; versions 2 and 3:
 a ``crc32`` header field, the stream started from the empty state)."""
 CRC_VERSIONS = (2, 3)

@@ -3,9 +3,10 @@
 :func:`freeze` turns a float model (:class:`ardm.models.process.Process`) into a
 :class:`PortableModel`: the integer network (:data:`FREEZERS`, by the float network's class),
 the head's integer pmf (:data:`HEAD_PMFS`, by the head's kind) and the fingerprint that
-version-5 files carry. Its coding stages (:meth:`PortableModel.coding_stages`) hand the coder
-integer weights (``Stage.exact``), orders from :func:`ardm.core.seeded_order.seeded_order`
-and the float model's policies (:mod:`ardm.core.policy`, from the stored float64 ``L_t``).
+files of versions 5 and up carry. Its coding stages (:meth:`PortableModel.coding_stages`) hand
+the coder integer weights (``Stage.exact``), spread orders
+(:func:`ardm.core.spread_order.spread_order`; version 5: from
+:func:`ardm.core.seeded_order.seeded_order`) and the float model's policies (:mod:`ardm.core.policy`, from the stored float64 ``L_t``).
 
 The whole object is saved and loaded by :mod:`ardm.portable.state` (no pickle):
 :meth:`PortableModel.to_bytes` / :func:`portable_from_bytes`.
@@ -36,6 +37,7 @@ from torch import nn
 
 from ardm.coding.stages import Stage, takes_positions
 from ardm.core.seeded_order import seeded_order
+from ardm.core.spread_order import spread_order
 from ardm.portable.allocator import keep_freed_memory
 from ardm.portable.pmf import call_stage, categorical_pmf, digit_pmf
 from ardm.portable.state import dump_state, load_state, state_sha256
@@ -191,11 +193,21 @@ class PortableModel:
         (which covers the config, ``L_t`` and the order seed): what version-5 files carry."""
         return self._fingerprint
 
-    def coding_stages(self, model: Any, budget: int, seed: int) -> list[Stage]:
+    def coding_stages(
+        self, model: Any, budget: int, seed: int, *, spread: bool = False
+    ) -> list[Stage]:
         """The integer coder's stages of ``model`` (the float model this was frozen from) for
         ``budget`` calls and order seed ``seed``: exact integer tables, orders
-        ``seeded_order(D, seed + s)``, the float model's (order-fixed) DP policies."""
+        ``seeded_order(D, seed + s)`` (format version 5) or with ``spread`` every stage in the
+        spread order of the model's shape (:func:`ardm.core.spread_order.spread_order`, format
+        version 8), the float model's (order-fixed) DP policies."""
         D = int(model.D)
+
+        def order(s: int) -> torch.Tensor:
+            if spread:
+                return spread_order(tuple(int(v) for v in model.shape))
+            return seeded_order(D, seed + s)
+
         if self.head == "digits":  # Upscale: one stage per digit, coarse first
             S, b = int(model.S), int(model.b)
             policies = model.stage_policies(budget, mode="joint")
@@ -229,7 +241,7 @@ class PortableModel:
             return [
                 Stage(
                     stage_fn(s),
-                    seeded_order(D, seed + s),
+                    order(s),
                     policies[s],
                     b ** (S - s - 1),
                     b,
@@ -242,10 +254,10 @@ class PortableModel:
         policy = model.policy_for_budget(budget)
         if self.head == "mixture" and self.K > 256:  # 16-bit values as byte pairs
             byte_pmf = self.net.byte_pmf  # type: ignore[attr-defined]
-            order = seeded_order(D, seed)
+            sigma = order(0)
             outputs: Any = getattr(self.net, "outputs", self.net.logits)  # float32 integers
             at = takes_positions(outputs)
-            return [Stage(outputs, order, policy, byte_pair=byte_pmf, exact=True, at=at)]
+            return [Stage(outputs, sigma, policy, byte_pair=byte_pmf, exact=True, at=at)]
         if self.head in ROW_HEADS:
             kind = head_pmf(self.head)
             # float32 integer outputs where the net has them: only the step's rows become int64
@@ -256,9 +268,8 @@ class PortableModel:
             def rows(out: torch.Tensor) -> torch.Tensor:  # (n, m, O) -> (n, m, K)
                 return kind(self, out.to(torch.int64), None, None)
 
-            order = seeded_order(D, seed)
-            return [Stage(outputs, order, policy, head=rows, exact=True, at=at)]
-        return [Stage(self.pmf, seeded_order(D, seed), policy, exact=True)]
+            return [Stage(outputs, order(0), policy, head=rows, exact=True, at=at)]
+        return [Stage(self.pmf, order(0), policy, exact=True)]
 
     def to_bytes(self) -> bytes:
         """The safetensors bytes of this portable model (:mod:`ardm.portable.state`)."""
