@@ -192,10 +192,11 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
     seed ``seed``: the stream starts from the data checksum) or wrote (version 3: a ``crc32``
     field and a stream from the empty state; version 2: also one ANS stream per tile, each but
     the last after its length; version 5: version 4 by the integer coder of the model's
-    portable form; version 6: the chains of blocks of a model with context). The judge
-    rebuilds files with it; the codec writes versions 4, 5 and 6."""
-    if version == container.CHAIN_VERSION:
-        return compress_chain(model, x, budget=budget, seed=seed)
+    portable form; version 8: version 5 in spread orders; versions 7 and 9: the chains of
+    blocks of a model with context, in seeded and spread orders). The judge rebuilds files
+    with it; the codec writes versions 4, 8 and 9, and 5 and 7 on request."""
+    if version in (container.SEEDED_CHAIN_VERSION, container.CHAIN_VERSION):
+        return compress_chain(model, x, budget=budget, seed=seed, version=version)
     native = tuple(x.shape) == tuple(model.shape)
     if native:
         tiles, pad = x[None], torch.zeros((1, *model.shape), dtype=torch.bool)
@@ -241,7 +242,8 @@ class Item:
 
 
 # name, maker model, shape (None: the model's), data pattern, budget; the names ending in
-# "-v2" are written as format version 2 files (:func:`build_file`)
+# "-v2", "-v5" or "-v7" are written as format version 2, 5 or 7 files (:func:`build_file`); the
+# others as the codec writes them (versions 4, 8 and 9)
 _ITEM_SPECS: tuple[tuple[str, str, tuple[int, ...] | None, str, int], ...] = (
     # format version 5 (the integer coder) first: a short campaign's systematic phase covers it
     ("img5-native-b4", "image-v5", None, "random", 4),
@@ -261,6 +263,10 @@ _ITEM_SPECS: tuple[tuple[str, str, tuple[int, ...] | None, str, int], ...] = (
     ("photo7-1x1-b1", "photo-v7", (3, 1, 1), "random", 1),
     ("photo7-8x8-low-b5", "photo-v7", (3, 8, 8), "low", 5),
     ("photo7-foreign-5x6-b3", "photo-v7-foreign", (3, 5, 6), "random", 3),
+    # the seeded orders of versions 5 and 7, still read
+    ("img5-tiled-7x9-b3-v5", "image-v5", (1, 7, 9), "random", 3),
+    ("bytes7-40-b3-v7", "bytes-v7", (40,), "random", 3),
+    ("photo7-9x13-b2-v7", "photo-v7", (3, 9, 13), "random", 2),
     ("img-native-b1", "image", None, "random", 1),
     ("img-native-b4", "image", None, "random", 4),
     ("img-native-b16", "image", None, "random", 16),
@@ -309,7 +315,7 @@ def build_items(models: dict[str, ARDM]) -> list[Item]:
         x = _data(model, shape or model.shape, pattern, seed=100 + i)
         written = container.PORTABLE_VERSION if model.portable is not None else container.VERSION
         written = container.CHAIN_VERSION if model.context else written
-        version = 2 if name.endswith("-v2") else written
+        version = int(name[-1]) if name[-3:] in ("-v2", "-v5", "-v7") else written
         blob = build_file(model, x, budget=budget, seed=model.order_seed, version=version)
         if version == written:  # the judge rebuilds what the codec writes exactly
             assert codec.compress(model, x, budget=budget) == blob, name
@@ -584,9 +590,9 @@ class Fuzzer:
         except FormatError:
             return BASE_S, 0
         tiles = 1
-        if header.version == container.CHAIN_VERSION and not model.context:
+        if header.version in container.CHAIN_VERSIONS and not model.context:
             return BASE_S, 0  # refused at once: this model codes no chains
-        if header.version == container.CHAIN_VERSION and header.shape is not None:
+        if header.version in container.CHAIN_VERSIONS and header.shape is not None:
             try:  # the decoder's own layout: its blocks and the most values of one
                 _, blocks, most = file_layout(model, tuple(header.shape), 0)
             except ValueError:  # a shape the decoder refuses before any network call
