@@ -53,14 +53,18 @@ CHAIN_CONTEXT = 16
 holds 16 bytes of context and a block of 112. At the same network calls per byte a short
 context codes smaller than the trained 64 (``english-bytes``, 4 files of 4 KB, one call per
 8 bytes: context 64 2.944 bits per byte, 32 2.903, 16 2.848, 8 2.846): within a block the
-values coded in one step are neighbours, and a longer block spreads them further apart."""
+values coded in one step are neighbours, and a longer block spreads them further apart. In
+spread orders (format version 9) the context matters little (8: 2.703, 16: 2.710, 32: 2.707,
+64: 2.737), so it stays 16."""
 
-CHAIN_BYTES_PER_CALL = 6.25
-"""Default budget of a block of text: one network call per 6.25 bytes of the block (18 calls
-for a block of 112: ``ardm compress`` without ``--budget``). Until session 12 it was one per
-8 (14 calls): 1.5-2 % larger files, coded 1.2-1.3x as fast (1 KB files alone: 1,555 against
-1,333 B/s encoding; the budget curve of ``benchmarks/results/text_files.md``: 1,832 against
-1,423); the integer coder's speed-ups paid for the change."""
+CHAIN_BYTES_PER_CALL = 8.0
+"""Default budget of a block of text: one network call per 8 bytes of the block (14 calls for
+a block of 112: ``ardm compress`` without ``--budget``). Session 12 made it one per 6.25 (18
+calls), for 1.5-2 % smaller files in seeded orders (format version 7). In spread orders
+(version 9) more calls buy almost nothing (``english-bytes``, 4 files of 4 KB: 10 calls 2.714
+bits per byte, 14 2.710, 18 2.708, 28 2.706, 56 2.706; 7 calls 2.738 and 4 calls 2.834), so
+session 13 went back to 14: 0.1 % larger than 18, about 1.35x as fast
+(``benchmarks/results/orders.md``)."""
 
 
 def chain_budget(D: int, context: int) -> int:
