@@ -242,7 +242,7 @@ def _progress(total: int, quiet: bool, unit: str = "file"):  # type: ignore[no-u
 
 def _by_values(model, n_files: int) -> bool:  # type: ignore[no-untyped-def]
     """Show progress in values, not files: one file coded by a model with context (format
-    v7, a chain of blocks or an image in waves: minutes for a large file)."""
+    v9, a chain of blocks or an image in waves: minutes for a large file)."""
     return n_files == 1 and bool(getattr(model, "context", 0))
 
 

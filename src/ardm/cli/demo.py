@@ -161,7 +161,7 @@ def _byte_text_rows(
     model: ARDM, modality: ByteTextModality, name: str, items: int, budgets: tuple[int, ...]
 ) -> list[dict[str, Any] | None]:
     """A real text file of ``items`` KB cut from the test split after a blank line, coded as a
-    chain of blocks with context (format v7)."""
+    chain of blocks with context (format v9)."""
     raw = demo_text(items * 1000)
     label = f"ardm {name}, {{budget}} calls per {model.D - model.context}-byte block"
     x = torch.tensor(list(raw), dtype=torch.uint8)
@@ -184,7 +184,7 @@ def demo_photo() -> torch.Tensor:
 def _photo_rows(
     model: ARDM, modality: ImageModality, name: str, items: int, budgets: tuple[int, ...]
 ) -> list[dict[str, Any] | None]:
-    """A crop of a held-out photo coded in blocks given the pixels above and left (v7)."""
+    """A crop of a held-out photo coded in blocks given the pixels above and left (v9)."""
     x = demo_photo()
     block = model.shape[-1] - model.context
     label = f"ardm {name}, {{budget}} calls per {block}x{block} block"

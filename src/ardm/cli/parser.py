@@ -96,7 +96,7 @@ def _add_training(sub: _Subparsers) -> None:
     q.add_argument(
         "--portable",
         action="store_true",
-        help="also freeze the portable (integer) form for format-v5 files, in portable/ beside it",
+        help="also freeze the portable (integer) form for the integer coder's files (format v8, v9), in portable/ beside it",
     )
     q.add_argument(
         "--portable-only",
