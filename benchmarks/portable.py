@@ -1,12 +1,14 @@
-"""The integer coder (format v5) against the float coder (v4), every shipped tiled model.
+"""The integer coder (format v5, and v8: spread orders) against the float coder (v4), every
+shipped tiled model.
 
     PYTHONPATH=src python -m benchmarks.portable [--models mnist,cifar10-subset,english,fsdd,fsdd-mixture]
         [--items 8] [--budget 20] [--repeats 7]
 
 Side by side in one run, per model, on the same test items, budget and 2 threads:
 
-* bytes per file of both coders (the rate cost of the integer tables and the seeded order);
-* encode and decode items/s as a user runs them: ``codec.compress`` on the batch of items
+* bytes per file of the float coder (v4) and the integer coder in seeded orders (v5: the rate
+  cost of the integer tables and the seeded order) and in spread orders (v8, what it writes);
+* encode and decode items/s of v4 and v8 as a user runs them: ``codec.compress`` on the batch of items
   (float: one item per worker thread at batch 1, as v4 files are coded; integer: items
   batched ``codec.PORTABLE_BATCH`` to a network call) and ``files.decompress_files`` on the
   list of files (float: one file per worker thread; integer: the files decoded together,
@@ -136,33 +138,38 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     m = ardm.load(name)
     x = model_items(m, "test", args.items)
     print(f"{name}: {len(x)} test items, budget {args.budget}", flush=True)
-    rows = {v: coder_row(m, x, args.budget, v) for v in (4, 5)}
-    f, i = rows[4], rows[5]
+    rows = {v: coder_row(m, x, args.budget, v) for v in (4, 5, 8)}
+    f, i, s = rows[4], rows[5], rows[8]
     return {
         "model": name,
         "items": len(x),
         "float_v4": {k: round(v, 3) for k, v in f.items()},
         "integer_v5": {k: round(v, 3) for k, v in i.items()},
+        "integer_v8": {k: round(v, 3) for k, v in s.items()},
         "rate_cost_percent": round(100 * (i["bytes_per_file"] / f["bytes_per_file"] - 1), 3),
+        "v8_against_v4_percent": round(100 * (s["bytes_per_file"] / f["bytes_per_file"] - 1), 3),
         "calls": calls(m, x, args.repeats, args.budget),
     }
 
 
 def markdown(results: list[dict[str, Any]], budget: int) -> str:
     lines = [
-        f"Budget {budget}, 2 threads for the coders; the same test items for both coders.",
+        f"Budget {budget}, 2 threads for the coders; the same test items for every coder. "
+        "Rate cost: the integer tables (v5, seeded orders as v4) against the float coder; v8 is "
+        "what the integer coder writes now (spread orders); speeds: float v4 against v8.",
         "",
-        "| model | items | bytes/file float v4 | integer v5 | rate cost | encode items/s "
-        "float / integer | decode items/s float / integer |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | items | bytes/file float v4 | integer v5 | rate cost | integer v8 | v8 "
+        "against v4 | encode items/s float / integer | decode items/s float / integer |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        f, i = r["float_v4"], r["integer_v5"]
+        f, i, s = r["float_v4"], r["integer_v5"], r["integer_v8"]
         lines.append(
             f"| `{r['model']}` | {r['items']} | {f['bytes_per_file']:.1f} | "
             f"{i['bytes_per_file']:.1f} | {r['rate_cost_percent']:+.2f} % | "
-            f"{f['encode_items_per_s']:.2f} / {i['encode_items_per_s']:.2f} | "
-            f"{f['decode_items_per_s']:.2f} / {i['decode_items_per_s']:.2f} |"
+            f"{s['bytes_per_file']:.1f} | {r['v8_against_v4_percent']:+.2f} % | "
+            f"{f['encode_items_per_s']:.2f} / {s['encode_items_per_s']:.2f} | "
+            f"{f['decode_items_per_s']:.2f} / {s['decode_items_per_s']:.2f} |"
         )
     lines += [
         "",
