@@ -8,7 +8,7 @@ Typical use::
 
     blob = compress(model, x, budget=100)  # x: (*shape) int -> bytes
     x = decompress(model, blob)  # raises ardm.errors.FormatError, never returns wrong data
-    xs = decompress_many(model, blobs)  # each: the data or its FormatError (v5: batched)
+    xs = decompress_many(model, blobs)  # each: the data or its FormatError (v5, v8: batched)
 """
 
 from ardm.coding.codec import compress, decompress, decompress_many

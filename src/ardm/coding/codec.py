@@ -36,17 +36,18 @@ each value as two 256-way symbols from the step's one network call: the decoder 
 high bytes of a step, then its low bytes given them, so the encoder pushes the low bytes
 first (:class:`Stage`, ``byte_pair``).
 
-The integer coder (format version 5). A model with a portable form (``model.portable``,
-:class:`ardm.portable.model.PortableModel`: every shipped model) is coded
-with exact integer tables (``Stage.exact``: no smoothing, ``constriction`` codes ``w + 1``),
-orders from :func:`ardm.core.seeded_order.seeded_order` and its fingerprint; its tables do
-not depend on batch or threads, so tiles and items go through the network batched
-(:data:`PORTABLE_BATCH` per call). Such files decode on every machine. :func:`compress`
-writes version 5 for such a model and version 4 otherwise (``version=4`` forces the float
-coder); :func:`decompress` dispatches on the file's version (:func:`_coder`).
+The integer coder (format version 8; version 5 in seeded orders). A model with a portable
+form (``model.portable``, :class:`ardm.portable.model.PortableModel`: every shipped model) is
+coded with exact integer tables (``Stage.exact``: no smoothing, ``constriction`` codes ``w +
+1``), the spread order of its shape (:func:`ardm.core.spread_order.spread_order`; version 5:
+:func:`ardm.core.seeded_order.seeded_order`) and its fingerprint; its tables do not depend on
+batch or threads, so tiles and items go through the network batched (:data:`PORTABLE_BATCH`
+per call). Such files decode on every machine. :func:`compress` writes version 8 for such a
+model and version 4 otherwise (``version=4`` forces the float coder, ``version=5`` the seeded
+orders); :func:`decompress` dispatches on the file's version (:func:`_coder`).
 
-Many files at once. For the same reason, :func:`decompress_many` decodes version-5 files of
-the same budget and seed together, as :func:`compress` encodes a batch: their tiles in one
+Many files at once. For the same reason, :func:`decompress_many` decodes version-5 and -8 files
+of the same version, budget and seed together, as :func:`compress` encodes a batch: their tiles in one
 lockstep decode, one stream per file (``groups``), every step one batched network call over
 all of them (up to :data:`BATCH_TILES` tiles). Each file's data and checksum check are those
 of :func:`decompress` alone; a corrupt file fails alone.
@@ -127,12 +128,12 @@ class _Coder:
 
 
 PORTABLE_BATCH = 16
-"""Tiles per network call of the integer coder (format version 5): its integer tables do not
+"""Tiles per network call of the integer coder (format versions 5 and 8): its integer tables do not
 depend on the batch, so this changes the speed only (see benchmarks/portable.py)."""
 
 
 def _coder(model: CodingModel, version: int | None = None) -> _Coder:
-    """The coder of format ``version`` for ``model`` (``None``: version 5 when the model has a
+    """The coder of format ``version`` for ``model`` (``None``: version 8 when the model has a
     portable form, ``model.portable``, else version 4)."""
     portable = getattr(model, "portable", None)
     if version is None:
@@ -183,9 +184,11 @@ def compress(
     smaller than the model's tile, a text of another length): it is then cut into tiles of
     the model's shape and its true shape is stored. ``budget`` network calls per tile
     (clamped to ``S * D``; an Upscale ARDM with ``S`` stages needs at least ``S``), order
-    ``model.order_seed``. ``version``: ``None`` (default) writes format version 5 (the
-    integer coder, decodable on every machine) when the model has a portable form
-    (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float coder.
+    ``model.order_seed``. ``version``: ``None`` (default) writes format version 8 (the
+    integer coder in spread orders, decodable on every machine) when the model has a portable
+    form (``model.portable``) and version 4 (the float coder) otherwise; 4 forces the float
+    coder, 5 the integer coder in seeded orders; a model with context writes version 9 (7:
+    seeded orders).
     ``progress(values)``: called as a model with context (format version 9) codes values.
     """
     _check_eval(model)
@@ -347,8 +350,9 @@ def _parse(model: CodingModel, header: Header, body: bytes) -> _Parsed:
 
     Raises :class:`FormatError` (one line) for a file of another model, data kind or ``K``,
     a budget the model cannot have, a shape with another number of axes or too many tiles,
-    a truncated payload, and a version-5 file for a model without a portable form. Versions
-    2-5 only (versions 6 and 7, chains, are :func:`ardm.coding.chain_files.decompress_chain`).
+    a truncated payload, and a version-5 or -8 file for a model without a portable form.
+    Versions 2-5 and 8 only (versions 6, 7 and 9, chains, are
+    :func:`ardm.coding.chain_files.decompress_chain`).
     """
     coder = _coder(model, header.version)
     ours = coder.fingerprint
@@ -410,8 +414,8 @@ def _checked(
 
 
 def _decode_together(model: CodingModel, files: list[_Parsed]) -> list[torch.Tensor | FormatError]:
-    """Decode ``files`` (one file, or files of format version 5 with the same budget and
-    seed: the same stages) in ONE lockstep decode: every file's tiles in one
+    """Decode ``files`` (one file, or files of format version 5 or 8 with the same version,
+    budget and seed: the same stages) in ONE lockstep decode: every file's tiles in one
     :class:`CodingSetup`, one stream per file (``groups``), so every step is one batched
     network call over all of them. Each file's data, or its :class:`FormatError`.
 
@@ -488,7 +492,7 @@ calls stay :data:`PORTABLE_BATCH` tiles each."""
 
 def batchable(blob: bytes) -> bool:
     """Whether :func:`decompress_many` decodes ``blob`` together with other files: a file of
-    format version 5 (the integer coder). ``False`` for any other version and for bytes that
+    format version 5 or 8 (the integer coder). ``False`` for any other version and for bytes that
     are not a file (:func:`decompress` says what is wrong)."""
     try:
         header, _ = unpack(blob)
@@ -515,8 +519,8 @@ def decompress_many(model: CodingModel, blobs: list[bytes]) -> list[torch.Tensor
     """Decompress several files: each file's data (as :func:`decompress` gives it), or the
     one-line :class:`FormatError` :func:`decompress` raises for it, in the order of ``blobs``.
 
-    Files of format version 5 (the integer coder, :func:`batchable`) with the same budget and
-    seed (the model being the same: the same stages) are decoded together, up to
+    Files of format version 5 or 8 (the integer coder, :func:`batchable`) with the same
+    version, budget and seed (the model being the same: the same stages) are decoded together, up to
     :data:`BATCH_TILES` tiles at once: one lockstep decode, one stream per file, every step
     one network call for all their tiles (:data:`PORTABLE_BATCH` at a time), which the
     integer tables allow because they do not depend on the batch. A file's result is the

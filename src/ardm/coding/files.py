@@ -34,10 +34,10 @@ def decompress_files(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> list[torch.Tensor]:
-    """Decompress several files, in the order of ``blobs``: files of format version 5
+    """Decompress several files, in the order of ``blobs``: files of format versions 5 and 8
     together, the others several at once on a pool of threads.
 
-    Files of the integer coder (version 5, :func:`ardm.coding.codec.batchable`) go to
+    Files of the integer coder (versions 5 and 8, :func:`ardm.coding.codec.batchable`) go to
     :func:`ardm.coding.codec.decompress_many`: files with the same budget and seed share one
     lockstep decode, every step one batched network call over all their tiles (the integer
     tables do not depend on the batch). Every other file is decoded by

@@ -160,7 +160,7 @@ class Process(nn.Module):
 
     portable: Any = None
     """The model's portable form (:class:`ardm.portable.model.PortableModel`: the frozen
-    integer network the coder uses for format version 5), or ``None`` (float coder only)."""
+    integer network the coder uses for format versions 5-9), or ``None`` (float coder only)."""
 
     def __init__(
         self,

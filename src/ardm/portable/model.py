@@ -190,7 +190,7 @@ class PortableModel:
 
     def fingerprint(self) -> bytes:
         """SHA-256 of the serialized integer state together with the float model's fingerprint
-        (which covers the config, ``L_t`` and the order seed): what version-5 files carry."""
+        (which covers the config, ``L_t`` and the order seed): what files of versions 5-9 carry."""
         return self._fingerprint
 
     def coding_stages(

@@ -6,7 +6,7 @@ seed, a SHA-256 of all tensors). ``load("mnist")`` checks the SHA-256 before bui
 model, so a damaged or edited file is refused instead of silently coding wrong data.
 
 A model may also ship its portable form (the frozen integer network of the integer coder,
-format version 5): ``weights/portable/<name>.safetensors`` beside ``weights/<name>.safetensors``
+format versions 5-9): ``weights/portable/<name>.safetensors`` beside ``weights/<name>.safetensors``
 (:func:`portable_file`), written by :func:`export_portable` (``ardm export --portable``,
 ``python -m ardm.portable.ship <name>``), in :mod:`ardm.portable.state`'s format with its
 own SHA-256. :func:`load_weights` attaches it as ``model.portable`` after checking that it
