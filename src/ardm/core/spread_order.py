@@ -7,10 +7,11 @@ channels), whose dependence is then paid for in bits. A *spread* order ranks the
 that any run of consecutive ranks (a call's variables, whatever the policy's step sizes) lies
 far apart, and every variable coded late has known neighbours on all sides. The network is
 order-agnostic: any set of known variables is one it was trained on, so no retraining is
-needed. Measured (session 13, same models, same budgets, exact file bytes): text chains of
-``english-bytes`` 2.780 -> 2.698 bits per byte on 4 KB files (-3.0 %), photos of
-``kodak-photo`` -4.5 %, CIFAR tiles -1.7 %, MNIST -1.2 %, speech -0.7 %
-(``benchmarks/results/orders.md``).
+needed. Measured (session 13, same models, same budgets, exact file bytes,
+``benchmarks/results/orders.md``): text chains of ``english-bytes`` 2.780 -> 2.708 bits per
+byte on 4 KB files at 18 calls per block (-2.6 %; -4.1 % at 14), crops of the held-out photos
+with ``kodak-photo`` -4.9 % at 4 calls per block, tiles at budget 20: CIFAR -1.65 %, MNIST
+-1.08 %, text8 -1.58 %, speech -0.73 %, 16-bit speech -0.04 %.
 
 Each variable gets a 64-bit key from its coordinates relative to its block's first value,
 and the order sorts the keys (ties, which the constants make unlikely, by flat index):
