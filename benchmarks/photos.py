@@ -12,7 +12,7 @@ Also:
 
 - the size against budget curve (calls per block) on one held-out photo, encode seconds in
   this process; and at the default budget, what the context buys: the same model's tiles
-  without context (format v5, tiles of its window, the same calls per pixel);
+  without context (format v8, tiles of its window in spread orders, the same calls per pixel);
 - CIFAR-10 subset test images (32 x 32, each its own file) coded by the photo model and by the
   CIFAR model (``cifar10-subset``, tiles, budget 20), against the same classical codecs.
 
@@ -189,8 +189,8 @@ def main() -> None:
         curve[b] = {"bpsp": bpsp(len(blob), x.numel()), "enc_s": secs}
         print(f"budget {b}: {curve[b]['bpsp']:.3f} bpsp, {secs:.1f} s", flush=True)
     tile_budget = -(-budget * model.shape[-1] ** 2 // block**2)  # the same calls per pixel
-    blob, secs = timed(lambda: compress(model, x, budget=tile_budget, version=5))
-    assert torch.equal(decompress(model, blob), x.long()), "a v5 file did not round-trip"
+    blob, secs = timed(lambda: compress(model, x, budget=tile_budget, version=8))
+    assert torch.equal(decompress(model, blob), x.long()), "a v8 file did not round-trip"
     tiles = {"budget": tile_budget, "bpsp": bpsp(len(blob), x.numel()), "enc_s": secs}
     results["budget_curve"] = {"photo": names[0], "curve": curve, "tiles_no_context": tiles}
     lines += [
@@ -200,7 +200,7 @@ def main() -> None:
         "| ---: | ---: | ---: |",
         *[f"| {b} | {c['bpsp']:.3f} | {c['enc_s']:.1f} |" for b, c in curve.items()],
         "",
-        f"Without context (format v5: the same model on {model.shape[-1]}x{model.shape[-1]} tiles "
+        f"Without context (format v8: the same model on {model.shape[-1]}x{model.shape[-1]} tiles "
         f"coded independently, budget {tile_budget} per tile = the same calls per pixel as "
         f"budget {budget} per block): {tiles['bpsp']:.3f} bits per sub-pixel "
         f"({tiles['enc_s']:.1f} s).",
