@@ -195,7 +195,7 @@ def build_file(model: Any, x: torch.Tensor, *, budget: int, seed: int, version: 
     portable form; version 8: version 5 in spread orders; versions 7 and 9: the chains of
     blocks of a model with context, in seeded and spread orders). The judge rebuilds files
     with it; the codec writes versions 4, 8 and 9, and 5 and 7 on request."""
-    if version in (container.SEEDED_CHAIN_VERSION, container.CHAIN_VERSION):
+    if version in container.CHAIN_WRITE_VERSIONS:
         return compress_chain(model, x, budget=budget, seed=seed, version=version)
     native = tuple(x.shape) == tuple(model.shape)
     if native:

@@ -145,8 +145,8 @@ def compress_chain(
     ``progress(values)`` as they are coded."""
     from ardm.coding.container import (
         CHAIN_VERSION,
+        CHAIN_WRITE_VERSIONS,
         FINGERPRINT_BYTES,
-        SEEDED_CHAIN_VERSION,
         Header,
         data_crc32,
         pack,
@@ -157,8 +157,8 @@ def compress_chain(
 
     portable, D, _ = _chain_parts(model)
     version = CHAIN_VERSION if version is None else int(version)
-    if version not in (CHAIN_VERSION, SEEDED_CHAIN_VERSION):
-        raise ValueError(f"chains are format versions {SEEDED_CHAIN_VERSION} and {CHAIN_VERSION}")
+    if version not in CHAIN_WRITE_VERSIONS:
+        raise ValueError(f"chains are written as format versions {CHAIN_WRITE_VERSIONS}")
     K = int(model.K)  # type: ignore[attr-defined]
     shape = tuple(int(v) for v in x.shape)
     if x.numel() == 0:
@@ -202,6 +202,7 @@ def decompress_chain(
     """The data of a version-9, -7 or -6 file (its parsed ``header`` and payload ``body``), checked
     against the checksum the stream carries; anything wrong is a one-line FormatError."""
     from ardm.coding.container import (
+        CHAIN_WRITE_VERSIONS,
         FINGERPRINT_BYTES,
         data_crc32,
         read_varint,
@@ -222,7 +223,7 @@ def decompress_chain(
         raise FormatError(f"corrupt header: a chain file holds values of K={K} and its shape")
     _check_shape(model, tuple(shape), FormatError)
     segment, pos = read_varint(body, 0, "segment length")
-    if header.version != 6:  # type: ignore[attr-defined]  # versions 7 and 9: the context
+    if header.version in CHAIN_WRITE_VERSIONS:  # type: ignore[attr-defined]  # the context field
         context, pos = read_varint(body, pos, "context")
     try:
         layout, blocks, most = file_layout(model, tuple(shape), 0, context)

@@ -76,11 +76,11 @@ from ardm.coding.chain_files import compress_chain, decompress_chain
 from ardm.coding.container import (
     CHAIN_VERSION,
     CHAIN_VERSIONS,
+    CHAIN_WRITE_VERSIONS,
     FINGERPRINT_BYTES,
     MAX_D,
     PORTABLE_VERSION,
     PORTABLE_VERSIONS,
-    SEEDED_CHAIN_VERSION,
     SPREAD_VERSIONS,
     VERSION,
     WRITE_VERSIONS,
@@ -192,7 +192,7 @@ def compress(
     ``progress(values)``: called as a model with context (format version 9) codes values.
     """
     _check_eval(model)
-    if getattr(model, "context", 0) and version in (None, CHAIN_VERSION, SEEDED_CHAIN_VERSION):
+    if getattr(model, "context", 0) and (version is None or version in CHAIN_WRITE_VERSIONS):
         chain = CHAIN_VERSION if version is None else version
         return _compress_chains(model, x, budget=budget, version=chain, progress=progress)
     items, single = _items(model, x)
@@ -200,7 +200,7 @@ def compress(
         raise ValueError(f"budget must be at least 1, got {budget}")
     if version is not None and version not in WRITE_VERSIONS:
         raise ValueError(f"version must be one of {WRITE_VERSIONS} or None, got {version}")
-    if version in (CHAIN_VERSION, SEEDED_CHAIN_VERSION):
+    if version in CHAIN_WRITE_VERSIONS:
         raise ValueError(
             f"version {version} (chains with context) needs a model with model.context > 0"
         )

@@ -70,7 +70,9 @@ coder): version 5's header; the payload is a varint (blocks per segment), a vari
 context of a block) and one ANS stream; each block in its spread order."""
 SEEDED_CHAIN_VERSION = 7
 """Version 9 with each block in the order ``seeded_order(b, seed)`` (written where asked for)."""
-CHAIN_VERSIONS = (6, SEEDED_CHAIN_VERSION, CHAIN_VERSION)
+CHAIN_WRITE_VERSIONS = (SEEDED_CHAIN_VERSION, CHAIN_VERSION)
+"""The chain versions written (``version=7`` on request): both carry the context field."""
+CHAIN_VERSIONS = (6, *CHAIN_WRITE_VERSIONS)
 """The chain versions read: version 6 has no context field (the model's ``context``)."""
 SPREAD_VERSIONS = (PORTABLE_VERSION, CHAIN_VERSION)
 """The versions whose orders are spread orders (:func:`ardm.core.spread_order.spread_order`)."""

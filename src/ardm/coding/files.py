@@ -38,7 +38,7 @@ def decompress_files(
     together, the others several at once on a pool of threads.
 
     Files of the integer coder (versions 5 and 8, :func:`ardm.coding.codec.batchable`) go to
-    :func:`ardm.coding.codec.decompress_many`: files with the same budget and seed share one
+    :func:`ardm.coding.codec.decompress_many`: files with the same version, budget and seed share one
     lockstep decode, every step one batched network call over all their tiles (the integer
     tables do not depend on the batch). Every other file is decoded by
     :func:`ardm.coding.codec.decompress` alone (its tiles spread over worker threads, each
