@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ardm.coding.chain import Block, ChainPlan
 from ardm.core.context import (
     PAD,
+    coding_order,
     context_examples,
     context_region,
     policy_starts,
@@ -113,3 +115,40 @@ def test_an_image_block_trained_for_a_budget_starts_after_its_known_region() -> 
 def test_a_budget_outside_the_block_is_refused() -> None:
     with pytest.raises(ValueError, match="policy_budget"):
         policy_starts(np.ones(16), 16, 4, 0)
+
+
+@pytest.mark.parametrize(("shape", "c", "budget"), [((128,), 16, 14), ((3, 12, 12), 4, 4)])
+def test_the_spread_coding_case_knows_exactly_what_the_coder_knows_at_a_call(
+    shape: tuple[int, ...], c: int, budget: int
+) -> None:
+    D = int(np.prod(shape))
+    region = context_region(shape, c)
+    known = int(region.sum())
+    L = np.linspace(4.0, 1.0, D)
+    starts = policy_starts(L, D, known, budget)
+    sigma_c = coding_order(shape, c)
+    assert sorted(sigma_c.tolist()) == list(range(D))
+    assert (sigma_c[region] < known).all()  # the known region first
+    # the coder's plan of an interior block: its steps' values, in rank order
+    block = torch.nonzero(~region).flatten()
+    plan = ChainPlan(L, D, budget, seed=0, spread=True, tile=shape).for_block(
+        Block(index=torch.arange(D), coded=block)
+    )
+    coder_known = {
+        known + left: set(block[torch.argsort(plan.rank)[:left]].tolist()) for left, _ in plan.steps
+    }
+    x = torch.randint(0, 256, (4000, D))
+    _, t, sigma = context_examples(
+        x,
+        c,
+        shape=shape,
+        generator=torch.Generator().manual_seed(5),
+        coding_starts=starts,
+        coding_sigma=sigma_c,
+    )
+    coding = (sigma == sigma_c[None, :]).all(dim=1)  # (B,) rows in the coder's order
+    assert 0.65 < coding.float().mean().item() < 0.75  # the coding case's share
+    assert set(t[coding].tolist()) == set(coder_known)  # every call, and only calls
+    for row in torch.nonzero(coding).flatten()[:200].tolist():
+        got = set(torch.nonzero(sigma[row] < t[row]).flatten().tolist())
+        assert got - set(torch.nonzero(region).flatten().tolist()) == coder_known[int(t[row])]

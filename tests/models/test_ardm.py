@@ -194,3 +194,9 @@ def test_a_context_model_reports_the_plain_oa_bound_and_trains_on_the_mixture() 
     assert torch.isfinite(out.loss)
     with pytest.raises(ValueError, match="policy_budget needs"):
         plain.loss(x, policy_budget=2)
+    # and in the spread coder's order of the block
+    g = torch.Generator().manual_seed(1)
+    out = with_context.loss(x, generator=g, policy_budget=2, spread_order=True)
+    assert torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="spread_order needs"):
+        plain.loss(x, spread_order=True)

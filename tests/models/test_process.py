@@ -176,9 +176,9 @@ def test_fingerprints_keep_every_process_bytes() -> None:
     ):
         model = build_model(load_config("mnist-tiny", overrides))
         model.tracker.set_all(np.linspace(1.0, 2.0, model.tracker.D))
-        # the config as it was before model.context, train.cooldown and train.policy_budget
+        # the config as it was before model.context and the later train settings
         before = {k: v for k, v in model.config["model"].items() if k != "context"}
-        later = ("cooldown", "policy_budget")
+        later = ("cooldown", "policy_budget", "spread_order", "init")
         train = {k: v for k, v in model.config["train"].items() if k not in later}
         legacy = {**model.config, "model": before, "train": train}
         if isinstance(model, UpscaleARDM):

@@ -69,6 +69,25 @@ def test_resume_refuses_another_model(tmp_path: Path) -> None:
         train(_cfg("train.steps=2", "model.unet.ch=16"), tmp_path, progress=False)
 
 
+def test_init_starts_from_a_weights_file_and_refuses_another_network(tmp_path: Path) -> None:
+    from ardm.training.pretrained import export_weights, load_weights
+
+    train(_cfg("train.steps=2"), tmp_path / "first", progress=False)
+    weights = export_weights(load_model(tmp_path / "first"), tmp_path / "first.safetensors")
+    start = load_weights(weights)
+    train(_cfg("train.steps=0", f"train.init={weights}"), tmp_path / "second", progress=False)
+    state = load_checkpoint(tmp_path / "second" / "ckpt.pt")
+    for name, tensor in start.net.state_dict().items():  # the fp16 weights, as float32
+        assert torch.equal(state["ema"][name], tensor), name
+        assert torch.equal(state["model"][name], tensor), name
+    with pytest.raises(CheckpointError, match=r"other model settings than this run \(unet\)"):
+        train(
+            _cfg("train.steps=1", f"train.init={weights}", "model.unet.ch=16"),
+            tmp_path / "third",
+            progress=False,
+        )
+
+
 def test_corrupt_checkpoint_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):

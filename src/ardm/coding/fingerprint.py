@@ -31,7 +31,7 @@ _LATER_SETTINGS_RAW = {"context": 0}
 
 # Training settings added later (every config's ``train`` section is hashed too), left out of
 # every identity while they keep the value all earlier models had.
-_LATER_TRAIN_SETTINGS = {"cooldown": 0.0, "policy_budget": 0}
+_LATER_TRAIN_SETTINGS = {"cooldown": 0.0, "policy_budget": 0, "spread_order": False, "init": ""}
 
 
 def _stable_train(config: dict[str, Any]) -> dict[str, Any]:

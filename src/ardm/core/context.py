@@ -18,6 +18,11 @@ coder makes (each step codes its ``r - l`` variables as independent given ``l`` 
 The same weight ``(D - c) / (D - l)`` then makes the example an unbiased estimate of the
 policy's cost of the block instead of the one-step bound.
 
+Trained in the coder's spread order (``train.spread_order``, :func:`coding_order`), the coding
+case's block is ordered as the spread coder (format versions 8 and 9) orders it, so that with
+``policy_budget`` the known variables of a coding example are exactly those the coder knows at
+the start of one of its calls: the network learns the very masks it is asked about.
+
 A prefix-known example's context is, with probability ``PAD_SHARE``, replaced by the byte
 ``PAD`` (a newline) throughout: what stands before a file's first byte when it is coded.
 
@@ -37,11 +42,14 @@ bits per variable, the same unit as the OA bound's bits per dimension.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from ardm.core.orders import orders_given_first
 from ardm.core.policy import optimal_policy, step_bounds
+from ardm.core.spread_order import grid_coords, spread_ranks
 
 OA_SHARE = 0.15
 CODING_SHARE = 0.70
@@ -130,6 +138,26 @@ def policy_starts(L: np.ndarray, D: int, known: int, budget: int) -> torch.Tenso
     return starts
 
 
+def coding_order(shape: tuple[int, ...], context: int) -> torch.Tensor:
+    """The order ``(D,)`` (each position's rank) of the coding case as the spread coder takes
+    it: the known region (:func:`context_region`) first, by index, then the block in its spread
+    order (:func:`ardm.core.spread_order.spread_ranks` of the block's places in the window, as
+    :class:`ardm.coding.chain.ChainPlan` ranks a whole block)."""
+    return _coding_order(tuple(shape), context).clone()
+
+
+@functools.cache
+def _coding_order(shape: tuple[int, ...], context: int) -> torch.Tensor:
+    region = context_region(shape, context)  # (D,)
+    known = torch.nonzero(region).flatten()  # (c,)
+    block = torch.nonzero(~region).flatten()  # (b,)
+    coords, channels = grid_coords(shape, block)
+    by_rank = block[torch.argsort(spread_ranks(coords, channels))]  # (b,) positions by rank
+    sigma = torch.empty(region.numel(), dtype=torch.int64)
+    sigma[torch.cat([known, by_rank])] = torch.arange(region.numel())
+    return sigma
+
+
 def context_examples(
     x: torch.Tensor,
     context: int,
@@ -137,11 +165,14 @@ def context_examples(
     shape: tuple[int, ...] | None = None,
     generator: torch.Generator | None = None,
     coding_starts: torch.Tensor | None = None,
+    coding_sigma: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the mixture for a batch ``x (B, D)`` of items of ``shape`` (default ``(D,)``):
     returns ``(x, t, sigma)``, ``x`` with padding where drawn (a copy), ``t (B,)`` known
     variables and ``sigma (B, D)`` orders (the known ones first). ``coding_starts (D,)``
-    (:func:`policy_starts`) maps the coding case's uniform ``t`` to its coder step's start."""
+    (:func:`policy_starts`) maps the coding case's uniform ``t`` to its coder step's start;
+    ``coding_sigma (D,)`` (:func:`coding_order`) is the coding case's order instead of a uniform
+    one within the block."""
     B, D = x.shape
     shape = (D,) if shape is None else tuple(shape)
     region = context_region(shape, context)  # (D,)
@@ -158,6 +189,8 @@ def context_examples(
     if coding_starts is not None:
         t = torch.where(coding & ~oa, coding_starts[t], t)  # (B,) the step's start
     sigma = orders_given_first(given, generator=generator)  # (B, D)
+    if coding_sigma is not None:
+        sigma = torch.where((coding & ~oa)[:, None], coding_sigma[None, :], sigma)  # (B, D)
     x = torch.where(pad.to(x.device), torch.full_like(x, pad_value(shape)), x)  # (B, D)
     return x, t.to(x.device), sigma.to(x.device)
 

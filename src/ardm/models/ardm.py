@@ -18,7 +18,13 @@ from torch import nn
 
 from ardm.coding.stages import Stage
 from ardm.config import Config, ModelConfig
-from ardm.core.context import context_examples, context_region, policy_starts, prefix_orders
+from ardm.core.context import (
+    coding_order,
+    context_examples,
+    context_region,
+    policy_starts,
+    prefix_orders,
+)
 from ardm.core.objective import LN2, BoundTerms, ardm_bound
 from ardm.core.orders import (
     known_mask,
@@ -203,21 +209,34 @@ class ARDM(Process):
         antithetic: bool = False,
         generator: torch.Generator | None = None,
         policy_budget: int = 0,
+        spread_order: bool = False,
     ) -> LossOutput:
         """The OA loss, or with ``context`` the prefix-known mixture of
         :func:`ardm.core.context.context_examples` (``antithetic`` does not apply to it), its
         coding case drawn at the coder's steps for ``policy_budget`` calls per block if
-        nonzero (:func:`ardm.core.context.policy_starts`, planned on the tracked ``L``)."""
+        nonzero (:func:`ardm.core.context.policy_starts`, planned on the tracked ``L``) and,
+        with ``spread_order``, in the spread coder's order of the block
+        (:func:`ardm.core.context.coding_order`)."""
         if not self.context:
             return super().loss(
-                x, antithetic=antithetic, generator=generator, policy_budget=policy_budget
+                x,
+                antithetic=antithetic,
+                generator=generator,
+                policy_budget=policy_budget,
+                spread_order=spread_order,
             )
         starts = None
         if policy_budget:
             known = int(context_region(self.shape, self.context).sum())  # the coding case's
             starts = policy_starts(self.tracker.L(), self.D, known, policy_budget)
+        sigma_c = coding_order(self.shape, self.context) if spread_order else None
         x, t, sigma = context_examples(
-            x.flatten(1), self.context, shape=self.shape, generator=generator, coding_starts=starts
+            x.flatten(1),
+            self.context,
+            shape=self.shape,
+            generator=generator,
+            coding_starts=starts,
+            coding_sigma=sigma_c,
         )
         return self.loss_output(self.bound_terms(x.view(-1, *self.shape), t, sigma), t)
 

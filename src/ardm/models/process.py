@@ -226,14 +226,17 @@ class Process(nn.Module):
         antithetic: bool = False,
         generator: torch.Generator | None = None,
         policy_budget: int = 0,
+        spread_order: bool = False,
     ) -> LossOutput:
         """The training loss for a batch ``x`` ``(B, *shape)``: one uniform slot per example.
-        ``policy_budget`` (training for the coder's calls) needs an OA-ARDM with a context."""
-        if policy_budget:
-            raise ValueError(
-                "train.policy_budget needs an OA-ARDM with model.context > 0 (the coder's "
-                "blocks given their prefix)"
-            )
+        ``policy_budget`` and ``spread_order`` (training for the coder's calls and order) need
+        an OA-ARDM with a context."""
+        for name, value in (("policy_budget", policy_budget), ("spread_order", spread_order)):
+            if value:
+                raise ValueError(
+                    f"train.{name} needs an OA-ARDM with model.context > 0 (the coder's "
+                    "blocks given their prefix)"
+                )
         B = x.shape[0]
         slots = self.tracker.D
         t = sample_t(B, slots, antithetic=antithetic, generator=generator).to(x.device)  # (B,)

@@ -41,6 +41,8 @@ RESUMABLE_CHANGES = {
     "ckpt_every",
     "calibrate_passes",
     "policy_budget",
+    "spread_order",
+    "init",
 }
 
 
@@ -225,10 +227,35 @@ def _resume_or_begin(run: _Run, *, fresh: bool) -> None:
             run.gen.set_state(state["generators"][run.rank])
         if run.rank == 0 and run.progress:
             print(f"resuming {run.out_dir} from step {run.step}")
-    elif run.rank == 0:
+    else:
+        if run.cfg.train.init:
+            _init_from(run, run.cfg.train.init)
+        if run.rank != 0:
+            return
         run.out_dir.mkdir(parents=True, exist_ok=True)
         (run.out_dir / "config.json").write_text(json.dumps(to_dict(run.cfg), indent=2))
         (run.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _init_from(run: _Run, source: str) -> None:
+    """Start a fresh run from the weights and ``L_t`` of ``source`` (``train.init``): a shipped
+    model's name or a weights file (``ardm export``), whose network settings must be this
+    run's. Both the trained and the EMA weights start there; the optimiser starts fresh."""
+    from ardm.training.pretrained import load_weights, shipped_path
+
+    path = Path(source)
+    model = load_weights(path if path.suffix == ".safetensors" else shipped_path(source))
+    saved: dict[str, Any] = model.config.get("model") or {}
+    now: dict[str, Any] = to_dict(run.cfg)["model"]
+    if saved != now:
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise CheckpointError(
+            f"train.init={source!r} has other model settings than this run ({', '.join(diff)})"
+        )
+    run.core_net.load_state_dict(model.net.state_dict())
+    run.ema_net.load_state_dict(model.net.state_dict())
+    run.model.tracker.set_all(model.tracker.L())
+    run.model.order_seed = run.ema_model.order_seed = model.order_seed
 
 
 def _parallelise(run: _Run) -> None:
@@ -275,7 +302,11 @@ def _train_step(run: _Run, x: torch.Tensor, elapsed_s: float = 0.0) -> _StepStat
         group["lr"] = tc.lr * lr_factor(tc, run.step, elapsed_s)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         out = run.model.loss(
-            x, antithetic=tc.antithetic, generator=run.gen, policy_budget=tc.policy_budget
+            x,
+            antithetic=tc.antithetic,
+            generator=run.gen,
+            policy_budget=tc.policy_budget,
+            spread_order=tc.spread_order,
         )
     run.opt.zero_grad(set_to_none=True)
     out.loss.backward()
