@@ -22,7 +22,7 @@ def test_the_mixture_puts_a_known_prefix_first_and_pads_only_the_context() -> No
     D, c = 32, 20
     x = torch.randint(0, 256, (4000, D))
     g = torch.Generator().manual_seed(0)
-    xp, t, sigma = context_examples(x, c, generator=g)
+    xp, t, sigma, plain = context_examples(x, c, generator=g)
     assert sorted(sigma[0].tolist()) == list(range(D))
     # a known prefix of c' >= c: the first c' positions hold the ranks 0..c'-1
     whole = sigma.cummax(dim=1).values == torch.arange(D)[None, :]  # (B, D)
@@ -30,6 +30,8 @@ def test_the_mixture_puts_a_known_prefix_first_and_pads_only_the_context() -> No
     assert (t[prefix_known] < c).float().mean() < 0.01  # a few OA rows look prefix-known
     oa = 1 - prefix_known.float().mean().item()
     assert 0.12 < oa < 0.18  # about 15 % plain OA examples
+    assert abs(plain.float().mean().item() - 0.15) < 0.02  # and they are the ones marked
+    assert (t[~plain] >= c).all() and not prefix_known[plain & (t >= c)].all()
     changed = xp != x
     assert (xp[changed] == PAD).all()  # padding only writes PAD ...
     known = sigma < t[:, None]
@@ -55,7 +57,9 @@ def test_an_image_block_is_the_bottom_right_given_the_rows_above_and_columns_lef
     region = context_region(shape, c).view(shape)
     assert not region[:, 4:, 4:].any() and region[:, :4].all() and region[:, :, :4].all()
     x = torch.randint(1, 256, (3000, 3 * 8 * 8))
-    xp, t, sigma = context_examples(x, c, shape=shape, generator=torch.Generator().manual_seed(0))
+    xp, t, sigma, _ = context_examples(
+        x, c, shape=shape, generator=torch.Generator().manual_seed(0)
+    )
     g = int(region.sum())
     coding = (sigma.view(-1, *shape)[:, :, 4:, 4:] >= g).all(dim=(1, 2, 3))  # block after region
     assert 0.6 < coding.float().mean() < 0.9
@@ -85,8 +89,8 @@ def test_training_for_a_budget_draws_the_coders_step_starts_by_their_length() ->
     for left, right in steps:
         assert (starts[c + left : c + right] == c + left).all()
     x = torch.randint(0, 256, (20000, D))
-    _, t_u, sigma_u = context_examples(x, c, generator=torch.Generator().manual_seed(3))
-    _, t, sigma = context_examples(
+    _, t_u, sigma_u, _ = context_examples(x, c, generator=torch.Generator().manual_seed(3))
+    _, t, sigma, _ = context_examples(
         x, c, generator=torch.Generator().manual_seed(3), coding_starts=starts
     )
     assert torch.equal(sigma, sigma_u)  # the same draws, only the coding case's t moved
@@ -103,8 +107,8 @@ def test_an_image_block_trained_for_a_budget_starts_after_its_known_region() -> 
     assert starts[:known].tolist() == list(range(known))
     assert len(set(starts[known:].tolist())) == budget and int(starts[known]) == known
     x = torch.randint(0, 256, (20000, D))
-    _, t_u, _ = context_examples(x, c, shape=shape, generator=torch.Generator().manual_seed(4))
-    _, t, _ = context_examples(
+    _, t_u, _, _ = context_examples(x, c, shape=shape, generator=torch.Generator().manual_seed(4))
+    _, t, _, _ = context_examples(
         x, c, shape=shape, generator=torch.Generator().manual_seed(4), coding_starts=starts
     )
     assert ((t == t_u) | (t == starts[t_u])).all()
@@ -138,7 +142,7 @@ def test_the_spread_coding_case_knows_exactly_what_the_coder_knows_at_a_call(
         known + left: set(block[torch.argsort(plan.rank)[:left]].tolist()) for left, _ in plan.steps
     }
     x = torch.randint(0, 256, (4000, D))
-    _, t, sigma = context_examples(
+    _, t, sigma, _ = context_examples(
         x,
         c,
         shape=shape,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +188,11 @@ def test_a_context_model_reports_the_plain_oa_bound_and_trains_on_the_mixture() 
     assert torch.equal(a, b)
     out = with_context.loss(x, generator=torch.Generator().manual_seed(1))
     assert torch.isfinite(out.loss) and out.t.shape == (6,)
+    # only the plain OA examples reach the tracker: L stays the OA L_t the coder plans on
+    assert out.tracked is not None and out.tracked.shape == (6,)
+    tracker = copy.deepcopy(with_context.tracker)
+    out.track(tracker)
+    assert torch.equal(tracker.seen, torch.isin(torch.arange(12), out.t[out.tracked]))
     with pytest.raises(ValueError, match="context"):
         ARDM(net, kind="text", context=12)
     # trained for the coder's budget: the coding case at the DP policy's step starts

@@ -166,10 +166,11 @@ def context_examples(
     generator: torch.Generator | None = None,
     coding_starts: torch.Tensor | None = None,
     coding_sigma: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the mixture for a batch ``x (B, D)`` of items of ``shape`` (default ``(D,)``):
-    returns ``(x, t, sigma)``, ``x`` with padding where drawn (a copy), ``t (B,)`` known
-    variables and ``sigma (B, D)`` orders (the known ones first). ``coding_starts (D,)``
+    returns ``(x, t, sigma, oa)``, ``x`` with padding where drawn (a copy), ``t (B,)`` known
+    variables, ``sigma (B, D)`` orders (the known ones first) and ``oa (B,)`` bool the plain
+    order-agnostic examples (the only ones whose loss is the OA ``L_t`` at their ``t``). ``coding_starts (D,)``
     (:func:`policy_starts`) maps the coding case's uniform ``t`` to its coder step's start;
     ``coding_sigma (D,)`` (:func:`coding_order`) is the coding case's order instead of a uniform
     one within the block."""
@@ -192,7 +193,7 @@ def context_examples(
     if coding_sigma is not None:
         sigma = torch.where((coding & ~oa)[:, None], coding_sigma[None, :], sigma)  # (B, D)
     x = torch.where(pad.to(x.device), torch.full_like(x, pad_value(shape)), x)  # (B, D)
-    return x, t.to(x.device), sigma.to(x.device)
+    return x, t.to(x.device), sigma.to(x.device), oa.to(x.device)
 
 
 def prefix_orders(

@@ -10,6 +10,7 @@ network's output means: a ``K``-way softmax or a discretised logistic mixture.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -230,7 +231,7 @@ class ARDM(Process):
             known = int(context_region(self.shape, self.context).sum())  # the coding case's
             starts = policy_starts(self.tracker.L(), self.D, known, policy_budget)
         sigma_c = coding_order(self.shape, self.context) if spread_order else None
-        x, t, sigma = context_examples(
+        x, t, sigma, oa = context_examples(
             x.flatten(1),
             self.context,
             shape=self.shape,
@@ -238,7 +239,8 @@ class ARDM(Process):
             coding_starts=starts,
             coding_sigma=sigma_c,
         )
-        return self.loss_output(self.bound_terms(x.view(-1, *self.shape), t, sigma), t)
+        out = self.loss_output(self.bound_terms(x.view(-1, *self.shape), t, sigma), t)
+        return dataclasses.replace(out, tracked=oa)
 
     @torch.no_grad()
     def bound_bpd(

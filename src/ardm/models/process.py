@@ -117,6 +117,15 @@ class LossOutput:
     loss: torch.Tensor  # () scalar to minimise: mean bound + ce_weight * mean ce, bits per dim
     terms: BoundTerms  # per-example terms, (B,) each
     t: torch.Tensor  # (B,) sampled step (the tracker's slot)
+    tracked: torch.Tensor | None = None  # (B,) bool: the examples whose L_t the tracker takes
+    # (None: all; a model with context: its plain OA examples, so that L stays the OA L_t)
+
+    def track(self, tracker: LossTracker) -> None:
+        """Record the tracked examples' ``L_t`` in ``tracker``."""
+        t, L_t = self.t, self.terms.L_t
+        if self.tracked is not None:
+            t, L_t = t[self.tracked], L_t[self.tracked]
+        tracker.update(t, L_t)
 
 
 @dataclass(frozen=True)

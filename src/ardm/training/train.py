@@ -324,7 +324,7 @@ def _train_step(run: _Run, x: torch.Tensor, elapsed_s: float = 0.0) -> _StepStat
         torch._foreach_lerp_(ema_p, core_p, 1.0 - tc.ema)
         for eb, b in zip(run.ema_net.buffers(), run.core_net.buffers(), strict=True):
             eb.copy_(b)
-    run.model.tracker.update(out.t, out.terms.L_t)
+    out.track(run.model.tracker)
     run.step += 1
     return _StepStats(loss, grad_norm, out.terms.bpd.detach())
 
