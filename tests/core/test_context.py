@@ -22,7 +22,7 @@ def test_the_mixture_puts_a_known_prefix_first_and_pads_only_the_context() -> No
     D, c = 32, 20
     x = torch.randint(0, 256, (4000, D))
     g = torch.Generator().manual_seed(0)
-    xp, t, sigma, plain = context_examples(x, c, generator=g)
+    xp, t, sigma, tracked = context_examples(x, c, generator=g)
     assert sorted(sigma[0].tolist()) == list(range(D))
     # a known prefix of c' >= c: the first c' positions hold the ranks 0..c'-1
     whole = sigma.cummax(dim=1).values == torch.arange(D)[None, :]  # (B, D)
@@ -30,8 +30,9 @@ def test_the_mixture_puts_a_known_prefix_first_and_pads_only_the_context() -> No
     assert (t[prefix_known] < c).float().mean() < 0.01  # a few OA rows look prefix-known
     oa = 1 - prefix_known.float().mean().item()
     assert 0.12 < oa < 0.18  # about 15 % plain OA examples
-    assert abs(plain.float().mean().item() - 0.15) < 0.02  # and they are the ones marked
-    assert (t[~plain] >= c).all() and not prefix_known[plain & (t >= c)].all()
+    # tracked: OA examples below the context's size, and the coding case (70 %)
+    assert abs(tracked.float().mean().item() - (0.15 * c / D + 0.70)) < 0.02
+    assert (t[tracked & ~prefix_known] < c).all()
     changed = xp != x
     assert (xp[changed] == PAD).all()  # padding only writes PAD ...
     known = sigma < t[:, None]
@@ -142,7 +143,7 @@ def test_the_spread_coding_case_knows_exactly_what_the_coder_knows_at_a_call(
         known + left: set(block[torch.argsort(plan.rank)[:left]].tolist()) for left, _ in plan.steps
     }
     x = torch.randint(0, 256, (4000, D))
-    _, t, sigma, _ = context_examples(
+    _, t, sigma, tracked = context_examples(
         x,
         c,
         shape=shape,
@@ -153,6 +154,7 @@ def test_the_spread_coding_case_knows_exactly_what_the_coder_knows_at_a_call(
     coding = (sigma == sigma_c[None, :]).all(dim=1)  # (B,) rows in the coder's order
     assert 0.65 < coding.float().mean().item() < 0.75  # the coding case's share
     assert set(t[coding].tolist()) == set(coder_known)  # every call, and only calls
+    assert not tracked[coding].any() and (t[tracked] < known).all()  # L_t stays as defined
     for row in torch.nonzero(coding).flatten()[:200].tolist():
         got = set(torch.nonzero(sigma[row] < t[row]).flatten().tolist())
         assert got - set(torch.nonzero(region).flatten().tolist()) == coder_known[int(t[row])]

@@ -168,9 +168,13 @@ def context_examples(
     coding_sigma: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the mixture for a batch ``x (B, D)`` of items of ``shape`` (default ``(D,)``):
-    returns ``(x, t, sigma, oa)``, ``x`` with padding where drawn (a copy), ``t (B,)`` known
-    variables, ``sigma (B, D)`` orders (the known ones first) and ``oa (B,)`` bool the plain
-    order-agnostic examples (the only ones whose loss is the OA ``L_t`` at their ``t``). ``coding_starts (D,)``
+    returns ``(x, t, sigma, tracked)``, ``x`` with padding where drawn (a copy), ``t (B,)``
+    known variables, ``sigma (B, D)`` orders (the known ones first) and ``tracked (B,)`` bool
+    the examples drawn as the tracked ``L_t`` is defined (:func:`prefix_orders`, what
+    calibration measures and the coder plans on): a plain OA example below the known region's
+    size, a coding case at a uniform ``t`` in a uniform order of the block. The coding case
+    drawn at the coder's steps or in its spread order is not: its losses would pull ``L``, and
+    with it the policy it is trained at, away from the one the coder uses. ``coding_starts (D,)``
     (:func:`policy_starts`) maps the coding case's uniform ``t`` to its coder step's start;
     ``coding_sigma (D,)`` (:func:`coding_order`) is the coding case's order instead of a uniform
     one within the block."""
@@ -193,7 +197,10 @@ def context_examples(
     if coding_sigma is not None:
         sigma = torch.where((coding & ~oa)[:, None], coding_sigma[None, :], sigma)  # (B, D)
     x = torch.where(pad.to(x.device), torch.full_like(x, pad_value(shape)), x)  # (B, D)
-    return x, t.to(x.device), sigma.to(x.device), oa.to(x.device)
+    tracked = oa & (t < int(region.sum()))  # (B,)
+    if coding_starts is None and coding_sigma is None:
+        tracked = tracked | (coding & ~oa)
+    return x, t.to(x.device), sigma.to(x.device), tracked.to(x.device)
 
 
 def prefix_orders(

@@ -231,7 +231,7 @@ class ARDM(Process):
             known = int(context_region(self.shape, self.context).sum())  # the coding case's
             starts = policy_starts(self.tracker.L(), self.D, known, policy_budget)
         sigma_c = coding_order(self.shape, self.context) if spread_order else None
-        x, t, sigma, oa = context_examples(
+        x, t, sigma, tracked = context_examples(
             x.flatten(1),
             self.context,
             shape=self.shape,
@@ -240,7 +240,7 @@ class ARDM(Process):
             coding_sigma=sigma_c,
         )
         out = self.loss_output(self.bound_terms(x.view(-1, *self.shape), t, sigma), t)
-        return dataclasses.replace(out, tracked=oa)
+        return dataclasses.replace(out, tracked=tracked)
 
     @torch.no_grad()
     def bound_bpd(

@@ -118,7 +118,7 @@ class LossOutput:
     terms: BoundTerms  # per-example terms, (B,) each
     t: torch.Tensor  # (B,) sampled step (the tracker's slot)
     tracked: torch.Tensor | None = None  # (B,) bool: the examples whose L_t the tracker takes
-    # (None: all; a model with context: its plain OA examples, so that L stays the OA L_t)
+    # (None: all; a model with context: those drawn as its L_t is defined, context_examples)
 
     def track(self, tracker: LossTracker) -> None:
         """Record the tracked examples' ``L_t`` in ``tracker``."""
