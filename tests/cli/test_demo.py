@@ -17,6 +17,7 @@ SHIPPED = (
     "english-bytes",
     "english-bytes-1",
     "english-bytes-2",
+    "english-bytes-3",
     "cifar10-subset",
     "kodak-photo",
     "kodak-photo-1",
