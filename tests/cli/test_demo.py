@@ -21,6 +21,7 @@ SHIPPED = (
     "cifar10-subset",
     "kodak-photo",
     "kodak-photo-1",
+    "kodak-photo-2",
     "fsdd",
     "fsdd-mixture",
 )

@@ -106,18 +106,20 @@ def test_the_shipped_photo_model_decodes_under_other_kernels_threads_and_batches
     ("name", "golden", "version"),
     [
         ("kodak-photo-1", "v6_kodak-photo-1_40x56_budget2.ardm", 6),
-        ("kodak-photo", "v7_kodak-photo_40x56_budget2.ardm", 7),
+        ("kodak-photo-2", "v7_kodak-photo-2_40x56_budget2.ardm", 7),
+        ("kodak-photo-2", "v9_kodak-photo-2_40x56_budget2.ardm", 9),
         ("kodak-photo", "v9_kodak-photo_40x56_budget2.ardm", 9),
     ],
 )
 def test_the_golden_photo_files_decode_and_encode_byte_for_byte_on_this_machine(
     name: str, golden: str, version: int
 ) -> None:
-    """Made on other machines (AMD EPYC, AVX2; version 9: AVX-512) by ``compress(model,
-    photo(40, 56, seed=1), budget=2)``: this CPU must decode them and write the same bytes
-    (version 7: with ``version=7``, the blocks in seeded orders). ``kodak-photo-1`` is the
-    first photo model, still shipped so that its files decode; ``ardm decompress`` finds each
-    file's model by the fingerprint it carries."""
+    """Made on other machines (AMD EPYC, AVX2; version 9: AVX-512, sessions 13 and 14) by
+    ``compress(model, photo(40, 56, seed=1), budget=2)``: this CPU must decode them and write
+    the same bytes (version 7: with ``version=7``, the blocks in seeded orders).
+    ``kodak-photo-1`` and ``kodak-photo-2`` are the earlier photo models, still shipped so that
+    their files decode; ``ardm decompress`` finds each file's model by the fingerprint it
+    carries."""
     from ardm.coding.codec import compress, decompress
     from ardm.defaults import model_for_file
 
