@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
+KERNEL_KNOBS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+"""Environment variables that choose the CPU kernels of torch, oneDNN and MKL."""
+
+
 def _shown(arg: str) -> str:
     """``arg``, relative to the repository when it is an absolute path inside it."""
     if not os.path.isabs(arg):
@@ -55,7 +59,11 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # ATen's vector kernels
     }
+    for knob in KERNEL_KNOBS:  # a run on another machine's kernels says so
+        if knob in os.environ:
+            info[knob] = os.environ[knob]
     with contextlib.suppress(OSError):
         info["load_avg_1min"] = os.getloadavg()[0]
     return info
