@@ -116,7 +116,7 @@ class TrainConfig:
     calibrate_passes: int = 2  # at the end: fresh L_t for every t from the EMA model (0: off)
     policy_budget: int = 0  # coding examples at the coder's steps for this many calls (0: off)
     spread_order: bool = False  # coding examples in the spread coder's order of the block
-    init: str = ""  # start from these weights: a shipped model's name or a weights file
+    init: str = ""  # start from these weights: a shipped model, weights file or run (load_model)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the network (CUDA only)
 

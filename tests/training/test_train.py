@@ -80,6 +80,13 @@ def test_init_starts_from_a_weights_file_and_refuses_another_network(tmp_path: P
     for name, tensor in start.net.state_dict().items():  # the fp16 weights, as float32
         assert torch.equal(state["ema"][name], tensor), name
         assert torch.equal(state["model"][name], tensor), name
+    # a run folder starts it too (its EMA weights, as load_model gives them)
+    train(
+        _cfg("train.steps=0", f"train.init={tmp_path / 'first'}"), tmp_path / "run", progress=False
+    )
+    state = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    for name, tensor in load_model(tmp_path / "first").net.state_dict().items():
+        assert torch.equal(state["ema"][name], tensor), name
     with pytest.raises(CheckpointError, match=r"other model settings than this run \(unet\)"):
         train(
             _cfg("train.steps=1", f"train.init={weights}", "model.unet.ch=16"),

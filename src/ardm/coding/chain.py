@@ -42,7 +42,7 @@ from ardm.coding.stages import exact_rows, takes_positions
 from ardm.core.context import PAD
 from ardm.core.policy import optimal_policy, step_bounds
 from ardm.core.seeded_order import seeded_order
-from ardm.core.spread_order import grid_coords, spread_ranks
+from ardm.core.spread_order import block_ranks
 
 CHAIN_BATCH = 16
 """Windows per network call when the caller gives no ``batch`` (read at each call; exact
@@ -201,7 +201,7 @@ class ChainPlan:
     of ``b`` values uses ``L[D - b:]``), ``budget`` calls per block, and the order within a
     block: ``seeded_order(b, seed)`` (format versions 6 and 7), or with ``spread`` the spread
     order of the block's values by their place in the window of shape ``tile``
-    (:func:`ardm.core.spread_order.spread_ranks`, format version 9)."""
+    (:func:`ardm.core.spread_order.block_ranks`, format version 9)."""
 
     def __init__(
         self,
@@ -229,8 +229,7 @@ class ChainPlan:
 
     @functools.cache  # noqa: B019 - one plan per file, few block shapes
     def _spread_block(self, coded: tuple[int, ...]) -> _BlockPlan:
-        coords, channels = grid_coords(self.tile, torch.tensor(coded, dtype=torch.int64))
-        return self._plan(spread_ranks(coords, channels))
+        return self._plan(block_ranks(self.tile, torch.tensor(coded, dtype=torch.int64)))
 
     def _plan(self, rank: torch.Tensor) -> _BlockPlan:
         b = int(rank.numel())

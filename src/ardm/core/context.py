@@ -49,7 +49,7 @@ import torch
 
 from ardm.core.orders import orders_given_first
 from ardm.core.policy import optimal_policy, step_bounds
-from ardm.core.spread_order import grid_coords, spread_ranks
+from ardm.core.spread_order import block_ranks
 
 OA_SHARE = 0.15
 CODING_SHARE = 0.70
@@ -141,7 +141,7 @@ def policy_starts(L: np.ndarray, D: int, known: int, budget: int) -> torch.Tenso
 def coding_order(shape: tuple[int, ...], context: int) -> torch.Tensor:
     """The order ``(D,)`` (each position's rank) of the coding case as the spread coder takes
     it: the known region (:func:`context_region`) first, by index, then the block in its spread
-    order (:func:`ardm.core.spread_order.spread_ranks` of the block's places in the window, as
+    order (:func:`ardm.core.spread_order.block_ranks` of the block's places in the window, as
     :class:`ardm.coding.chain.ChainPlan` ranks a whole block)."""
     return _coding_order(tuple(shape), context).clone()
 
@@ -151,8 +151,7 @@ def _coding_order(shape: tuple[int, ...], context: int) -> torch.Tensor:
     region = context_region(shape, context)  # (D,)
     known = torch.nonzero(region).flatten()  # (c,)
     block = torch.nonzero(~region).flatten()  # (b,)
-    coords, channels = grid_coords(shape, block)
-    by_rank = block[torch.argsort(spread_ranks(coords, channels))]  # (b,) positions by rank
+    by_rank = block[torch.argsort(block_ranks(shape, block))]  # (b,) positions by rank
     sigma = torch.empty(region.numel(), dtype=torch.int64)
     sigma[torch.cat([known, by_rank])] = torch.arange(region.numel())
     return sigma

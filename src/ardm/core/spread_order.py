@@ -78,6 +78,16 @@ def grid_coords(shape: tuple[int, ...], positions: torch.Tensor) -> tuple[torch.
     return torch.stack([c, rest // W, rest % W], dim=1), C
 
 
+def block_ranks(shape: tuple[int, ...], positions: torch.Tensor) -> torch.Tensor:
+    """The spread rank ``(b,)`` of each value at the flat ``positions`` ``(b,)`` of a tile of
+    ``shape``, among those values (relative to the block's first value): how the spread coder
+    orders a whole tile (:func:`spread_order`), a block of a chain or wave
+    (:class:`ardm.coding.chain.ChainPlan`) and training its coding case
+    (:func:`ardm.core.context.coding_order`)."""
+    coords, channels = grid_coords(shape, positions)
+    return spread_ranks(coords, channels)
+
+
 def spread_order(shape: tuple[int, ...]) -> torch.Tensor:
     """The rank ``(D,)`` of every variable of a tile of ``shape`` (in flat order): the order
     ``sigma`` of format versions 8 and 9 (:mod:`ardm.coding.container`)."""
@@ -86,6 +96,4 @@ def spread_order(shape: tuple[int, ...]) -> torch.Tensor:
 
 @functools.cache
 def _spread_order(shape: tuple[int, ...]) -> torch.Tensor:
-    D = math.prod(shape)
-    coords, channels = grid_coords(shape, torch.arange(D))
-    return spread_ranks(coords, channels)
+    return block_ranks(shape, torch.arange(math.prod(shape)))

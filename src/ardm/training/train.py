@@ -238,13 +238,13 @@ def _resume_or_begin(run: _Run, *, fresh: bool) -> None:
 
 
 def _init_from(run: _Run, source: str) -> None:
-    """Start a fresh run from the weights and ``L_t`` of ``source`` (``train.init``): a shipped
-    model's name or a weights file (``ardm export``), whose network settings must be this
-    run's. Both the trained and the EMA weights start there; the optimiser starts fresh."""
-    from ardm.training.pretrained import load_weights, shipped_path
+    """Start a fresh run from the weights and ``L_t`` of ``source`` (``train.init``): anything
+    :func:`ardm.training.pretrained.load_model` loads (a shipped model's name, a weights file,
+    a run folder or checkpoint: its EMA weights), whose network settings must be this run's.
+    Both the trained and the EMA weights start there; the optimiser starts fresh."""
+    from ardm.training.pretrained import load_model
 
-    path = Path(source)
-    model = load_weights(path if path.suffix == ".safetensors" else shipped_path(source))
+    model = load_model(source)
     saved: dict[str, Any] = model.config.get("model") or {}
     now: dict[str, Any] = to_dict(run.cfg)["model"]
     if saved != now:
