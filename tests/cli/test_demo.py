@@ -23,7 +23,9 @@ SHIPPED = (
     "kodak-photo-1",
     "kodak-photo-2",
     "fsdd",
+    "fsdd-1",
     "fsdd-mixture",
+    "fsdd-mixture-1",
 )
 
 

@@ -98,6 +98,7 @@ CROSS = {
     "cifar10-subset": ("cifar10-subset", 2, 4),
     "fsdd": ("fsdd", 2, 4),  # two digit stages
     "fsdd-mixture": ("fsdd-mixture", 2, 3),  # 16-bit logistic mixture: two bytes per value
+    "fsdd-mixture-1": ("fsdd-mixture-1", 2, 3),  # 14-bit inputs of the dilated convs (float64)
 }
 """Other model kinds: (name, items, budget), encoded under the default kernels with one thread
 and several items per call, decoded under the best kernels with two threads one at a time."""
@@ -113,16 +114,22 @@ def test_v5_other_kinds_decode_under_other_kernels_threads_and_batches(
     dec = _child("decode", None, 2, 1, path, CROSS[name])
     assert enc["v"] == container.PORTABLE_VERSION
     assert dec["data"] == enc["data"]
-    per_step = 2 if name == "fsdd-mixture" else 1  # a high-byte and a low-byte table
+    per_step = 2 if name.startswith("fsdd-mixture") else 1  # a high-byte and a low-byte table
     assert dec["tables"] == enc["tables"] and len(enc["tables"]) == n * budget * per_step
 
 
 GOLDEN_KINDS = {
     "english": "v5_english_budget20.ardm",
     "cifar10-subset": "v5_cifar10-subset_budget20.ardm",
-    "fsdd": "v5_fsdd_budget20.ardm",
-    "fsdd-mixture": "v5_fsdd-mixture_budget20.ardm",
+    "fsdd-1": "v5_fsdd-1_budget20.ardm",
+    "fsdd-mixture-1": "v5_fsdd-mixture-1_budget20.ardm",
 }
+"""Made by the first integer forms of session 12 (``fsdd-1`` and ``fsdd-mixture-1`` are those of
+``fsdd`` and ``fsdd-mixture`` until session 15: 14-bit inputs of the dilated convs)."""
+
+V8_GOLDEN = ["mnist", *sorted(GOLDEN_KINDS), "fsdd", "fsdd-mixture"]
+"""Every model kind's v8 golden file: the first integer forms (AMD EPYC with AVX-512, session
+13) and the WaveNets' forms on 8-bit inputs (session 15, the same kind of machine)."""
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_KINDS))
@@ -134,10 +141,10 @@ def test_golden_v5_files_of_other_kinds_decode(name: str) -> None:
     assert torch.equal(decompress(model, blob), x)
 
 
-@pytest.mark.parametrize("name", ["mnist", *sorted(GOLDEN_KINDS)])
+@pytest.mark.parametrize("name", V8_GOLDEN)
 def test_golden_v8_files_decode_and_encode_byte_for_byte_on_this_machine(name: str) -> None:
-    """Made on another machine (AMD EPYC with AVX-512, session 13) by ``compress(model,
-    first test item, budget=20)``: the spread order of the tile (format version 8)."""
+    """Made on other machines (:data:`V8_GOLDEN`) by ``compress(model, first test item,
+    budget=20)``: the spread order of the tile (format version 8)."""
     model = ardm.load(name)
     x = model_items(model, "test", 1)[0]
     blob = (GOLDEN / f"v8_{name}_budget20.ardm").read_bytes()

@@ -155,7 +155,7 @@ def test_tiny_random_wavenet_integer_close_to_float(K: int, b: int, stages: int)
     net = randomize(WaveNet(cfg, K=K, length=60, stages=stages, out_classes=out), seed=K)
     g = torch.Generator().manual_seed(1)
     items = torch.randint(0, K, (8, 60), generator=g)
-    for widths in (Widths(), Widths(WIDE, WIDE, WIDE)):
+    for widths in (Widths(), Widths(WIDE, NARROW, NARROW), Widths(WIDE, WIDE, WIDE)):
         inet = IntegerWaveNet.from_float(net, items, passes=4, widths=widths)
         x, known, t = stage_inputs(items, K=K, b=b, S=stages, generator=g)
         q = inet.logits(x, known, t)  # (8, 60, out)
@@ -188,6 +188,9 @@ def fsdd_inputs(
 def test_fsdd_integer_wavenet_is_close_and_a_coder_table(
     fsdd: tuple[WaveNet, IntegerWaveNet, UpscaleARDM],
 ) -> None:
+    """KL to the float model under 0.01 nats per sample, except in the first steps of stage 0
+    (``t_in < 250``), where 8-bit inputs of the dilated convs (:class:`Widths`, the default)
+    cost up to about 0.15 (the files: -0.06 to +0.14 % on 16 test clips at budgets 4, 20, 100)."""
     _, inet, m = fsdd
     for s in range(m.S):
         x, known, t = fsdd_inputs(m, 2, s, seed=s)
@@ -197,8 +200,9 @@ def test_fsdd_integer_wavenet_is_close_and_a_coder_table(
         with torch.no_grad():
             lp = m.stage_log_probs(x, known, s, t - s * m.D).double()  # (2, D, b)
         p = (w + 1).double() / (1 << 24)
-        kl = (p * (p.log() - lp)).sum(-1).mean()  # nats per sample
-        assert kl < 0.01, kl
+        kl = (p * (p.log() - lp)).sum(-1).mean(-1)  # (2,) nats per sample
+        first = t < 250  # stage 0's first steps (t = s D + t_in)
+        assert bool((kl[~first] < 0.01).all()) and bool((kl[first] < 0.25).all()), (t, kl)
 
 
 DIGITS = "net.digit_pmf(x, known, t)"

@@ -74,12 +74,17 @@ class Widths:
     """The bound (``NARROW`` = 8-bit, one call; ``WIDE`` = 14-bit, two 7-bit limbs) of the
     inputs of each kind of conv: the dilated convs, the 1x1 convs after the gate, the head.
 
-    The default: 14-bit inputs of the dilated convs, 8-bit elsewhere. 8-bit everywhere
-    costs about 0.1 % rate on the shipped ``fsdd``, nearly all of it in the first steps of
-    stage 0 (KL 0.08 nats per sample at ``t_in < 250``, 0.0005 with 14-bit dilated inputs;
-    ``benchmarks/results/portable_fsdd.md``)."""
+    The default since session 15: 8-bit everywhere, every conv one exact float32 GEMM. The
+    dilated convs on 14-bit inputs (``wnn``, the default of the first integer forms, still
+    stored in ``fsdd-1`` and ``fsdd-mixture-1``) run as float64 GEMMs, about a third of the
+    call at batch 1; on 8-bit inputs the call is 13-15 % faster (1 thread: ``fsdd-mixture``
+    20.1 -> 17.4 ms, float32 14.4; ``fsdd`` 21.5 -> 18.8, float32 16.1) for a rate cost of
+    -0.06 / +0.14 / +0.06 % on ``fsdd`` (16 test clips at budgets 4 / 20 / 100) and 0.00 /
+    +0.004 % on ``fsdd-mixture`` (8 clips, budgets 4 / 20). The cost sits in the first steps
+    of stage 0 (KL to the float model 0.11-0.15 nats per sample at ``t_in = 44``, 0.0005 with
+    14-bit dilated inputs; ``benchmarks/results/portable_fsdd.md``)."""
 
-    dilated: int = WIDE
+    dilated: int = NARROW
     gated: int = NARROW
     head: int = NARROW
 
