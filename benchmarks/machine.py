@@ -10,7 +10,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +91,17 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """The median milliseconds of ``repeats`` calls of ``fn``, after one call to warm up."""
     fn()
     return 1000 * statistics.median(timed(fn)[1] for _ in range(repeats))
+
+
+def interleaved_median_ms(fns: Sequence[Callable[[], object]], repeats: int) -> list[float]:
+    """The median milliseconds of ``repeats`` calls of each of ``fns``, called in turn (one
+    call of each, ``repeats`` times, after one call each to warm up): on a shared machine a
+    change of load then reaches every function alike, so their ratios hold where medians
+    measured one function after the other do not."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times, strict=True):
+            out.append(timed(fn)[1])
+    return [1000 * statistics.median(t) for t in times]

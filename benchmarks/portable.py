@@ -38,7 +38,7 @@ from ardm.core.orders import order_from_seed
 from ardm.core.upscale import coarsen
 from ardm.data.items import model_items
 from ardm.models.upscale import UpscaleARDM
-from benchmarks.machine import median_ms, timed, write_results
+from benchmarks.machine import interleaved_median_ms, timed, write_results
 
 MODELS = "mnist,cifar10-subset,english,fsdd,fsdd-mixture"
 
@@ -79,11 +79,8 @@ def _three(
     """ms of one call of the float32 net, of the integer net as the coder calls it, and of
     that call with the integer tables at one step's variables (``D / budget`` of them)."""
     call, step = coder_step(m, inputs, budget)
-    return (
-        median_ms(lambda: m.net(*inputs), repeats),
-        median_ms(call, repeats),
-        median_ms(step, repeats),
-    )
+    fl, it, pmf = interleaved_median_ms([lambda: m.net(*inputs), call, step], repeats)
+    return fl, it, pmf
 
 
 def coder_step(
@@ -176,7 +173,8 @@ def markdown(results: list[dict[str, Any]], budget: int) -> str:
         "One network call, ms per item, 1 thread (half the variables known); the integer call "
         "as the coder makes it (`fsdd`: the stage's 256 logits of 512; U-Nets: the last conv "
         "at the step's D / budget variables only; the float32 call computes all), and with "
-        "its pmf at one step's variables:",
+        "its pmf at one step's variables; the three are called in turn, the median of each "
+        "(so a change of the machine's load reaches all three alike):",
         "",
         "| model | float32, 1 item | integer, 1 item | ratio | float32, per item at 16 | "
         "integer, per item at 16 | ratio | integer + pmf of a step, per item at 16 |",
