@@ -18,6 +18,7 @@ SHIPPED = (
     "english-bytes-1",
     "english-bytes-2",
     "english-bytes-3",
+    "english-bytes-4",
     "cifar10-subset",
     "kodak-photo",
     "kodak-photo-1",
