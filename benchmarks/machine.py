@@ -89,8 +89,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """The median milliseconds of ``repeats`` calls of ``fn``, after one call to warm up."""
-    fn()
-    return 1000 * statistics.median(timed(fn)[1] for _ in range(repeats))
+    return interleaved_median_ms([fn], repeats)[0]
 
 
 def interleaved_median_ms(fns: Sequence[Callable[[], object]], repeats: int) -> list[float]:
