@@ -132,7 +132,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="kodak-photo")
     p.add_argument("--budget", type=int, default=None, help="calls per block (model default)")
-    p.add_argument("--budgets", default="1,2,4,8", help="the size-against-budget curve")
+    p.add_argument("--budgets", default="1,2,4,6,8", help="the size-against-budget curve")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--photos", type=int, default=4, help="held-out photos to code (at most 4)")
     p.add_argument("--cifar", type=int, default=50, help="CIFAR-10 subset test images (0: skip)")
