@@ -351,3 +351,26 @@ def test_output_names() -> None:
     assert files.decompressed_name("x.png.ardm", txt) == "x.txt"
     with pytest.raises(DataError, match="both be written"):
         files.output_paths(["a/x.png", "b/x.png"], "out", lambda p, d: "x.ardm", force=True)
+
+
+def test_a_model_with_a_portable_form_codes_on_the_cpu_whatever_the_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--device`` naming another device (here ``meta``, present on every machine): a shipped
+    model (it has a portable form) still codes on the CPU, says so, and its file round-trips."""
+    from ardm.data.items import model_items
+    from ardm.training.pretrained import load_model
+
+    digit = model_items(load_model("mnist"), "test", 1)[0]  # (1, 28, 28)
+    src = tmp_path / "d.png"
+    src.write_bytes(png_bytes(digit.to(torch.uint8)))
+    out, back = tmp_path / "d.ardm", tmp_path / "back.png"
+    common = ["--device", "meta", "--quiet"]
+    assert (
+        main(["compress", str(src), "-o", str(out), "--model", "mnist", "--budget", "5", *common])
+        == 0
+    )
+    assert "integer coder runs on the CPU, not on meta" in capsys.readouterr().err
+    assert main(["decompress", str(out), "-o", str(back), *common]) == 0
+    again = read_image(back.read_bytes(), channels=1, name="back.png")
+    assert torch.equal(again.long(), digit.long())

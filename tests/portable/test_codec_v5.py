@@ -231,3 +231,20 @@ def test_seeded_order_is_splitmix64_fisher_yates() -> None:
     assert torch.equal(seeded_order(784, 0), sigma) and not torch.equal(seeded_order(784, 1), sigma)
     assert not torch.equal(sigma, order_from_seed(784, 0))  # not torch.randperm's
     assert seeded_order(10, 0).tolist() == [6, 3, 2, 9, 8, 1, 4, 7, 0, 5]  # pinned: the format
+
+
+def test_the_integer_coder_refuses_a_model_off_the_cpu() -> None:
+    """The integer coder runs on the CPU only (exactness is proven for CPU kernels): a model
+    on another device gets a one-line error, for encoding and decoding alike."""
+    from ardm.training.pretrained import load_model
+
+    model = load_model("mnist")
+    x = model_items(model, "test", 1)[0]
+    blob = compress(model, x, budget=5)
+    assert isinstance(blob, bytes)
+    model.to("meta")  # a device other than the CPU on every machine
+    with pytest.raises(ValueError, match=r"runs on the CPU.*model\.to\('cpu'\)"):
+        compress(model, x, budget=5)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        decompress(model, blob)
+    assert torch.equal(decompress(load_model("mnist"), blob), x.long())

@@ -58,6 +58,27 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_model(args.model, device=pick_device(args.device))
 
 
+def _load_for_coding(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The model for ``ardm compress/decompress``: on the CPU where it has a portable form
+    (the integer coder runs on the CPU on every machine, so that its files decode on every
+    other), else on ``--device``."""
+    from ardm.devices import pick_device
+    from ardm.training.pretrained import load_model
+
+    model = load_model(args.model)  # on the CPU
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        return model
+    if getattr(model, "portable", None) is not None:
+        print(
+            f"note: the integer coder runs on the CPU, not on {device} (its files decode on "
+            "every machine); --device applies to models without a portable form",
+            file=sys.stderr,
+        )
+        return model
+    return model.to(device)
+
+
 def _unit(model) -> str:  # type: ignore[no-untyped-def]
     return modality_for(model).unit
 
@@ -188,7 +209,7 @@ def _coding_run(args: argparse.Namespace, *, compressing: bool):  # type: ignore
     names = [files.display_name(p) for p in args.inputs]
     if args.model is None:
         args.model = _default_model(raws, names, compressing=compressing)
-    model = _load(args)
+    model = _load_for_coding(args)
     modality = modality_for(model)
     items = (
         [modality.read(r, name=n) for r, n in zip(raws, names, strict=True)] if compressing else []

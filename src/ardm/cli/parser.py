@@ -208,12 +208,17 @@ def _add_coding(sub: _Subparsers) -> None:
                 type=positive_int,
                 help="network calls per item (per tile of the model's shape; per block of a "
                 "model with context); more calls usually give smaller files (default: the "
-                "model's: 8 per text block, 4 per photo block, 100 for most others; at most D, "
+                "model's: one per 8 bytes of a text block, 6 per photo block, 100 for most others; at most D, "
                 "or S*D for an upscale model with S stages, which needs at least S)",
             )
             q.add_argument(
                 "--verify", action="store_true", help="decode every file and compare before writing"
             )
         q.add_argument("--force", action="store_true", help="overwrite existing outputs")
-        q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+        q.add_argument(
+            "--device",
+            default="cpu",
+            help="cpu, cuda or auto (default: cpu); a model with a portable form (every shipped "
+            "one) codes on the CPU whatever this says, so that its files decode on every machine",
+        )
         q.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -27,6 +27,7 @@ from ardm.coding.chain import (
     portable_rows,
     segment_blocks,
 )
+from ardm.coding.stages import check_on_cpu
 from ardm.coding.wavefront import WavefrontLayout
 from ardm.core.context import context_region
 
@@ -54,6 +55,7 @@ def _chain_parts(model: object) -> tuple[object, int, int]:
             "chain files (format v6, v7, v9) are coded by the model's portable form, "
             "which this model lacks (`ardm export` freezes one)"
         )
+    check_on_cpu(model)
     return portable, int(model.D), context  # type: ignore[attr-defined]
 
 

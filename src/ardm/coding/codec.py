@@ -98,7 +98,7 @@ from ardm.coding.lockstep import (
     decode_with_rest,
     encode,
 )
-from ardm.coding.stages import CodingModel, Stage
+from ardm.coding.stages import CodingModel, Stage, check_on_cpu
 from ardm.coding.tiles import _check_tileable, cut_tiles, paste_tiles, tile_grid
 from ardm.errors import DataError, FormatError
 
@@ -145,6 +145,7 @@ def _coder(model: CodingModel, version: int | None = None) -> _Coder:
             f"this file was made by the integer coder (format v{version}), which needs the "
             "model's portable form (shipped models have one; `ardm export` freezes one)"
         )
+    check_on_cpu(model)
     spread = version in SPREAD_VERSIONS
 
     def stages(budget: int, seed: int) -> list[Stage]:

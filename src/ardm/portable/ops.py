@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -354,43 +355,55 @@ class IntNorm:
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """For a few channels, in groups ``d (B, G, n)`` (float64 integers): the factor ``8
         coef 2^-24`` and bias ``beta_q + shift - m coef 2^-24`` ``(B, C)`` of the uncentred
-        form, the statistics in Python integers (exact, and cheaper than a few dozen tiny
-        tensor ops). The same integers as the tensor path: the same mean, variance, square
-        root and divisions, each rounded as there. None where the affine form would not be
-        exact (see :meth:`_affine_exact`): the caller takes the tensor path."""
+        form. The group statistics (mean, variance, square root: a few per item) in Python
+        integers, exact; the per-channel divisions and constants in float64 numpy arrays
+        (tiny arrays: numpy costs a fraction of a tensor op each), exact by the checks below:
+        every value an integer, or an integer times a power of two, below ``2^53``. The same
+        integers as the tensor path: the same mean, variance, square root and divisions, each
+        rounded as there. None where the affine form would not be exact (see
+        :meth:`_affine_exact`): the caller takes the tensor path."""
         B, G, n = d.shape
         sums = d.sum(dim=-1).tolist()  # (B, G) exact integers
         squares = torch.linalg.vecdot(d, d).tolist()  # (B, G)
-        per_group = self.gamma_q.numel() // G
-        nums, betas = self._python_constants
-        one = 1 << COEF_BITS
-        fixed = (self._beta_top + abs(shift) + 1) * one
-        factors: list[float] = []
-        biases: list[float] = []
+        means: list[int] = []
+        dens: list[int] = []
         for b in range(B):
             for j in range(G):
                 S, Q = int(sums[b][j]), int(squares[b][j])
                 m = (2 * (S << MEAN_FRAC_BITS) + n) // (2 * n)  # div_round(8 S, n)
                 V = 64 * Q - 16 * m * S + n * m * m  # sum (8 g - m)^2
                 sigma = math.isqrt((V << 2 * STD_FRAC_BITS) // n + self.eps_q)
-                den = sigma << self.gamma_bits
-                for c in range(j * per_group, (j + 1) * per_group):
-                    coef = (2 * nums[c] + den) // (2 * den)  # div_round(gamma_q 2^29, den)
-                    if (16 * self.in_bound + 1) * abs(coef) + fixed >= 1 << 52:
-                        return None
-                    factors.append(float(coef << MEAN_FRAC_BITS) / one)  # exact: < 2^53
-                    biases.append(float(betas[c] * one - m * coef) / one + shift)  # exact
-        dev = d.device
+                means.append(m)
+                dens.append(sigma << self.gamma_bits)
+        if self._num_top + 3 * max(dens) > FLOAT64_EXACT:
+            return None  # the float64 division below would not be exact
+        num, beta_scaled = self._numpy_constants  # (G, C/G) each
+        den = np.array(dens, dtype=np.float64).reshape(B, G, 1)
+        mean = np.array(means, dtype=np.float64).reshape(B, G, 1)
+        # coef = div_round(gamma_q 2^29, den) = floor((2 num + den) / (2 den)): exact, as
+        # quant.div_round_float64 (2 |num| + 3 den <= 2^53, checked above)
+        coef = np.floor((2.0 * num + den) / (2.0 * den))  # (B, G, C/G)
+        one = float(1 << COEF_BITS)
+        fixed = (self._beta_top + abs(shift) + 1) * one
+        if (16 * self.in_bound + 1) * float(np.abs(coef).max()) + fixed >= 2.0**52:
+            return None
+        # beta 2^24 - m coef: integers below 2^52 (the check), then powers of two: exact
+        bias = (beta_scaled - mean * coef) * (1.0 / one) + shift  # (B, G, C/G)
+        factor = coef * (float(1 << MEAN_FRAC_BITS) / one)  # (B, G, C/G) 8 coef 2^-24
         return (
-            torch.tensor(factors, dtype=torch.float64, device=dev).view(B, -1),
-            torch.tensor(biases, dtype=torch.float64, device=dev).view(B, -1),
+            torch.from_numpy(factor.reshape(B, -1)).to(d.device),
+            torch.from_numpy(bias.reshape(B, -1)).to(d.device),
         )
 
     @functools.cached_property
-    def _python_constants(self) -> tuple[list[int], list[int]]:
-        """The numerators ``gamma_q 2^29`` and ``beta_q`` as Python integers, per channel."""
-        shift = STD_FRAC_BITS + COEF_BITS
-        return [int(v) << shift for v in self.gamma_q.tolist()], self.beta_q.tolist()
+    def _numpy_constants(self) -> tuple[np.ndarray, np.ndarray]:
+        """``gamma_q 2^29`` and ``beta_q 2^24`` per channel, float64 ``(G, C/G)`` (exact: below
+        ``2^52`` and ``2^52``, checked where used)."""
+        num = self._constants[0].reshape(self.groups, -1).to(torch.float64).numpy()
+        beta = self.beta_q.to(torch.float64).reshape(self.groups, -1).numpy() * float(
+            1 << COEF_BITS
+        )
+        return num, beta
 
     def _moments_exact(self, n: int) -> bool:
         """Whether ``64 Q - 16 m S + n m^2`` (``Q = sum g^2``, ``S = sum g``, ``m`` the mean in
