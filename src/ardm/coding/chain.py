@@ -75,8 +75,9 @@ def chain_budget(D: int, context: int) -> int:
 WAVE_BUDGET = 6
 """Default network calls per block of an image (a photo's blocks are 9x larger than a text
 block, and a 768 x 512 photo has 700 of them): on the 4 held-out Kodak photos 6 calls give
-3.840 bits per sub-pixel at about 36 s per photo on 2 threads, 4 calls 3.910 at 29 s, 8 calls
-3.637 on kodim17 (3.655 at 6) at 46 s (``benchmarks/results/photos.md``)."""
+3.840 bits per sub-pixel at 36-37 s per photo (``ardm compress``, 2 threads), 4 calls 3.910 at
+28-30 s; on kodim17 8 calls give 3.637 against 3.655 at 6, for 1.24x the time
+(``benchmarks/results/photos.md``)."""
 
 MIN_SEGMENT_BYTES = 112
 """A file is cut into segments of at most about this many values each (one block of the
