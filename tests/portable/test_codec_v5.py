@@ -248,3 +248,12 @@ def test_the_integer_coder_refuses_a_model_off_the_cpu() -> None:
     with pytest.raises(ValueError, match="runs on the CPU"):
         decompress(model, blob)
     assert torch.equal(decompress(load_model("mnist"), blob), x.long())
+    chain = load_model("english-bytes")  # a model with context: the chain coder
+    text = torch.tensor(list(b"a few bytes of text"), dtype=torch.uint8)
+    chain_blob = compress(chain, text, budget=chain.default_budget)
+    assert isinstance(chain_blob, bytes)
+    chain.to("meta")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        compress(chain, text, budget=chain.default_budget)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        decompress(chain, chain_blob)
