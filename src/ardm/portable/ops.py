@@ -339,7 +339,7 @@ class IntNorm:
         # power of two scales the product of two integers, in either order); in place on d
         o = (offset + shift).view((1, C) + (1,) * (x.dim() - 2))
         a = coef.mul_(2.0**-COEF_BITS)  # (B, G, C/G) coef 2^-24
-        if uncentred and self._affine_exact(a, shift):
+        if uncentred and self._affine_exact(float(a.abs().max()) * 2.0**COEF_BITS, shift):
             # (8 g - m) a + o = g (8 a) + (o - m a): every product an integer times 2^-24
             # below 2^53 of that unit, and so every sum (checked), exact
             bias = o - (m * a).view(shape)  # (B, C, ...)
@@ -383,11 +383,10 @@ class IntNorm:
         # coef = div_round(gamma_q 2^29, den) = floor((2 num + den) / (2 den)): exact, as
         # quant.div_round_float64 (2 |num| + 3 den <= 2^53, checked above)
         coef = np.floor((2.0 * num + den) / (2.0 * den))  # (B, G, C/G)
-        one = float(1 << COEF_BITS)
-        fixed = (self._beta_top + abs(shift) + 1) * one
-        if (16 * self.in_bound + 1) * float(np.abs(coef).max()) + fixed >= 2.0**52:
+        if not self._affine_exact(float(np.abs(coef).max()), shift):
             return None
-        # beta 2^24 - m coef: integers below 2^52 (the check), then powers of two: exact
+        one = float(1 << COEF_BITS)
+        # beta 2^24 - m coef: integers below 2^52 (_affine_exact), then powers of two: exact
         bias = (beta_scaled - mean * coef) * (1.0 / one) + shift  # (B, G, C/G)
         factor = coef * (float(1 << MEAN_FRAC_BITS) / one)  # (B, G, C/G) 8 coef 2^-24
         return (
@@ -399,7 +398,7 @@ class IntNorm:
     def _numpy_constants(self) -> tuple[np.ndarray, np.ndarray]:
         """``gamma_q 2^29`` and ``beta_q 2^24`` per channel, float64 ``(G, C/G)`` (exact: below
         ``2^52`` and ``2^52``, checked where used)."""
-        num = self._constants[0].reshape(self.groups, -1).to(torch.float64).numpy()
+        num = self._num_float64.reshape(self.groups, -1).numpy()
         beta = self.beta_q.to(torch.float64).reshape(self.groups, -1).numpy() * float(
             1 << COEF_BITS
         )
@@ -412,12 +411,11 @@ class IntNorm:
         b = self.in_bound
         return 64 * n * b * b + 16 * (8 * b + 1) * n * b + n * (8 * b + 1) ** 2 < FLOAT64_EXACT
 
-    def _affine_exact(self, a: torch.Tensor, shift: float) -> bool:
-        """Whether ``g (8 a) + (o + shift - m a)`` is exact for the factors ``a = coef 2^-24``:
-        with ``c = max |coef|``, ``(16 in_bound + 1) c + (max |beta_q| + |shift| + 1) 2^24``
+    def _affine_exact(self, c: float, shift: float) -> bool:
+        """Whether ``g (8 a) + (o + shift - m a)`` is exact for the factors ``a = coef 2^-24``
+        with ``c = max |coef|``: ``(16 in_bound + 1) c + (max |beta_q| + |shift| + 1) 2^24``
         below ``2^53`` bounds every product and sum in units of ``2^-24`` (checked against
         ``2^52``: the check itself is in rounded float arithmetic)."""
-        c = float(a.abs().max()) * 2.0**COEF_BITS
         top = (16 * self.in_bound + 1) * c + (self._beta_top + abs(shift) + 1) * 2.0**COEF_BITS
         return top < 2.0**52
 
