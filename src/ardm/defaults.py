@@ -64,9 +64,11 @@ def model_for_input(data: bytes, *, name: str) -> str:
         if head is None:
             raise DataError(f"{name}: an image file that cannot be read (truncated or corrupt?)")
         mode, width, height = head
-        if mode in ("L", "1", "I;16", "I"):
-            if max(width, height) <= GRAY_TILE or mode not in ("L", "1"):
-                return GRAY_MODEL  # (16-bit images: the image reader says what is wrong)
+        if mode in ("I;16", "I"):
+            return GRAY_MODEL  # its image reader refuses 16-bit pixels in one line
+        if mode in ("L", "1"):
+            if max(width, height) <= GRAY_TILE:
+                return GRAY_MODEL
             raise DataError(
                 f"{name}: a {width}x{height} grayscale image has no default model: the shipped "
                 f"grayscale model, {GRAY_MODEL}, knows {GRAY_TILE}x{GRAY_TILE} digits and makes a "

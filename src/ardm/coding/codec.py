@@ -98,17 +98,12 @@ from ardm.coding.lockstep import (
     decode_with_rest,
     encode,
 )
-from ardm.coding.stages import CodingModel, Stage, check_on_cpu
+from ardm.coding.stages import CodingModel, Stage, check_on_cpu, model_device
 from ardm.coding.tiles import _check_tileable, cut_tiles, paste_tiles, tile_grid
 from ardm.errors import DataError, FormatError
 
 
 # ---------------------------------------------------------------------------- files
-def _model_device(model: CodingModel) -> torch.device:
-    device = getattr(model, "device", None)
-    return torch.device(device) if device is not None else torch.device("cpu")
-
-
 def _check_eval(model: CodingModel) -> None:
     if getattr(model, "training", False):
         raise ValueError("the model is in training mode: call model.eval() before coding")
@@ -211,7 +206,7 @@ def compress(
     if budget < fewest:
         raise DataError(f"this model has {fewest} stages: it needs a budget of at least {fewest}")
     budget = min(int(budget), most)
-    device = _model_device(model)
+    device = model_device(model)
     coder = _coder(model, version)
     stages = coder.stages(budget, int(model.order_seed))
 
@@ -428,7 +423,7 @@ def _decode_together(model: CodingModel, files: list[_Parsed]) -> list[torch.Ten
     about twice the work of the batch, not that of every file alone.
     """
     first = files[0]
-    device = _model_device(model)
+    device = model_device(model)
     setup = CodingSetup(
         first.coder.stages(first.header.budget, first.header.seed),
         tuple(model.shape),

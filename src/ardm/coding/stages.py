@@ -47,12 +47,18 @@ class CodingModel(Protocol):
 
 
 # ---------------------------------------------------------------------------- probabilities
+def model_device(model: object) -> torch.device:
+    """Where ``model`` lives (the CPU for a model that says nothing)."""
+    device = getattr(model, "device", None)
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
 def check_on_cpu(model: object) -> None:
     """Raise where ``model`` lives on a device other than the CPU: the integer coder (formats
     v5 and later) runs its network on the CPU only, the kernels its exactness is proven for (a
     GPU's conv algorithms, Winograd or FFT, and TF32 are not)."""
-    device = getattr(model, "device", None)
-    if device is not None and torch.device(device).type != "cpu":
+    device = model_device(model)
+    if device.type != "cpu":
         raise ValueError(
             "the integer coder runs on the CPU (its exactness is proven for CPU kernels only), "
             f"but the model is on {device}: code with the model on the CPU, model.to('cpu')"
